@@ -1,0 +1,30 @@
+# ticketlens: lottery tickets, explained. Run with `snakemake --cores N` (see README.md).
+import sys
+from pathlib import Path
+
+from ticketlens.config import ConfigError, validate_params
+
+
+configfile: "params.yaml"
+
+
+try:
+    config = validate_params(
+        config, Path(workflow.basedir) / "workflow/schemas/params.schema.yaml"
+    )
+except ConfigError as err:
+    sys.exit(f"ticketlens: {err}")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/lottery.smk"
+include: "workflow/rules/explain.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report.md",
+        "results/metrics.json",
+    default_target: True

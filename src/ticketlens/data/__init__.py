@@ -1,0 +1,23 @@
+"""Datasets: MNIST, synthetic birds and CUB-200-2011, prepared into one cached tensor file each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ticketlens.errors import UserError
+
+DATASETS = ("mnist", "synthbirds", "cub")
+
+
+def prepare_dataset(name: str, config: dict[str, Any], out: Path) -> None:
+    """Prepare dataset `name` with its params section into `out` (data.pt) and `meta.csv` beside it."""
+    if name == "mnist":
+        from ticketlens.data.mnist import prepare_mnist as prepare
+    elif name == "synthbirds":
+        from ticketlens.data.synthbirds import prepare_synthbirds as prepare
+    elif name == "cub":
+        from ticketlens.data.cub import prepare_cub as prepare
+    else:
+        raise UserError(f"unknown dataset '{name}' (allowed: {', '.join(DATASETS)})")
+    prepare(config, Path(out))

@@ -1,0 +1,44 @@
+# Data: prepare each dataset once, then the TCAV random sets and one positive set per concept.
+
+
+rule prepare:
+    output:
+        data="results/{dataset}/prepared/data.pt",
+        meta="results/{dataset}/prepared/meta.csv",
+    params:
+        config=lambda wc: as_json(config["datasets"][wc.dataset]),
+    log:
+        "logs/{dataset}/prepare.log",
+    shell:
+        "ticketlens --log {log:q} prepare --dataset {wildcards.dataset:q}"
+        " --config {params.config:q} --out {output.data:q}"
+
+
+rule random_sets:
+    input:
+        data="results/{dataset}/prepared/data.pt",
+    output:
+        expand("results/{{dataset}}/concepts/random_{i}.pt", i=range(N_RANDOM)),
+    params:
+        size=config["explanations"]["tcav"]["set_size"],
+    log:
+        "logs/{dataset}/random_sets.log",
+    shell:
+        "ticketlens --log {log:q} random-sets --data {input.data:q} --n {N_RANDOM}"
+        " --size {params.size} --seed 0 --out {output:q}"
+
+
+rule concept:
+    input:
+        data="results/{dataset}/prepared/data.pt",
+        random=lambda wc: random_set_files(wc.dataset),
+    output:
+        "results/{dataset}/concepts/{concept}.pt",
+    params:
+        name=lambda wc: concept_name(wc.dataset, wc.concept),
+        config=lambda wc: explain_config(wc.dataset),
+    log:
+        "logs/{dataset}/concepts/{concept}.log",
+    shell:
+        "ticketlens --log {log:q} concept --data {input.data:q} --concept {params.name:q}"
+        " --config {params.config:q} --random {input.random:q} --out {output:q}"

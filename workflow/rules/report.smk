@@ -1,0 +1,81 @@
+# Report: per-dataset tables and findings, figures and report.md, then the cross-dataset summary.
+
+
+def dataset_targets(wc):
+    dirs = ticket_dirs(wc.dataset)
+    return {
+        "metrics": [f"{d}/metrics.json" for d in dirs],
+        "saliency": [f"{d}/saliency.csv" for d in dirs],
+        "consistency": [f"{d}/consistency.csv" for d in dirs],
+        "null": [f"{d}/tcav/random.csv" for d in dirs],
+        "tcav": [f"{d}/tcav/{slug}.csv" for d in dirs for slug in concept_slugs(wc.dataset)],
+    }
+
+
+def study_config(dataset):
+    return as_json(
+        {
+            "dataset": dataset,
+            "study": config["study"],
+            "pruning": config["pruning"],
+            "explanations": config["explanations"],
+            "concepts": config["datasets"][dataset].get("concepts", []),
+        }
+    )
+
+
+rule summarize:
+    input:
+        unpack(dataset_targets),
+    output:
+        summary="results/{dataset}/summary.csv",
+        aggregate="results/{dataset}/summary_agg.csv",
+        tcav="results/{dataset}/tcav_summary.csv",
+        findings="results/{dataset}/findings.json",
+        metrics="results/{dataset}/metrics.json",
+    params:
+        config=lambda wc: study_config(wc.dataset),
+    log:
+        "logs/{dataset}/summarize.log",
+    shell:
+        "ticketlens --log {log:q} summarize --dataset {wildcards.dataset:q}"
+        " --results results/{wildcards.dataset:q} --config {params.config:q}"
+
+
+rule report:
+    input:
+        summary="results/{dataset}/summary.csv",
+        aggregate="results/{dataset}/summary_agg.csv",
+        tcav="results/{dataset}/tcav_summary.csv",
+        findings="results/{dataset}/findings.json",
+        saliency=lambda wc: [f"{d}/saliency.npz" for d in ticket_dirs(wc.dataset)],
+    output:
+        report="results/{dataset}/report.md",
+        figures=report(
+            directory("results/{dataset}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figure.rst",
+            category="{dataset}",
+        ),
+    params:
+        config=lambda wc: study_config(wc.dataset),
+    log:
+        "logs/{dataset}/report.log",
+    shell:
+        "ticketlens --log {log:q} report --dataset {wildcards.dataset:q}"
+        " --results results/{wildcards.dataset:q} --config {params.config:q}"
+
+
+rule report_all:
+    input:
+        reports=expand("results/{dataset}/report.md", dataset=DATASETS),
+        metrics=expand("results/{dataset}/metrics.json", dataset=DATASETS),
+    output:
+        report="results/report.md",
+        metrics="results/metrics.json",
+    params:
+        folders=expand("results/{dataset}", dataset=DATASETS),
+    log:
+        "logs/report_all.log",
+    shell:
+        "ticketlens --log {log:q} report-all --datasets {params.folders:q} --out-dir results"
