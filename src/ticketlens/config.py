@@ -89,7 +89,9 @@ def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: 
     """Validate, fill defaults and run the cross-key checks; raise ConfigError on the first problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if errors:
         raise ConfigError(format_error(errors[0], source))
     filled = copy.deepcopy(dict(params))

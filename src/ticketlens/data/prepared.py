@@ -96,7 +96,9 @@ def load_prepared(path: Path) -> PreparedData:
     except FileNotFoundError:
         raise UserError(f"prepared dataset {path} not found (run the prepare step first)") from None
     except Exception as err:  # a truncated or foreign file
-        raise UserError(f"prepared dataset {path} is unreadable ({type(err).__name__}): delete it and re-run") from None
+        raise UserError(
+            f"prepared dataset {path} is unreadable ({type(err).__name__}): delete it and re-run"
+        ) from None
     missing = [key for key in _CORE if key not in raw]
     if missing:
         raise UserError(f"prepared dataset {path} lacks {', '.join(missing)}: delete it and re-run")
