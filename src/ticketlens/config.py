@@ -81,6 +81,8 @@ def _fill_defaults(instance: Any, schema: Mapping[str, Any], root: Mapping[str, 
     for key, sub in _iter_default_properties(schema, root):
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
+        elif key not in instance and sub.get("type") == "object" and not sub.get("required"):
+            instance[key] = {}  # an optional section: materialise it so its defaults apply
         if key in instance and sub.get("type") == "object":
             _fill_defaults(instance[key], sub, root)
 
