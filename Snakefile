@@ -24,7 +24,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/report.md",
         "results/metrics.json",
-    default_target: True

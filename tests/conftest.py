@@ -37,7 +37,9 @@ TOY_CONFIG = {
 }
 
 
-def make_toy_data(n: int = 400, classes: int = 4, size: int = 28, channels: int = 1, seed: int = 0) -> PreparedData:
+def make_toy_data(
+    n: int = 400, classes: int = 4, size: int = 28, channels: int = 1, seed: int = 0
+) -> PreparedData:
     """Noise images with a bright class-specific band: learnable in a few dozen steps."""
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % classes

@@ -48,7 +48,9 @@ def ticket_dirs(dataset):
 
 
 def random_set_files(dataset):
-    return expand("results/{dataset}/concepts/random_{i}.pt", dataset=dataset, i=range(N_RANDOM))
+    return expand(
+        "results/{dataset}/concepts/random_{i}.pt", dataset=dataset, i=range(N_RANDOM)
+    )
 
 
 def as_json(value):
@@ -57,7 +59,11 @@ def as_json(value):
 
 def train_config(dataset):
     """Only what changes a ticket, so editing e.g. concepts does not retrain."""
-    data = {k: v for k, v in config["datasets"][dataset].items() if k not in ("concepts", "concept_options")}
+    data = {
+        k: v
+        for k, v in config["datasets"][dataset].items()
+        if k not in ("concepts", "concept_options")
+    }
     return as_json({"dataset": data, "pruning": config["pruning"]})
 
 

@@ -5,10 +5,10 @@ rule prepare:
     output:
         data="results/{dataset}/prepared/data.pt",
         meta="results/{dataset}/prepared/meta.csv",
-    params:
-        config=lambda wc: as_json(config["datasets"][wc.dataset]),
     log:
         "logs/{dataset}/prepare.log",
+    params:
+        config=lambda wc: as_json(config["datasets"][wc.dataset]),
     shell:
         "ticketlens --log {log:q} prepare --dataset {wildcards.dataset:q}"
         " --config {params.config:q} --out {output.data:q}"
@@ -19,10 +19,10 @@ rule random_sets:
         data="results/{dataset}/prepared/data.pt",
     output:
         expand("results/{{dataset}}/concepts/random_{i}.pt", i=range(N_RANDOM)),
-    params:
-        size=config["explanations"]["tcav"]["set_size"],
     log:
         "logs/{dataset}/random_sets.log",
+    params:
+        size=config["explanations"]["tcav"]["set_size"],
     shell:
         "ticketlens --log {log:q} random-sets --data {input.data:q} --n {N_RANDOM}"
         " --size {params.size} --seed 0 --out {output:q}"
@@ -34,11 +34,11 @@ rule concept:
         random=lambda wc: random_set_files(wc.dataset),
     output:
         "results/{dataset}/concepts/{concept}.pt",
+    log:
+        "logs/{dataset}/concepts/{concept}.log",
     params:
         name=lambda wc: concept_name(wc.dataset, wc.concept),
         config=lambda wc: explain_config(wc.dataset),
-    log:
-        "logs/{dataset}/concepts/{concept}.log",
     shell:
         "ticketlens --log {log:q} concept --data {input.data:q} --concept {params.name:q}"
         " --config {params.config:q} --random {input.random:q} --out {output:q}"

@@ -12,7 +12,9 @@ def explain_inputs(wc):
     if r >= 1:
         dense = TICKET_DIR.format(**{**wc, "branch": "ticket", "round": 0})
         previous_branch = wc.branch if r >= 2 else "ticket"
-        previous = TICKET_DIR.format(**{**wc, "branch": previous_branch, "round": r - 1})
+        previous = TICKET_DIR.format(
+            **{**wc, "branch": previous_branch, "round": r - 1}
+        )
         inputs["dense"] = dense + "/saliency.npz"
         inputs["previous"] = previous + "/saliency.npz"
     return inputs
@@ -31,6 +33,9 @@ rule explain:
         consistency=TICKET_DIR + "/consistency.csv",
         cache=TICKET_DIR + "/tcav/activations.pt",
         null=TICKET_DIR + "/tcav/random.csv",
+    log:
+        TICKET_DIR.replace("results/", "logs/") + "/explain.log",
+    threads: THREADS
     params:
         config=lambda wc: explain_config(wc.dataset),
         links=lambda wc, input: " ".join(
@@ -39,9 +44,6 @@ rule explain:
                 parent_flag("--previous-dir", input.get("previous")),
             ]
         ),
-    log:
-        TICKET_DIR.replace("results/", "logs/") + "/explain.log",
-    threads: THREADS
     shell:
         "ticketlens --log {log:q} explain --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --random {input.random:q} --config {params.config:q} {params.links}"
@@ -55,11 +57,11 @@ rule tcav:
         cache=TICKET_DIR + "/tcav/activations.pt",
     output:
         TICKET_DIR + "/tcav/{concept}.csv",
-    params:
-        config=lambda wc: explain_config(wc.dataset),
     log:
         TICKET_DIR.replace("results/", "logs/") + "/tcav_{concept}.log",
     threads: THREADS
+    params:
+        config=lambda wc: explain_config(wc.dataset),
     shell:
         "ticketlens --log {log:q} tcav --checkpoint {input.checkpoint:q} --concept {input.concept:q}"
         " --cache {input.cache:q} --config {params.config:q} --out {output:q} --threads {threads}"

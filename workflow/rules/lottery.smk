@@ -7,9 +7,13 @@ def train_inputs(wc):
     r = int(wc.round)
     if wc.branch == "ticket" and r >= 1:
         parent = 0 if config["pruning"]["one_shot"] else r - 1
-        inputs["previous"] = TICKET_DIR.format(**{**wc, "round": parent}) + "/checkpoint.pt"
+        inputs["previous"] = (
+            TICKET_DIR.format(**{**wc, "round": parent}) + "/checkpoint.pt"
+        )
     elif wc.branch != "ticket":
-        inputs["ticket"] = TICKET_DIR.format(**{**wc, "branch": "ticket"}) + "/checkpoint.pt"
+        inputs["ticket"] = (
+            TICKET_DIR.format(**{**wc, "branch": "ticket"}) + "/checkpoint.pt"
+        )
     return inputs
 
 
@@ -19,6 +23,9 @@ rule train:
     output:
         checkpoint=TICKET_DIR + "/checkpoint.pt",
         metrics=TICKET_DIR + "/metrics.json",
+    log:
+        TICKET_DIR.replace("results/", "logs/") + "/train.log",
+    threads: THREADS
     params:
         config=lambda wc: train_config(wc.dataset),
         links=lambda wc, input: " ".join(
@@ -27,9 +34,6 @@ rule train:
                 optional_flag("--ticket", input.get("ticket")),
             ]
         ),
-    log:
-        TICKET_DIR.replace("results/", "logs/") + "/train.log",
-    threads: THREADS
     shell:
         "ticketlens --log {log:q} train --data {input.data:q} --dataset {wildcards.dataset:q}"
         " --seed {wildcards.seed} --branch {wildcards.branch} --round {wildcards.round}"

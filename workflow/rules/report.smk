@@ -8,7 +8,9 @@ def dataset_targets(wc):
         "saliency": [f"{d}/saliency.csv" for d in dirs],
         "consistency": [f"{d}/consistency.csv" for d in dirs],
         "null": [f"{d}/tcav/random.csv" for d in dirs],
-        "tcav": [f"{d}/tcav/{slug}.csv" for d in dirs for slug in concept_slugs(wc.dataset)],
+        "tcav": [
+            f"{d}/tcav/{slug}.csv" for d in dirs for slug in concept_slugs(wc.dataset)
+        ],
     }
 
 
@@ -33,10 +35,10 @@ rule summarize:
         tcav="results/{dataset}/tcav_summary.csv",
         findings="results/{dataset}/findings.json",
         metrics="results/{dataset}/metrics.json",
-    params:
-        config=lambda wc: study_config(wc.dataset),
     log:
         "logs/{dataset}/summarize.log",
+    params:
+        config=lambda wc: study_config(wc.dataset),
     shell:
         "ticketlens --log {log:q} summarize --dataset {wildcards.dataset:q}"
         " --results results/{wildcards.dataset:q} --config {params.config:q}"
@@ -57,10 +59,10 @@ rule report:
             caption="../report/figure.rst",
             category="{dataset}",
         ),
-    params:
-        config=lambda wc: study_config(wc.dataset),
     log:
         "logs/{dataset}/report.log",
+    params:
+        config=lambda wc: study_config(wc.dataset),
     shell:
         "ticketlens --log {log:q} report --dataset {wildcards.dataset:q}"
         " --results results/{wildcards.dataset:q} --config {params.config:q}"
@@ -73,9 +75,9 @@ rule report_all:
     output:
         report="results/report.md",
         metrics="results/metrics.json",
-    params:
-        folders=expand("results/{dataset}", dataset=DATASETS),
     log:
         "logs/report_all.log",
+    params:
+        folders=expand("results/{dataset}", dataset=DATASETS),
     shell:
         "ticketlens --log {log:q} report-all --datasets {params.folders:q} --out-dir results"
