@@ -1,0 +1,618 @@
+"""CUB-200-2011: read the standard folder exactly (quirks included) and prepare it into `data.pt`.
+
+Layout and quirks: ids are 1-based; names and paths may contain spaces (the last field is "the rest of
+the line"); `attributes.txt` sits inside the folder or in its parent; some attribute-label lines carry
+extra fields (we read the first four); some images are grayscale or CMYK (converted to RGB).
+Every problem with the user's copy becomes a one-line UserError naming the file and, where there is
+one, the line. The synthetic birds are written in the same layout and read through this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ticketlens.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CERTAINTY_NAMES = ("not visible", "guessing", "probably", "definitely")  # certainty 1..4
+CROP_MARGIN = 0.1  # crop_to_box keeps this fraction of the box size around it (context for the model)
+
+
+@dataclass
+class CubRecords:
+    """Everything the CUB text files say, one row per image in image-id order.
+
+    Coordinates are pixels of the original images; `labels` are 0-based class indices.
+    """
+
+    root: Path
+    image_ids: np.ndarray  # int64 N, the 1-based ids of images.txt
+    paths: list[str]  # relative to root/images
+    labels: np.ndarray  # int64 N
+    class_folders: list[str]  # classes.txt names, e.g. "001.Black_footed_Albatross"
+    is_train: np.ndarray  # bool N
+    boxes: np.ndarray  # float32 N x 4 (x, y, w, h)
+    part_names: list[str]
+    part_locs: np.ndarray  # float32 N x P x 3 (x, y, visible)
+    attribute_names: list[str]
+    attributes: np.ndarray  # uint8 N x A (is_present)
+    certainty: np.ndarray  # uint8 N x A (1-4)
+    attributes_file: Path
+    certainty_names: list[str] = field(default_factory=lambda: list(CERTAINTY_NAMES))
+    class_attributes: np.ndarray | None = None  # float32 C x A (0-100), when the file is there
+
+    @property
+    def class_names(self) -> list[str]:
+        return [display_class_name(name) for name in self.class_folders]
+
+    def image_path(self, index: int) -> Path:
+        return self.root / "images" / self.paths[index]
+
+
+def display_class_name(folder: str) -> str:
+    """'001.Black_footed_Albatross' -> 'Black footed Albatross'."""
+    head, dot, rest = folder.partition(".")
+    name = rest if dot and head.isdigit() else folder
+    return name.replace("_", " ")
+
+
+# ---------------------------------------------------------------------------------------- text files
+
+
+def _fail(path: Path, lineno: int | None, message: str) -> UserError:
+    where = f"{path}: line {lineno}: " if lineno else f"{path}: "
+    return UserError(where + message)
+
+
+def _show(line: str) -> str:
+    line = line.rstrip("\n")
+    return repr(line if len(line) <= 60 else line[:57] + "...")
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of the non-blank lines; a missing file is a UserError."""
+    if not path.is_file():
+        raise _fail(path, None, "missing (is this a CUB_200_2011 folder?)")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield lineno, line
+    except UnicodeDecodeError as err:
+        raise _fail(path, None, f"not a text file ({err.reason})") from None
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def read_rows(
+    path: Path,
+    fmt: str,
+    converters: Sequence[Callable[[str], Any]],
+    rest: bool = False,
+    extra_ok: bool = False,
+) -> list[tuple[int, list[Any]]]:
+    """Parse a whitespace-separated file into (line number, converted fields).
+
+    `rest`: the last field is the remainder of the line (names and paths with spaces).
+    `extra_ok`: ignore fields after the expected ones (image_attribute_labels.txt quirk).
+    """
+    n = len(converters)
+    rows: list[tuple[int, list[Any]]] = []
+    for lineno, line in _iter_lines(path):
+        fields = line.split(maxsplit=n - 1) if rest else line.split()
+        if len(fields) < n or (len(fields) > n and not (rest or extra_ok)):
+            raise _fail(path, lineno, f"expected '{fmt}', got {_show(line)}")
+        try:
+            rows.append(
+                (lineno, [convert(text.strip()) for convert, text in zip(converters, fields, strict=False)])
+            )
+        except ValueError:
+            raise _fail(path, lineno, f"expected '{fmt}', got {_show(line)}") from None
+    if not rows:
+        raise _fail(path, None, "is empty")
+    return rows
+
+
+def _numbered_names(path: Path, what: str) -> list[str]:
+    """`<id> <name>` files (classes, parts, attributes, certainties): ids must run 1..K in order."""
+    rows = read_rows(path, f"<{what}_id> <name>", [int, str], rest=True)
+    for position, (lineno, (ident, _)) in enumerate(rows, start=1):
+        if ident != position:
+            raise _fail(path, lineno, f"expected {what} id {position} (ids run 1..K in order), got {ident}")
+    return [name for _, (_, name) in rows]
+
+
+def _per_image(
+    path: Path, fmt: str, converters: Sequence[Callable[[str], Any]], row_of: dict[int, int]
+) -> list[list[Any]]:
+    """Files with one line per image (`<image_id> ...`): every image exactly once, in any order."""
+    rows = read_rows(path, fmt, converters)
+    values: list[list[Any] | None] = [None] * len(row_of)
+    for lineno, fields in rows:
+        image_id = fields[0]
+        if image_id not in row_of:
+            raise _fail(path, lineno, f"unknown image id {image_id} (not in images.txt)")
+        if values[row_of[image_id]] is not None:
+            raise _fail(path, lineno, f"duplicate line for image id {image_id}")
+        values[row_of[image_id]] = fields[1:]
+    missing = [image_id for image_id, row in row_of.items() if values[row] is None]
+    if missing:
+        raise _fail(path, None, f"no line for image id {missing[0]} ({len(missing)} images missing)")
+    return values  # type: ignore[return-value]
+
+
+def _find_attributes_file(root: Path) -> Path:
+    """The official archive keeps attributes.txt beside CUB_200_2011/, some copies inside it."""
+    candidates = [
+        root / "attributes.txt",
+        root.parent / "attributes.txt",
+        root / "attributes" / "attributes.txt",
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"{root / 'attributes.txt'}: missing (looked inside the folder, in its parent and in attributes/)"
+    )
+
+
+def _read_images(root: Path) -> tuple[np.ndarray, list[str], dict[int, int], list[int]]:
+    path = root / "images.txt"
+    rows = read_rows(path, "<image_id> <class_folder/file.jpg>", [int, str], rest=True)
+    rows.sort(key=lambda row: row[1][0])
+    row_of: dict[int, int] = {}
+    for lineno, (image_id, _) in rows:
+        if image_id < 1:
+            raise _fail(path, lineno, f"image ids are 1-based, got {image_id}")
+        if image_id in row_of:
+            raise _fail(path, lineno, f"duplicate image id {image_id}")
+        row_of[image_id] = len(row_of)
+    ids = np.array([image_id for _, (image_id, _) in rows], dtype=np.int64)
+    return ids, [rel for _, (_, rel) in rows], row_of, [lineno for lineno, _ in rows]
+
+
+def _read_part_locs(root: Path, row_of: dict[int, int], n_parts: int) -> np.ndarray:
+    path = root / "parts" / "part_locs.txt"
+    fmt = "<image_id> <part_id> <x> <y> <visible 0|1>"
+    locs = np.zeros((len(row_of), n_parts, 3), dtype=np.float32)
+    seen = np.zeros((len(row_of), n_parts), dtype=bool)
+    for lineno, (image_id, part_id, x, y, visible) in read_rows(
+        path, fmt, [int, int, _parse_float, _parse_float, int]
+    ):
+        if image_id not in row_of:
+            raise _fail(path, lineno, f"unknown image id {image_id} (not in images.txt)")
+        if not 1 <= part_id <= n_parts or visible not in (0, 1):
+            raise _fail(
+                path, lineno, f"part id must be 1..{n_parts} and visible 0 or 1, got {part_id}, {visible}"
+            )
+        row = row_of[image_id]
+        if seen[row, part_id - 1]:
+            raise _fail(path, lineno, f"duplicate line for image {image_id} part {part_id}")
+        seen[row, part_id - 1] = True
+        locs[row, part_id - 1] = (x, y, visible)
+    if not seen.all():
+        row, part = np.argwhere(~seen)[0]
+        ids = list(row_of)
+        raise _fail(path, None, f"no line for image id {ids[row]} part {part + 1}")
+    return locs
+
+
+def _attribute_table_fast(path: Path) -> np.ndarray | None:
+    """The 3.7M-line label file through pandas' C parser; None when anything looks off (the slow
+    line-by-line parser then finds and names the bad line)."""
+    import pandas as pd
+
+    try:
+        # names wider than any sane line lets the C parser take ragged rows (extra fields -> NaN
+        # columns we drop); float32 holds every id and flag exactly and halves the transient memory
+        frame = pd.read_csv(path, sep=r"\s+", header=None, names=range(8), engine="c", dtype=np.float32)
+    except Exception:  # more than 8 fields, non-numeric text, ...: let the slow path explain
+        return None
+    table = frame.to_numpy()[:, :4]
+    if len(table) == 0 or np.isnan(table).any() or (table != np.round(table)).any():
+        return None
+    return table.astype(np.int64)
+
+
+def _read_attribute_labels(
+    root: Path, row_of: dict[int, int], n_attributes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    path = root / "attributes" / "image_attribute_labels.txt"
+    if not path.is_file():
+        raise _fail(path, None, "missing (is this a CUB_200_2011 folder?)")
+    table = _attribute_table_fast(path)
+    if table is None:
+        fmt = "<image_id> <attribute_id> <is_present 0|1> <certainty 1-4> [<time>]"
+        rows = read_rows(path, fmt, [int] * 4, extra_ok=True)
+        table = np.array([fields for _, fields in rows], dtype=np.int64)
+        linenos = np.array([lineno for lineno, _ in rows])
+    else:
+        linenos = None  # blank lines are rare; line numbers are recomputed by the slow path on error
+
+    def bad(mask: np.ndarray, message: str) -> None:
+        if mask.any():
+            first = int(np.argmax(mask))
+            lineno = int(linenos[first]) if linenos is not None else _lineno_of_row(path, first)
+            raise _fail(path, lineno, message.format(*table[first]))
+
+    lookup = np.full(int(max(table[:, 0].max(), max(row_of))) + 1, -1, dtype=np.int64)
+    lookup[list(row_of)] = list(row_of.values())
+    ids = np.clip(table[:, 0], 0, len(lookup) - 1)
+    rows_ = np.where(table[:, 0] >= 1, lookup[ids], -1)
+    bad(rows_ < 0, "unknown image id {0} (not in images.txt)")
+    bad(
+        (table[:, 1] < 1) | (table[:, 1] > n_attributes), f"attribute id {{1}} out of range 1..{n_attributes}"
+    )
+    bad((table[:, 2] != 0) & (table[:, 2] != 1), "is_present must be 0 or 1, got {2}")
+    bad((table[:, 3] < 1) | (table[:, 3] > 4), "certainty must be 1-4, got {3}")
+    flat = rows_ * n_attributes + table[:, 1] - 1
+    counts = np.bincount(flat, minlength=len(row_of) * n_attributes)
+    duplicate = np.zeros(len(flat), dtype=bool)
+    duplicate[np.unique(flat, return_index=True)[1]] = True
+    bad(~duplicate, "duplicate line for image {0} attribute {1}")
+    if (counts == 0).any():
+        row, attribute = divmod(int(np.argmax(counts == 0)), n_attributes)
+        raise _fail(
+            path,
+            None,
+            f"no line for image id {list(row_of)[row]} attribute {attribute + 1} "
+            f"({int((counts == 0).sum())} of {counts.size} image-attribute pairs missing: truncated file?)",
+        )
+    attributes = np.zeros(len(row_of) * n_attributes, dtype=np.uint8)
+    certainty = np.zeros(len(row_of) * n_attributes, dtype=np.uint8)
+    attributes[flat] = table[:, 2]
+    certainty[flat] = table[:, 3]
+    shape = (len(row_of), n_attributes)
+    return attributes.reshape(shape), certainty.reshape(shape)
+
+
+def _lineno_of_row(path: Path, row: int) -> int:
+    for position, (lineno, _) in enumerate(_iter_lines(path)):
+        if position == row:
+            return lineno
+    return 0
+
+
+def _read_class_attributes(root: Path, n_classes: int, n_attributes: int) -> np.ndarray | None:
+    path = root / "attributes" / "class_attribute_labels_continuous.txt"
+    if not path.is_file():
+        return None  # optional: nothing here needs it, it is only reported
+    values = []
+    for lineno, line in _iter_lines(path):
+        fields = line.split()
+        try:
+            row = [_parse_float(text) for text in fields]
+        except ValueError:
+            raise _fail(path, lineno, f"expected {n_attributes} numbers 0-100, got {_show(line)}") from None
+        if len(row) != n_attributes:
+            raise _fail(path, lineno, f"expected {n_attributes} numbers (one per attribute), got {len(row)}")
+        values.append(row)
+    if len(values) != n_classes:
+        raise _fail(path, None, f"expected {n_classes} rows (one per class), got {len(values)}")
+    return np.asarray(values, dtype=np.float32)
+
+
+def _resolve_root(root: Path) -> Path:
+    """Accept the folder that holds CUB_200_2011/ as well (the archive's top level)."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"{root}: no such folder (point datasets.cub.root at your CUB_200_2011 copy)")
+    if not (root / "images.txt").exists() and (root / "CUB_200_2011" / "images.txt").exists():
+        return root / "CUB_200_2011"
+    return root
+
+
+def read_cub(root: Path) -> CubRecords:
+    """Read and cross-check every text file of a CUB_200_2011 folder (images are not opened)."""
+    root = _resolve_root(root)
+    ids, paths, row_of, _ = _read_images(root)
+    class_folders = _numbered_names(root / "classes.txt", "class")
+    labels_path = root / "image_class_labels.txt"
+    labels = np.array(
+        [v[0] for v in _per_image(labels_path, "<image_id> <class_id>", [int, int], row_of)],
+        dtype=np.int64,
+    )
+    if labels.min() < 1 or labels.max() > len(class_folders):
+        bad_id = int(ids[np.argmax((labels < 1) | (labels > len(class_folders)))])
+        raise _fail(labels_path, None, f"image {bad_id}: class id out of range 1..{len(class_folders)}")
+    split_path = root / "train_test_split.txt"
+    is_train = np.array(
+        [v[0] for v in _per_image(split_path, "<image_id> <1 train | 0 test>", [int, int], row_of)]
+    )
+    if not np.isin(is_train, (0, 1)).all():
+        raise _fail(
+            split_path, None, f"image {int(ids[np.argmax(~np.isin(is_train, (0, 1)))])}: split must be 0 or 1"
+        )
+    boxes = np.array(
+        _per_image(
+            root / "bounding_boxes.txt",
+            "<image_id> <x> <y> <width> <height>",
+            [int] + [_parse_float] * 4,
+            row_of,
+        ),
+        dtype=np.float32,
+    )
+    part_names = _numbered_names(root / "parts" / "parts.txt", "part")
+    part_locs = _read_part_locs(root, row_of, len(part_names))
+    attributes_file = _find_attributes_file(root)
+    attribute_names = _numbered_names(attributes_file, "attribute")
+    attributes, certainty = _read_attribute_labels(root, row_of, len(attribute_names))
+    certainties_path = root / "attributes" / "certainties.txt"
+    certainty_names = (
+        _numbered_names(certainties_path, "certainty")
+        if certainties_path.is_file()
+        else list(CERTAINTY_NAMES)
+    )
+    return CubRecords(
+        root=root,
+        image_ids=ids,
+        paths=paths,
+        labels=labels - 1,
+        class_folders=class_folders,
+        is_train=is_train.astype(bool),
+        boxes=boxes,
+        part_names=part_names,
+        part_locs=part_locs,
+        attribute_names=attribute_names,
+        attributes=attributes,
+        certainty=certainty,
+        attributes_file=attributes_file,
+        certainty_names=certainty_names,
+        class_attributes=_read_class_attributes(root, len(class_folders), len(attribute_names)),
+    )
+
+
+def check_cub(root: Path) -> str:
+    """Validate a CUB copy (text files and that every image exists) and return a summary."""
+    records = read_cub(root)
+    _, _, _, linenos = _read_images(records.root)
+    for index, rel in enumerate(records.paths):
+        if not records.image_path(index).is_file():
+            raise _fail(records.root / "images.txt", linenos[index], f"image file images/{rel} not found")
+    n_train = int(records.is_train.sum())
+    continuous = "present" if records.class_attributes is not None else "absent (optional)"
+    return "\n".join(
+        [
+            f"CUB-200-2011 at {records.root}",
+            f"images: {len(records.paths)} ({n_train} train, {len(records.paths) - n_train} test)",
+            f"classes: {len(records.class_folders)}",
+            f"attributes: {len(records.attribute_names)} (names from {records.attributes_file})",
+            f"parts: {len(records.part_names)}",
+            f"class-level continuous attributes: {continuous}",
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------------ images
+
+
+def carve_validation(labels: np.ndarray, is_train: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Split codes (0 train, 1 validation, 2 test): a seeded, class-stratified share of train."""
+    from ticketlens.data.prepared import TEST, TRAIN, VALIDATION
+
+    split = np.where(is_train, TRAIN, TEST).astype(np.int8)
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels):
+        members = np.flatnonzero(is_train & (labels == label))
+        n_val = min(int(round(fraction * len(members))), len(members) - 1)  # keep >= 1 train image
+        if n_val > 0:
+            split[rng.permutation(members)[:n_val]] = VALIDATION
+    return split
+
+
+def crop_window(
+    box: np.ndarray, width: int, height: int, crop_to_box: bool
+) -> tuple[float, float, float, float]:
+    """The region of the original image that becomes the prepared square (x0, y0, x1, y1)."""
+    if not crop_to_box:
+        return 0.0, 0.0, float(width), float(height)
+    x, y, w, h = (float(v) for v in box)
+    mx, my = CROP_MARGIN * w, CROP_MARGIN * h
+    x0, y0 = max(0.0, x - mx), max(0.0, y - my)
+    x1, y1 = min(float(width), x + w + mx), min(float(height), y + h + my)
+    if x1 - x0 < 1 or y1 - y0 < 1:  # a degenerate box: fall back to the whole image
+        return 0.0, 0.0, float(width), float(height)
+    return x0, y0, x1, y1
+
+
+def map_boxes_parts(
+    box: np.ndarray, parts: np.ndarray, window: tuple[float, float, float, float], size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Box and part locations in prepared pixels (the window is resized to size x size).
+
+    Parts that fall outside a crop become invisible (0, 0, 0), as CUB marks unseen parts.
+    """
+    x0, y0, x1, y1 = window
+    sx, sy = size / (x1 - x0), size / (y1 - y0)
+    bx0 = np.clip((box[0] - x0) * sx, 0, size)
+    by0 = np.clip((box[1] - y0) * sy, 0, size)
+    bx1 = np.clip((box[0] + box[2] - x0) * sx, 0, size)
+    by1 = np.clip((box[1] + box[3] - y0) * sy, 0, size)
+    new_box = np.array([bx0, by0, bx1 - bx0, by1 - by0], dtype=np.float32)
+    new_parts = np.zeros_like(parts, dtype=np.float32)
+    px, py = (parts[:, 0] - x0) * sx, (parts[:, 1] - y0) * sy
+    keep = (parts[:, 2] > 0) & (px >= 0) & (px <= size) & (py >= 0) & (py <= size)
+    new_parts[keep, 0], new_parts[keep, 1], new_parts[keep, 2] = px[keep], py[keep], 1.0
+    return new_box, new_parts
+
+
+def load_square(
+    path: Path, box: np.ndarray, size: int, crop_to_box: bool, mode: str = "RGB"
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Open an image as `mode` (RGB: grayscale, CMYK, palette... converted), crop, resize to a square.
+
+    Returns the H x W (x C) uint8 array and the window in original pixels. The aspect ratio is not
+    kept (the whole bird stays in view and coordinates map linearly).
+    """
+    from PIL import Image
+
+    resample = Image.Resampling.NEAREST if mode == "L" else Image.Resampling.BILINEAR
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            window = crop_window(box, width, height, crop_to_box)
+            if mode == "RGB" and image.format == "JPEG":
+                # decode at a reduced DCT scale when the target is small: several times faster
+                want = (
+                    int(width * size / (window[2] - window[0])),
+                    int(height * size / (window[3] - window[1])),
+                )
+                image.draft(image.mode, want)
+            scale_x, scale_y = image.size[0] / width, image.size[1] / height
+            scaled = (window[0] * scale_x, window[1] * scale_y, window[2] * scale_x, window[3] * scale_y)
+            converted = image.convert(mode)
+            square = converted.resize((size, size), resample=resample, box=scaled)
+            return np.asarray(square, dtype=np.uint8), window
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: cannot read image ({err})") from None
+
+
+@dataclass
+class BirdArrays:
+    """The prepared tensors shared by CUB and the synthetic birds (before torch)."""
+
+    images: np.ndarray  # uint8 N x 3 x S x S
+    boxes: np.ndarray  # float32 N x 4
+    part_locs: np.ndarray  # float32 N x P x 3
+    windows: list[tuple[float, float, float, float]]
+
+
+def load_bird_images(records: CubRecords, size: int, crop_to_box: bool) -> BirdArrays:
+    """Decode, crop and resize every image (threads: PIL releases the GIL while decoding)."""
+    n = len(records.paths)
+    images = np.zeros((n, 3, size, size), dtype=np.uint8)
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    part_locs = np.zeros_like(records.part_locs)
+    windows: list[tuple[float, float, float, float]] = [(0.0, 0.0, 0.0, 0.0)] * n
+
+    def work(index: int) -> tuple[int, np.ndarray, tuple[float, float, float, float]]:
+        array, window = load_square(records.image_path(index), records.boxes[index], size, crop_to_box)
+        return index, array, window
+
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for index, array, window in pool.map(work, range(n)):
+            images[index] = array.transpose(2, 0, 1)
+            boxes[index], part_locs[index] = map_boxes_parts(
+                records.boxes[index], records.part_locs[index], window, size
+            )
+            windows[index] = window
+    return BirdArrays(images, boxes, part_locs, windows)
+
+
+# ----------------------------------------------------------------------------------------- prepare
+
+
+def _atomic_csv(frame: Any, path: Path) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+def bird_meta_frame(records: CubRecords, split: np.ndarray, arrays: BirdArrays) -> Any:
+    """meta.csv: one row per image; attributes compactly as 'index:certainty' of the present ones."""
+    import pandas as pd
+
+    from ticketlens.data.prepared import SPLIT_NAMES
+
+    names = records.class_names
+    columns: dict[str, Any] = {
+        "index": np.arange(len(records.paths)),
+        "image_id": records.image_ids,
+        "path": records.paths,
+        "split": [SPLIT_NAMES[int(s)] for s in split],
+        "label": records.labels,
+        "class_name": [names[label] for label in records.labels],
+    }
+    for k, key in enumerate(("box_x", "box_y", "box_w", "box_h")):
+        columns[key] = np.round(arrays.boxes[:, k], 2)
+    for p, part in enumerate(records.part_names):
+        columns[f"{_slug(part)}_x"] = np.round(arrays.part_locs[:, p, 0], 2)
+        columns[f"{_slug(part)}_y"] = np.round(arrays.part_locs[:, p, 1], 2)
+        columns[f"{_slug(part)}_visible"] = arrays.part_locs[:, p, 2].astype(np.int8)
+    columns["attributes"] = [
+        " ".join(f"{a}:{records.certainty[i, a]}" for a in np.flatnonzero(records.attributes[i]))
+        for i in range(len(records.paths))
+    ]
+    return pd.DataFrame(columns)
+
+
+def save_birds(
+    name: str,
+    records: CubRecords,
+    split: np.ndarray,
+    arrays: BirdArrays,
+    out: Path,
+    extras: dict[str, Any] | None = None,
+    extra_columns: dict[str, Any] | None = None,
+) -> None:
+    """Write data.pt (the contract in docs/architecture.md) and meta.csv beside it, both atomically."""
+    import torch
+
+    from ticketlens.data.prepared import TRAIN, PreparedData, channel_stats, save_prepared
+
+    images = torch.from_numpy(arrays.images)
+    split_t = torch.from_numpy(split.astype(np.int8))
+    mean, std = channel_stats(images[split_t == TRAIN])
+    bird_extras: dict[str, Any] = {
+        "boxes": torch.from_numpy(arrays.boxes),
+        "part_names": list(records.part_names),
+        "part_locs": torch.from_numpy(arrays.part_locs),
+        "attribute_names": list(records.attribute_names),
+        "attributes": torch.from_numpy(records.attributes),
+        "certainty": torch.from_numpy(records.certainty),
+    }
+    data = PreparedData(
+        name=name,
+        images=images,
+        labels=torch.from_numpy(records.labels.astype(np.int64)),
+        split=split_t,
+        class_names=records.class_names,
+        mean=mean,
+        std=std,
+        extras={**bird_extras, **(extras or {})},
+    )
+    meta = bird_meta_frame(records, split, arrays)
+    for key, values in (extra_columns or {}).items():
+        meta[key] = values
+    out = Path(out)
+    _atomic_csv(meta, out.parent / "meta.csv")
+    save_prepared(data, out)
+
+
+def prepare_cub(config: dict[str, Any], out: Path) -> None:
+    """Prepare a CUB_200_2011 copy (params `datasets.cub`) into `out` (data.pt) and meta.csv."""
+    records = read_cub(Path(config.get("root", "data/CUB_200_2011")))
+    size = int(config.get("image_size", 64))
+    split = carve_validation(
+        records.labels, records.is_train, float(config.get("validation_fraction", 0.1)), 0
+    )
+    log.info("CUB: %d images from %s at %d px", len(records.paths), records.root, size)
+    arrays = load_bird_images(records, size, bool(config.get("crop_to_box", False)))
+    save_birds("cub", records, split, arrays, out)
