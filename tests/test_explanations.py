@@ -1,0 +1,279 @@
+"""Pixel-level explanations: metrics with known answers, localisation, faithfulness, and one toy ticket end to end."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TOY_CONFIG, make_toy_data
+from ticketlens.data.prepared import save_prepared
+from ticketlens.errors import UserError
+from ticketlens.explanations import CONSISTENCY_COLUMNS, SALIENCY_COLUMNS, explain_ticket
+from ticketlens.explanations import saliency as sal
+from ticketlens.explanations.compare import compare_maps, spearman_rows, top_mask, topk_iou
+from ticketlens.explanations.faithfulness import deletion_insertion
+
+RNG = np.random.default_rng(0)
+
+
+# ---------------------------------------------------------------- comparison metrics
+
+
+def test_identical_maps_agree_perfectly() -> None:
+    maps = RNG.normal(size=(4, 16, 16)).astype(np.float32)
+    scores = compare_maps(maps, maps.copy())
+    for column in scores.columns:
+        np.testing.assert_allclose(scores[column], 1.0, atol=1e-9, err_msg=column)
+
+
+def test_shuffled_maps_are_unrelated() -> None:
+    maps = RNG.random(size=(20, 32, 32))
+    shuffled = np.stack([RNG.permutation(m.ravel()).reshape(m.shape) for m in maps])
+    scores = compare_maps(maps, shuffled)
+    assert abs(scores["spearman_abs"].mean()) < 0.05
+    assert abs(scores["spearman_signed"].mean()) < 0.05
+    # two independent random top-10% sets: IoU about 0.1 / 1.9
+    assert scores["iou_top10"].mean() == pytest.approx(0.1 / 1.9, abs=0.03)
+    assert scores["iou_top20"].mean() == pytest.approx(0.2 / 1.8, abs=0.03)
+    assert scores["ssim"].mean() < 0.1
+
+
+def test_signed_and_absolute_rank_correlation_differ_on_negation() -> None:
+    maps = RNG.normal(size=(3, 8, 8))
+    assert np.allclose(spearman_rows(maps, -maps), -1.0)
+    assert np.allclose(spearman_rows(np.abs(maps), np.abs(-maps)), 1.0)
+    assert np.isnan(spearman_rows(np.zeros((1, 8, 8)), maps[:1])).all()  # a constant map has no ranking
+
+
+def test_topk_mask_counts_and_iou_of_disjoint_regions() -> None:
+    a = np.zeros((1, 10, 10))
+    b = np.zeros((1, 10, 10))
+    a[0, :1, :] = 1.0  # top 10% = first row
+    b[0, -1:, :] = 1.0  # top 10% = last row
+    assert top_mask(a, 0.1).sum() == 10
+    assert topk_iou(a, b, 0.1)[0] == 0.0
+    assert topk_iou(a, a, 0.1)[0] == 1.0
+
+
+def test_scale_does_not_change_similarity() -> None:
+    maps = RNG.random(size=(3, 16, 16))
+    scores = compare_maps(maps, 1000 * maps)
+    np.testing.assert_allclose(scores.to_numpy(), 1.0, atol=1e-9)
+
+
+# ---------------------------------------------------------------- localisation
+
+
+def test_localisation_on_a_constructed_map() -> None:
+    maps = np.zeros((2, 10, 10))
+    maps[0, 2:4, 2:4] = 1.0  # all mass in the box
+    maps[0, 8, 8] = -5.0  # negative evidence is ignored (Grad-CAM's ReLU)
+    maps[1, :, :] = 1.0  # uniform: mass share = area share
+    maps[1, 9, 9] = 2.0  # peak outside the box
+    boxes = np.array([[2.0, 2.0, 2.0, 2.0], [0.0, 0.0, 5.0, 5.0]])
+    masks = sal.box_masks(boxes, 10, 10)
+    assert masks[0].sum() == 4 and masks[0, 2:4, 2:4].all()
+    mass = sal.mass_share(maps, masks)
+    assert mass[0] == pytest.approx(1.0)
+    assert mass[1] == pytest.approx(25 / 101)
+    np.testing.assert_array_equal(sal.pointing_hit(maps, masks), [1.0, 0.0])
+    np.testing.assert_allclose(sal.area_share(masks), [0.04, 0.25])
+    assert np.isnan(sal.mass_share(np.zeros((1, 10, 10)), masks[:1]))[0]
+
+
+def test_part_masks_use_the_class_defining_parts_and_resize() -> None:
+    part_map = np.zeros((1, 4, 4), dtype=np.uint8)
+    part_map[0, :2, :2] = 1
+    part_map[0, 2:, 2:] = 2
+    masks = sal.part_masks_for(part_map, np.array([0]), {0: [2], 1: [1]}, 8, 8)
+    assert masks.shape == (1, 8, 8)
+    assert masks[0, 4:, 4:].all() and masks.sum() == 16
+
+
+# ---------------------------------------------------------------- faithfulness
+
+
+class _SumModel(torch.nn.Module):
+    """Logit of class 1 grows with the pixels of the top-left quadrant; class 0 is fixed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        evidence = x[:, :, :4, :4].sum(dim=(1, 2, 3))
+        return torch.stack([torch.full_like(evidence, 4.0), evidence], dim=1)
+
+
+def test_perfect_map_beats_a_random_map_on_deletion_and_insertion() -> None:
+    x = torch.ones(1, 1, 8, 8)
+    target = torch.tensor([1])
+    perfect = np.zeros((1, 8, 8))
+    perfect[0, :4, :4] = 1.0
+    random_map = RNG.random(size=(1, 8, 8))
+    model = _SumModel()
+    d_perfect, i_perfect, fractions = deletion_insertion(model, x, perfect, target, [0.0], steps=16)
+    d_random, i_random, _ = deletion_insertion(model, x, random_map, target, [0.0], steps=16)
+    assert fractions[0] == 0 and fractions[-1] == 1
+    assert d_perfect[0] < d_random[0]
+    assert i_perfect[0] > i_random[0]
+
+
+# ---------------------------------------------------------------- probe set and methods
+
+
+def test_probe_set_is_stratified_deterministic_and_from_test() -> None:
+    labels = np.arange(100) % 4
+    split = np.where(np.arange(100) >= 60, 2, 0)
+    a = sal.stratified_indices(labels, split, 3, seed=0)
+    b = sal.stratified_indices(labels, split, 3, seed=0)
+    np.testing.assert_array_equal(a, b)
+    assert len(a) == 12 and (split[a] == 2).all()
+    assert np.bincount(labels[a]).tolist() == [3, 3, 3, 3]
+    assert not np.array_equal(a, sal.stratified_indices(labels, split, 3, seed=1))
+
+
+@pytest.fixture(scope="module")
+def toy_model() -> torch.nn.Module:
+    from ticketlens.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("convnet_mnist", 4, 1, 28, [0.5], [0.25], width=0.5).eval()
+
+
+def test_maps_have_input_shape_and_are_deterministic(toy_model: torch.nn.Module) -> None:
+    x = torch.rand(5, 1, 28, 28)
+    target = torch.tensor([0, 1, 2, 3, 0])
+    first = sal.explain_probe(toy_model, x, target, toy_model.gradcam_layer)
+    second = sal.explain_probe(toy_model, x, target, toy_model.gradcam_layer)
+    assert set(first) == {"gradcam", "saliency"}
+    for method, maps in first.items():
+        assert maps.shape == (5, 28, 28) and maps.dtype == np.float32
+        np.testing.assert_array_equal(maps, second[method])
+    assert (first["saliency"] >= 0).all()
+    assert set(sal.explain_probe(toy_model, x, target, None)) == {"saliency"}  # e.g. lenet300
+
+
+def test_randomized_copy_keeps_zero_pattern_and_changes_weights(toy_model: torch.nn.Module) -> None:
+    model = copy.deepcopy(toy_model)
+    with torch.no_grad():
+        model.features.conv1.weight[0] = 0.0
+    clone = sal.randomized_copy(model, seed=3)
+    again = sal.randomized_copy(model, seed=3)
+    assert (clone.features.conv1.weight[0] == 0).all()
+    assert not torch.equal(clone.features.conv2.weight, model.features.conv2.weight)
+    assert torch.equal(clone.features.conv2.weight, again.features.conv2.weight)
+    assert torch.equal(model.features.conv2.weight, toy_model.features.conv2.weight)  # original untouched
+
+
+# ---------------------------------------------------------------- one toy ticket end to end
+
+EXPLAIN_CONFIG = {
+    "dataset": "toy",
+    "explanations": {
+        "probe_per_class": 3,
+        "gradcam_layer": None,
+        "tcav": {"layers": None, "n_random_sets": 3, "set_size": 12, "inputs_per_class": 8, "alpha": 0.05},
+    },
+    "concept_options": {},
+}
+
+
+def write_image_set(path: Path, name: str, images: torch.Tensor) -> Path:
+    torch.save(
+        {"name": name, "images": images, "indices": torch.zeros(0, dtype=torch.int64), "source": "test"}, path
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A dense net and its round-1 ticket on the toy data, 3 random sets and one concept set."""
+    from ticketlens.lottery import run_round
+
+    root = tmp_path_factory.mktemp("study")
+    data = make_toy_data()
+    save_prepared(data, root / "data.pt")
+    config = copy.deepcopy(TOY_CONFIG)
+    run_round(root / "data.pt", "toy", 0, "ticket", 0, config, root / "r0")
+    run_round(
+        root / "data.pt", "toy", 0, "ticket", 1, config, root / "r1", previous=root / "r0" / "checkpoint.pt"
+    )
+    generator = torch.Generator().manual_seed(0)
+    randoms = [
+        write_image_set(root / f"random_{i}.pt", f"random_{i}", torch.randint(0, 256, (12, 1, 28, 28), generator=generator, dtype=torch.uint8))
+        for i in range(3)
+    ]  # fmt: skip
+    concept = write_image_set(root / "band0.pt", "band0", data.images[data.labels == 0][:12])
+    return {"root": root, "data": root / "data.pt", "randoms": randoms, "concept": concept}
+
+
+def test_explain_ticket_writes_every_target_in_the_contract_format(toy_study: dict) -> None:
+    root = toy_study["root"]
+    explain_ticket(
+        root / "r0" / "checkpoint.pt", toy_study["data"], toy_study["randoms"], EXPLAIN_CONFIG, root / "r0"
+    )
+    explain_ticket(
+        root / "r1" / "checkpoint.pt", toy_study["data"], toy_study["randoms"], EXPLAIN_CONFIG, root / "r1",
+        dense_dir=root / "r0", previous_dir=root / "r0",
+    )  # fmt: skip
+    for ticket in ("r0", "r1"):
+        for name in (
+            "saliency.npz",
+            "saliency.csv",
+            "consistency.csv",
+            "tcav/activations.pt",
+            "tcav/random.csv",
+        ):
+            assert (root / ticket / name).exists(), name
+        assert not list((root / ticket).rglob("*.tmp"))
+    with np.load(root / "r1" / "saliency.npz") as npz:
+        assert set(npz.files) == {"gradcam", "saliency", "probe", "labels", "preds", "logits"}
+        assert npz["gradcam"].shape == npz["saliency"].shape == (12, 28, 28)
+        assert npz["logits"].shape == (12, 4) and npz["logits"].dtype == np.float32
+        np.testing.assert_array_equal(npz["preds"], npz["logits"].argmax(1))
+    table = pd.read_csv(root / "r1" / "saliency.csv")
+    assert list(table.columns) == SALIENCY_COLUMNS and len(table) == 24
+    assert table[["box_mass", "part_mass"]].isna().all().all()  # toy data has no boxes or parts
+    assert table[["deletion_auc", "insertion_auc"]].notna().all().all()
+    dense = pd.read_csv(root / "r0" / "consistency.csv")
+    assert list(dense.columns) == CONSISTENCY_COLUMNS and set(dense["reference"]) == {"random"}
+    ticket = pd.read_csv(root / "r1" / "consistency.csv")
+    assert set(ticket["reference"]) == {"random", "dense", "previous"}
+    means = ticket.groupby("reference")["spearman_abs"].mean()
+    assert means["dense"] > means["random"]  # a ticket is closer to its dense net than the random floor
+    null = pd.read_csv(root / "r1" / "tcav" / "random.csv")
+    assert list(null.columns) == ["concept", "layer", "target_class", "random_set", "score", "cav_accuracy"]
+    assert len(null) == 2 * 3 * 4  # layers x random sets x classes
+
+
+def test_explain_is_bitwise_repeatable(toy_study: dict, tmp_path: Path) -> None:
+    root = toy_study["root"]
+    for out in ("a", "b"):
+        explain_ticket(
+            root / "r0" / "checkpoint.pt",
+            toy_study["data"],
+            toy_study["randoms"],
+            EXPLAIN_CONFIG,
+            tmp_path / out,
+        )
+    for name in ("saliency.csv", "consistency.csv", "tcav/random.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    with np.load(tmp_path / "a" / "saliency.npz") as a, np.load(tmp_path / "b" / "saliency.npz") as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_reference_with_other_probe_images_is_refused(toy_study: dict, tmp_path: Path) -> None:
+    root = toy_study["root"]
+    other = copy.deepcopy(EXPLAIN_CONFIG)
+    other["explanations"]["probe_per_class"] = 2
+    explain_ticket(
+        root / "r0" / "checkpoint.pt", toy_study["data"], toy_study["randoms"], other, tmp_path / "dense"
+    )
+    with pytest.raises(UserError, match="other probe images"):
+        explain_ticket(
+            root / "r1" / "checkpoint.pt", toy_study["data"], toy_study["randoms"], EXPLAIN_CONFIG, tmp_path / "t",
+            dense_dir=tmp_path / "dense",
+        )  # fmt: skip
