@@ -14,6 +14,8 @@ from ticketlens.errors import UserError
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VALIDATION: "validation", TEST: "test"}
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @dataclass
@@ -78,6 +80,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
