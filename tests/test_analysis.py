@@ -292,7 +292,7 @@ def test_paired_gap_detects_control_deficit_and_handles_one_seed() -> None:
     gap = analysis.paired_gap(control, ticket)
     assert gap["mean_gap"] == pytest.approx(-0.1517, abs=1e-3) and gap["p"] < 0.01 and gap["n"] == 3
     single = analysis.paired_gap(control.iloc[:1], ticket.iloc[:1])
-    assert single["n"] == 1 and math.isnan(single["p"]) and "fewer than 2" in single["test"]
+    assert single["n"] == 1 and math.isnan(single["p"]) and "fewer than 2 seeds" in single["test"]
 
 
 def test_summarize_tcav_local_flags_strong_concept_only() -> None:

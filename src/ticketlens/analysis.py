@@ -276,7 +276,14 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per branch x round: `{col}_mean`, `{col}_ci_low`, `{col}_ci_high` and `n_seeds`."""
     rows = []
     for (branch, r), group in summary.groupby(["branch", "round"], sort=True):
-        row: dict[str, Any] = {"branch": branch, "round": int(r), "n_seeds": int(group["seed"].nunique())}
+        # Plain `remaining_fraction` (the seed mean; equal across seeds at a round) is the x column of the
+        # DVC plot in dvc.yaml.
+        row: dict[str, Any] = {
+            "branch": branch,
+            "round": int(r),
+            "remaining_fraction": float(group["remaining_fraction"].mean()),
+            "n_seeds": int(group["seed"].nunique()),
+        }
         for col in measure_columns(summary):
             mean, low, high, _ = t_interval(group[col])
             row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = mean, low, high
@@ -561,9 +568,9 @@ def paired_gap(control: pd.Series, ticket: pd.Series) -> dict[str, Any]:
         test = stats.ttest_rel(pairs["c"], pairs["t"])
         result.update(t=float(test.statistic), p=float(test.pvalue), test="paired t-test over seeds")
     elif n >= 2:
-        result.update(t=np.nan, p=np.nan, test="none (identical gap in every seed)")
+        result.update(t=np.nan, p=np.nan, test="no test: identical gap in every seed")
     else:
-        result.update(t=np.nan, p=np.nan, test="none (fewer than 2 seeds)")
+        result.update(t=np.nan, p=np.nan, test="no test: fewer than 2 seeds")
     return result
 
 
@@ -658,7 +665,8 @@ def compact_metrics(summary: pd.DataFrame, findings: dict[str, Any]) -> dict[str
             out[f"gap_{gap['control']}_{name}_final"] = gap["mean_gap"]
     out["n_concept_changes"] = len(findings["concept_changes"])
     cleaned = clean_json(out)
-    return {k: v for k, v in cleaned.items() if v is not None}
+    # Six significant digits: enough for any comparison, short enough to read in `dvc metrics diff`.
+    return {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in cleaned.items() if v is not None}
 
 
 # -------------------------------------------------------------------------------------- entry point

@@ -30,9 +30,24 @@ rule summarize:
     input:
         unpack(dataset_targets),
     output:
-        summary="results/{dataset}/summary.csv",
-        aggregate="results/{dataset}/summary_agg.csv",
-        tcav="results/{dataset}/tcav_summary.csv",
+        summary=report(
+            "results/{dataset}/summary.csv",
+            caption="../report/summary.rst",
+            category="{dataset}",
+            subcategory="tables",
+        ),
+        aggregate=report(
+            "results/{dataset}/summary_agg.csv",
+            caption="../report/summary_agg.rst",
+            category="{dataset}",
+            subcategory="tables",
+        ),
+        tcav=report(
+            "results/{dataset}/tcav_summary.csv",
+            caption="../report/tcav_summary.rst",
+            category="{dataset}",
+            subcategory="tables",
+        ),
         findings="results/{dataset}/findings.json",
         metrics="results/{dataset}/metrics.json",
     log:
@@ -58,6 +73,7 @@ rule report:
             patterns=["{name}.png"],
             caption="../report/figure.rst",
             category="{dataset}",
+            subcategory="figures",
         ),
     log:
         "logs/{dataset}/report.log",
@@ -75,6 +91,7 @@ rule report_all:
     output:
         report="results/report.md",
         metrics="results/metrics.json",
+        summary="results/summary.txt",
     log:
         "logs/report_all.log",
     params:
