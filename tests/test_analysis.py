@@ -354,6 +354,9 @@ def test_summarize_writes_every_target(summarized: tuple[Path, dict[str, Any]]) 
         "tcav_n_significant",
     ):
         assert column in summary, column
+    # stripes x class 0 x both layers: scores change significantly from round 3 on (Welch test per concept)
+    changed = summary[(summary["branch"] == "ticket")].groupby("round")["tcav_n_changed"].mean()
+    assert changed[0] == 0 and changed[1] == 0 and changed[3] >= 2
     dense = summary[(summary["branch"] == "ticket") & (summary["round"] == 0)]
     assert (dense["cons_dense_gradcam_spearman_abs"] == 1.0).all()
     assert (dense["tcav_jaccard_dense"] == 1.0).all()
@@ -419,3 +422,22 @@ def test_missing_ticket_file_is_a_user_error(tmp_path: Path) -> None:
     (results / "seed_0" / "reinit" / "round_1" / "consistency.csv").unlink()
     with pytest.raises(UserError, match="consistency.csv"):
         analysis.summarize_dataset("toy", results, config)
+
+
+def test_local_tcav_statistics_agree_with_the_explanations_module(tmp_path: Path) -> None:
+    """The fallback used where the explanations module is absent gives the same answers."""
+    from ticketlens.explanations import tcav
+
+    results, config = make_results_tree(tmp_path, seeds=[0], rounds=3)
+    dense_dir, ticket_dir = results / "seed_0/ticket/round_0", results / "seed_0/ticket/round_3"
+    dense, dense_rows = analysis.read_ticket_tcav(dense_dir, CONCEPTS, 0.05)
+    ticket, ticket_rows = analysis.read_ticket_tcav(ticket_dir, CONCEPTS, 0.05)
+    null = pd.read_csv(dense_dir / "tcav" / "random.csv")
+    local = analysis._summarize_tcav_local(dense_rows, null, 0.05)
+    reference = tcav.summarize_tcav(dense_rows, null, 0.05)
+    assert list(local["significant"]) == list(reference["significant"])
+    assert np.allclose(local["p_bonferroni"], reference["p_bonferroni"])
+    mine = analysis._tcav_agreement_local(ticket, dense)
+    theirs = analysis.tcav_agreement(ticket, dense, ticket_rows, dense_rows, 0.05)
+    assert mine["tcav_rank_corr_dense"] == pytest.approx(theirs["tcav_rank_corr_dense"])
+    assert mine["tcav_jaccard_dense"] == pytest.approx(theirs["tcav_jaccard_dense"], nan_ok=True)

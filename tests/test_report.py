@@ -121,7 +121,7 @@ def test_gallery_has_every_branch_round_and_overlays(built: dict[str, Any]) -> N
     overlays = [ax for ax in panels if len(ax.images) == 2]
     assert len(overlays) == 6 * len(maps)
     titles = {ax.get_title() for ax in panels if ax.get_title()}
-    assert {"ticket r0\nCAM", "reinit r1\nCAM", "randma r5\nCAM"} <= titles
+    assert {"ticket r0\nCAM", "reinit r1\nCAM", "rmask r5\nCAM"} <= titles
 
 
 def test_gallery_falls_back_to_gradient_saliency() -> None:
@@ -206,3 +206,19 @@ def test_single_seed_report_builds(tmp_path: Path) -> None:
 
 def test_missing_summary_is_a_user_error(tmp_path: Path) -> None:
     assert main(["report", "--dataset", "toy", "--results", str(tmp_path), "--config", "{}"]) == 2
+
+
+def test_headline_when_nothing_falls() -> None:
+    findings = {
+        "dataset": "toy",
+        "accuracy_match": {"dense_accuracy": 0.9, "first_failing_round": None, "last_matching_remaining": 0.2,
+                           "last_matching_round": 3},
+        "headline_consistency": "cons_dense_gradcam_spearman_abs",
+        "consistency_onset": [{"column": "cons_dense_gradcam_spearman_abs", "method": "gradcam",
+                               "relation": "neither falls"}],
+    }  # fmt: skip
+    line = report.headline(findings)
+    assert line == (
+        "toy: dense 90.00%; tickets match at every round (to 20% weights); "
+        "neither accuracy nor Grad-CAM consistency falls after round 1"
+    )

@@ -29,7 +29,8 @@ TICKET = "ticket"
 DENSE_ROUND = 0
 CONSISTENCY_METRICS = ("spearman_abs", "spearman_signed", "iou_top10", "iou_top20", "ssim")
 REFERENCES = ("dense", "previous", "random")
-LOCALISATION = ("box_mass", "box_hit", "part_mass", "part_hit")
+# box_area / part_area (share of the image) are the chance level of the matching mass.
+LOCALISATION = ("box_mass", "box_hit", "box_area", "part_mass", "part_hit", "part_area")
 FAITHFULNESS = ("deletion_auc", "insertion_auc")
 TCAV_KEY = ["concept", "layer", "target_class"]
 # Columns that identify a row rather than measure something: never averaged over seeds.
@@ -209,39 +210,66 @@ def _summarize_tcav_local(concept_rows: pd.DataFrame, null_rows: pd.DataFrame, a
 def summarize_tcav_table(concept_rows: pd.DataFrame, null_rows: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Per concept x layer x class: mean, std, p-value, significance (the explanations module's test)."""
     required = {*TCAV_KEY, "mean", "p_value", "significant"}
-    try:
-        from ticketlens.explanations.tcav import summarize_tcav
-    except ImportError:
-        summarize_tcav = None
-    if summarize_tcav is not None:
-        table = summarize_tcav(concept_rows, null_rows, alpha)
+    module = _tcav_module()
+    if module is not None:
+        table = module.summarize_tcav(concept_rows, null_rows, alpha)
         if required <= set(table.columns):
             return table.reset_index(drop=True)
         log.warning("summarize_tcav lacks %s; using the local reference test", required - set(table.columns))
     return _summarize_tcav_local(concept_rows, null_rows, alpha)
 
 
-def tcav_agreement(table: pd.DataFrame, dense: pd.DataFrame) -> dict[str, float]:
-    """Rank correlation of concept scores and Jaccard of significant sets, ticket vs dense net."""
+def _tcav_module() -> Any:
+    """The explanations module's TCAV statistics, or None where it is not installed (lean analysis envs)."""
+    try:
+        from ticketlens.explanations import tcav
+    except ImportError:
+        return None
+    return tcav
+
+
+def _tcav_agreement_local(table: pd.DataFrame, dense: pd.DataFrame) -> dict[str, float]:
     merged = table.merge(dense, on=TCAV_KEY, suffixes=("", "_dense"))
-    if len(merged) >= 3 and merged["mean"].nunique() > 1 and merged["mean_dense"].nunique() > 1:
+    if len(merged) >= 2 and merged["mean"].nunique() > 1 and merged["mean_dense"].nunique() > 1:
         rank_corr = float(stats.spearmanr(merged["mean"], merged["mean_dense"]).statistic)
     else:
         rank_corr = float("nan")
     mine = set(map(tuple, table.loc[table["significant"].astype(bool), TCAV_KEY].to_numpy().tolist()))
     theirs = set(map(tuple, dense.loc[dense["significant"].astype(bool), TCAV_KEY].to_numpy().tolist()))
     union = mine | theirs
-    # Two empty sets are identical, so they agree fully.
-    jaccard = len(mine & theirs) / len(union) if union else 1.0
-    return {"tcav_rank_corr_dense": rank_corr, "tcav_jaccard_dense": jaccard}
+    jaccard = len(mine & theirs) / len(union) if union else float("nan")
+    return {"tcav_rank_corr_dense": rank_corr, "tcav_jaccard_dense": jaccard, "tcav_n_changed": float("nan")}
 
 
-def read_ticket_tcav(folder: Path, concepts: Iterable[str], alpha: float) -> pd.DataFrame:
+def tcav_agreement(
+    table: pd.DataFrame, dense: pd.DataFrame, rows: pd.DataFrame, dense_rows: pd.DataFrame, alpha: float
+) -> dict[str, float]:
+    """Ticket vs dense net: rank correlation of concept scores, Jaccard of the significant sets (NaN when
+    both are empty) and the number of concept x layer x class scores that changed significantly
+    (Welch t-test per concept, Bonferroni), via `explanations.tcav.compare_tcav` where available."""
+    module = _tcav_module()
+    if module is None:
+        return _tcav_agreement_local(table, dense)
+    result = module.compare_tcav(table, dense, rows, dense_rows, alpha)
+    changes = result["changes"]
+    return {
+        "tcav_rank_corr_dense": float(result["spearman"]),
+        "tcav_jaccard_dense": float(result["jaccard"]),
+        "tcav_n_changed": float(changes["changed"].astype(bool).sum()) if len(changes) else 0.0,
+    }
+
+
+def read_ticket_tcav(
+    folder: Path, concepts: Iterable[str], alpha: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per concept x layer x class summary, the raw concept rows) of one ticket."""
     null_rows = _read_csv(folder / "tcav" / "random.csv")
     frames = [_read_csv(folder / "tcav" / f"{concept_slug(c)}.csv") for c in concepts]
     if not frames:
-        return pd.DataFrame(columns=[*TCAV_KEY, "mean", "p_value", "significant"])
-    return summarize_tcav_table(pd.concat(frames, ignore_index=True), null_rows, alpha)
+        empty = pd.DataFrame(columns=[*TCAV_KEY, "mean", "p_value", "significant"])
+        return empty, pd.DataFrame(columns=[*TCAV_KEY, "random_set", "score", "cav_accuracy"])
+    rows = pd.concat(frames, ignore_index=True)
+    return summarize_tcav_table(rows, null_rows, alpha), rows
 
 
 def tcav_count_columns(table: pd.DataFrame) -> dict[str, float]:
@@ -672,18 +700,24 @@ def compact_metrics(summary: pd.DataFrame, findings: dict[str, Any]) -> dict[str
 # -------------------------------------------------------------------------------------- entry point
 
 
-def ticket_tables(results: Path, config: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every ticket folder: (summary without TCAV agreement, all tickets' TCAV summaries)."""
+TicketKey = tuple[int, str, int]
+
+
+def ticket_tables(
+    results: Path, config: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[TicketKey, pd.DataFrame]]:
+    """Read every ticket folder: (summary without TCAV agreement, all tickets' TCAV summaries, raw TCAV
+    concept rows per (seed, branch, round))."""
     concepts = list(config.get("concepts", []))
     alpha = tcav_alpha(config)
-    rows, tcav_frames = [], []
+    rows, tcav_frames, raw = [], [], {}
     for seed, branch, r, folder in ticket_folders(results, config):
         is_dense = branch == TICKET and r == DENSE_ROUND
         row: dict[str, Any] = {"seed": seed, "branch": branch, "round": r}
         row.update(metrics_columns(_read_json(folder / "metrics.json")))
         row.update(consistency_columns(_read_csv(folder / "consistency.csv"), is_dense))
         row.update(saliency_columns(_read_csv(folder / "saliency.csv")))
-        tcav = read_ticket_tcav(folder, concepts, alpha)
+        tcav, raw[(seed, branch, r)] = read_ticket_tcav(folder, concepts, alpha)
         row.update(tcav_count_columns(tcav))
         rows.append(row)
         tcav_frames.append(
@@ -692,36 +726,32 @@ def ticket_tables(results: Path, config: dict[str, Any]) -> tuple[pd.DataFrame, 
     tcav_all = pd.concat(tcav_frames, ignore_index=True) if tcav_frames else pd.DataFrame()
     lead = ["seed", "branch", "round", "remaining_fraction"]
     tcav_all = tcav_all[lead + [c for c in tcav_all.columns if c not in lead]]
-    return pd.DataFrame(rows), tcav_all
+    return pd.DataFrame(rows), tcav_all, raw
 
 
-def add_tcav_agreement(summary: pd.DataFrame, tcav_all: pd.DataFrame) -> pd.DataFrame:
-    """TCAV rank correlation / Jaccard of every ticket with the dense net of the same seed."""
-    rows = []
-    for _, row in summary.iterrows():
-        mine = tcav_all[
-            (tcav_all["seed"] == row["seed"])
-            & (tcav_all["branch"] == row["branch"])
-            & (tcav_all["round"] == row["round"])
-        ]
-        dense = tcav_all[
-            (tcav_all["seed"] == row["seed"])
-            & (tcav_all["branch"] == TICKET)
-            & (tcav_all["round"] == DENSE_ROUND)
-        ]
-        if mine.empty or dense.empty:
-            rows.append({"tcav_rank_corr_dense": np.nan, "tcav_jaccard_dense": np.nan})
+def add_tcav_agreement(
+    summary: pd.DataFrame, tcav_all: pd.DataFrame, raw: dict[TicketKey, pd.DataFrame], alpha: float
+) -> pd.DataFrame:
+    """TCAV agreement of every ticket with the dense net of the same seed (see `tcav_agreement`)."""
+    tables = {key: group for key, group in tcav_all.groupby(["seed", "branch", "round"])}
+    out = []
+    for seed, branch, r in summary[["seed", "branch", "round"]].itertuples(index=False, name=None):
+        key, dense_key = (seed, branch, r), (seed, TICKET, DENSE_ROUND)
+        if key not in tables or dense_key not in tables:
+            out.append(
+                {"tcav_rank_corr_dense": np.nan, "tcav_jaccard_dense": np.nan, "tcav_n_changed": np.nan}
+            )
         else:
-            rows.append(tcav_agreement(mine, dense))
-    return pd.concat([summary.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+            out.append(tcav_agreement(tables[key], tables[dense_key], raw[key], raw[dense_key], alpha))
+    return pd.concat([summary.reset_index(drop=True), pd.DataFrame(out)], axis=1)
 
 
 def summarize_dataset(dataset: str, results: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Write summary.csv, summary_agg.csv, tcav_summary.csv, findings.json, metrics.json; return findings."""
     results = Path(results)
     config = {**config, "dataset": config.get("dataset", dataset)}
-    summary, tcav_all = ticket_tables(results, config)
-    summary = _order_branches(add_tcav_agreement(summary, tcav_all))
+    summary, tcav_all, raw = ticket_tables(results, config)
+    summary = _order_branches(add_tcav_agreement(summary, tcav_all, raw, tcav_alpha(config)))
     summary = summary.sort_values(["seed"], kind="stable").reset_index(drop=True)
     findings = compute_findings(summary, tcav_all, config)
     write_csv(summary, results / "summary.csv")

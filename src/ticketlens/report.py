@@ -54,6 +54,7 @@ METRIC_NAMES = {
     "iou_top20": "top-20% IoU",
     "ssim": "SSIM",
 }
+BRANCH_SHORT = {TICKET: "ticket", "reinit": "reinit", "randmask": "rmask"}  # column headers
 BRANCH_NOUNS = {TICKET: "tickets", "reinit": "random re-init control", "randmask": "random-mask control"}
 GALLERY_PROBES = 6
 CLASSES_PER_HEATMAP = 6
@@ -276,7 +277,7 @@ def plot_tcav_heatmap(
         for i, j in zip(*np.nonzero(marks), strict=True):
             ax.text(j, i, "*", ha="center", va="center", fontsize=13, fontweight="bold", color="black")
         ax.set_xticks(range(len(columns)))
-        ax.set_xticklabels([f"{b[:6]} r{r}" for b, r in columns], rotation=90, fontsize=8)
+        ax.set_xticklabels([f"{BRANCH_SHORT.get(b, b)} r{r}" for b, r in columns], rotation=90, fontsize=8)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([f"{c} @ {layer}" for c, layer in rows], fontsize=8)
         ax.tick_params(axis="y", labelleft=ax.get_subplotspec().is_first_col())
@@ -376,7 +377,8 @@ def plot_gallery(
             )
             if row == 0:
                 ax.set_title(
-                    f"{key[0][:6]} r{key[1]}\n{'CAM' if method == 'gradcam' else 'grad'}", fontsize=8
+                    f"{BRANCH_SHORT.get(key[0], key[0])} r{key[1]}\n{'CAM' if method == 'gradcam' else 'grad'}",
+                    fontsize=8,
                 )
     axes[0, 0].set_title("image", fontsize=8)
     for ax in axes.flat:
@@ -613,7 +615,12 @@ def headline(findings: dict[str, Any]) -> str:
     head = findings.get("headline_consistency")
     for o in findings["consistency_onset"]:
         if o["column"] == head:
-            parts.append(f"{method_name(o['method'])} consistency falls {o['relation']} accuracy")
+            if o["relation"] == "neither falls":
+                parts.append(
+                    f"neither accuracy nor {method_name(o['method'])} consistency falls after round 1"
+                )
+            else:
+                parts.append(f"{method_name(o['method'])} consistency falls {o['relation']} accuracy")
     return f"{findings.get('dataset')}: " + "; ".join(parts)
 
 
@@ -670,6 +677,7 @@ def overview_table(summary: pd.DataFrame, head: str | None) -> pd.DataFrame:
         ("tcav_rank_corr_dense", "TCAV rank corr. vs dense"),
         ("tcav_jaccard_dense", "TCAV Jaccard vs dense"),
         ("tcav_n_significant", "significant concept-layer-class"),
+        ("tcav_n_changed", "concept scores changed vs dense"),
     ):
         if f"{column}_mean" in agg:
             table[name] = _with_interval(agg, column)
