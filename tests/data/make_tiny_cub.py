@@ -121,7 +121,7 @@ def main() -> None:
         ]
         continuous.append(" ".join(f"{v:.6f}" for v in row))
     write(ROOT / "attributes" / "class_attribute_labels_continuous.txt", continuous)
-    for i, (label, rel, _, mode, size, (x, y, w, h)) in IMAGES.items():
+    for label, rel, _, mode, size, (x, y, w, h) in IMAGES.values():
         image = Image.new("RGB", size, (210, 220, 230))
         ImageDraw.Draw(image).rectangle([x, y, x + w - 1, y + h - 1], fill=COLOURS[label - 1])
         path = ROOT / "images" / rel

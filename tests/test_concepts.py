@@ -1,0 +1,185 @@
+"""TCAV concept sets and random sets: deterministic, disjoint, stable, and clear about bad names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_toy_data
+from ticketlens.data.concepts import (
+    STROKES,
+    TEXTURES,
+    attribute_parts,
+    check_concept_names,
+    make_concept_set,
+    make_random_sets,
+)
+from ticketlens.data.prepared import TRAIN, load_prepared, save_prepared
+from ticketlens.data.synthbirds import prepare_synthbirds
+from ticketlens.errors import UserError
+
+BIRDS = {
+    "n_classes": 4,
+    "images_per_class": 40,
+    "generate_size": 48,
+    "image_size": 24,
+    "shortcut_rate": 0.0,
+    "generator_seed": 1,
+    "validation_fraction": 0.1,
+    "crop_to_box": False,
+}
+
+
+def _config(set_size: int = 10, **options: object) -> dict:
+    return {
+        "dataset": "synthbirds",
+        "explanations": {"tcav": {"set_size": set_size}},
+        "concept_options": options,
+    }
+
+
+@pytest.fixture(scope="module")
+def birds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """Prepared synthbirds and 3 random sets of 10."""
+    base = tmp_path_factory.mktemp("concepts")
+    data = base / "data.pt"
+    prepare_synthbirds({**BIRDS, "root": str(base / "raw")}, data)
+    randoms = [base / f"random_{i}.pt" for i in range(3)]
+    make_random_sets(data, 3, 10, 0, randoms)
+    return data, randoms
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def test_random_sets_disjoint_train_deterministic(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    data_path, randoms = birds
+    data = load_prepared(data_path)
+    sets = [_load(p) for p in randoms]
+    indices = [s["indices"] for s in sets]
+    assert [s["name"] for s in sets] == ["random_0", "random_1", "random_2"]
+    assert len(set(torch.cat(indices).tolist())) == 30  # disjoint
+    assert all((data.split[i] == TRAIN).all() for i in indices)
+    assert torch.equal(sets[1]["images"], data.images[indices[1]])
+    again = [tmp_path / f"r{i}.pt" for i in range(3)]
+    make_random_sets(data_path, 3, 10, 0, again)
+    assert all(torch.equal(_load(a)["indices"], i) for a, i in zip(again, indices, strict=True))
+    with pytest.raises(UserError, match="need 30000 train images"):
+        make_random_sets(data_path, 3, 10000, 0, again)
+
+
+def test_attribute_concept(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    data_path, randoms = birds
+    data = load_prepared(data_path)
+    out = tmp_path / "has_wing_color__blue.pt"
+    make_concept_set(data_path, "has_wing_color::blue", _config(), randoms, out)
+    concept = _load(out)
+    chosen = concept["indices"]
+    assert concept["name"] == "has_wing_color::blue" and len(chosen) == 10
+    a = data.extras["attribute_names"].index("has_wing_color::blue")
+    assert (data.extras["attributes"][chosen, a] == 1).all() and (data.split[chosen] == TRAIN).all()
+    assert (data.extras["certainty"][chosen, a] >= 3).all()
+    used = set(torch.cat([_load(p)["indices"] for p in randoms]).tolist())
+    assert not used & set(chosen.tolist())  # disjoint from every random set
+    assert torch.equal(concept["images"], data.images[chosen])
+
+
+def test_deterministic_and_stable_when_a_concept_is_added(
+    birds: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    data_path, randoms = birds
+    names = ["has_breast_pattern::striped", "texture_dotted"]
+    for name in names:
+        make_concept_set(data_path, name, _config(), randoms, tmp_path / f"a_{name}.pt")
+    # a second study with one more concept, built first
+    for name in ["has_wing_color::red", *reversed(names)]:
+        make_concept_set(data_path, name, _config(), randoms, tmp_path / f"b_{name}.pt")
+    for name in names:
+        first, second = _load(tmp_path / f"a_{name}.pt"), _load(tmp_path / f"b_{name}.pt")
+        assert torch.equal(first["images"], second["images"]) and torch.equal(
+            first["indices"], second["indices"]
+        )
+
+
+def test_class_majority_and_part_crops(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    data_path, randoms = birds
+    data = load_prepared(data_path)
+    out = tmp_path / "crops.pt"
+    make_concept_set(
+        data_path, "has_wing_color::blue", _config(class_majority=True, part_crops=True), randoms, out
+    )
+    concept = _load(out)
+    assert concept["images"].shape == (10, 3, 24, 24) and "part crops" in concept["source"]
+    assert "majority" in concept["source"]
+    assert not torch.equal(concept["images"], data.images[concept["indices"]])  # cropped, not whole
+    assert attribute_parts("has_wing_color::blue") == ("left wing", "right wing")
+    assert attribute_parts("has_upper_tail_color::grey") == ("tail",)
+    with pytest.raises(UserError, match="majority vote"):  # crown colour is random: no class holds it
+        make_concept_set(data_path, "has_crown_color::white", _config(class_majority=True), randoms, out)
+    with pytest.raises(UserError, match="part_crops needs"):
+        make_concept_set(data_path, "has_background::scene_0", _config(part_crops=True), randoms, out)
+
+
+def test_textures_and_strokes(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    data_path, randoms = birds
+    for name in TEXTURES:
+        make_concept_set(data_path, name, _config(7), randoms, tmp_path / "t.pt")
+        texture = _load(tmp_path / "t.pt")
+        assert texture["images"].shape == (7, 3, 24, 24) and texture["indices"].numel() == 0
+        assert texture["images"].float().std() > 30  # a real two-tone pattern
+    mnist = tmp_path / "mnist.pt"
+    save_prepared(make_toy_data(n=40, size=28, channels=1), mnist)
+    for name in STROKES:
+        config = {**_config(6), "dataset": "mnist"}
+        make_concept_set(mnist, name, config, [], tmp_path / "s.pt")
+        strokes = _load(tmp_path / "s.pt")["images"]
+        assert strokes.shape == (6, 1, 28, 28) and strokes.dtype == torch.uint8
+        ink = (strokes > 128).float().mean(dim=(1, 2, 3))
+        assert (ink > 0.02).all() and (ink < 0.35).all()  # pen strokes on black
+        assert (strokes[:, :, 0, :].float().mean() < 10) and strokes.max() > 200
+
+
+def test_unknown_concepts(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    data_path, randoms = birds
+    out = tmp_path / "x.pt"
+    with pytest.raises(UserError, match=r"unknown concept 'has_wing_color::plaid'.*has_wing_color::blue"):
+        make_concept_set(data_path, "has_wing_color::plaid", _config(), randoms, out)
+    with pytest.raises(UserError, match="unknown concept 'texture_paisley'"):
+        make_concept_set(data_path, "texture_paisley", _config(), randoms, out)
+    with pytest.raises(UserError, match="unknown concept 'stroke_loop' for dataset synthbirds"):
+        make_concept_set(data_path, "stroke_loop", _config(), randoms, out)
+    with pytest.raises(UserError, match="only 0 train images"):  # exists, but never drawn with 4 classes
+        make_concept_set(data_path, "has_wing_color::purple", _config(), randoms, out)
+    assert not out.exists()
+    with pytest.raises(UserError, match="unknown concept 'random_0'"):
+        check_concept_names("mnist", ["random_0"])
+
+
+def test_cli_concept_exit_code(
+    birds: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from ticketlens.cli import main
+
+    data_path, randoms = birds
+    argv = ["concept", "--data", str(data_path), "--concept", "has_wing_color::plaid", "--config", "{}"]
+    assert main([*argv, "--random", *map(str, randoms), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "unknown concept 'has_wing_color::plaid'" in capsys.readouterr().err
+
+
+def test_check_concept_names_needs_no_torch() -> None:
+    code = "import sys, ticketlens.data.concepts as c; c.check_concept_names('mnist', ['stroke_loop']); "
+    code += "sys.exit('torch' in sys.modules or 'numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_texture_pattern_is_seeded() -> None:
+    from ticketlens.data.concepts import texture_images
+
+    first = texture_images("zigzag", 3, 16, 1, np.random.default_rng(5))
+    assert np.array_equal(first, texture_images("zigzag", 3, 16, 1, np.random.default_rng(5)))

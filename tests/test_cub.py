@@ -1,0 +1,165 @@
+"""The CUB-200-2011 reader on a hand-made tiny copy (tests/data/tiny_cub) with every quirk and failure."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ticketlens.cli import main
+from ticketlens.data.cub import check_cub, prepare_cub, read_cub
+from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, load_prepared
+from ticketlens.errors import UserError
+
+TINY = Path(__file__).parent / "data" / "tiny_cub"
+
+
+@pytest.fixture
+def cub(tmp_path: Path) -> Path:
+    """A writable copy: tiny_cub/CUB_200_2011 with attributes.txt in the parent, as in the archive."""
+    shutil.copytree(TINY, tmp_path / "tiny_cub")
+    return tmp_path / "tiny_cub" / "CUB_200_2011"
+
+
+def _edit_line(path: Path, lineno: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[lineno - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_reads_every_file_with_quirks(cub: Path) -> None:
+    records = read_cub(cub)
+    assert list(records.image_ids) == [1, 2, 3, 4, 5, 6]  # sorted by id although images.txt is not
+    assert records.paths[4] == "003.Sooty Albatross/Sooty Albatross 0001.jpg"  # spaces kept
+    assert records.class_names == ["Black footed Albatross", "Laysan Albatross", "Sooty Albatross"]
+    assert list(records.labels) == [0, 0, 1, 1, 2, 2]  # 1-based class ids -> 0-based labels
+    assert list(records.is_train) == [True, False, True, False, True, False]
+    assert records.part_names[6] == "left eye" and len(records.part_names) == 15
+    assert records.attributes_file == cub.parent / "attributes.txt"
+    assert records.attribute_names[0] == "has_bill_shape::hooked_seabird"
+    assert records.attributes.shape == (6, 6) and records.certainty.shape == (6, 6)
+    assert list(np.flatnonzero(records.attributes[1])) == [0, 2, 4, 5]  # image 2 has 1, 3, 5, 6
+    assert records.certainty[1, 1] == 2  # lines with extra fields still parsed
+    assert records.certainty_names == ["not visible", "guessing", "probably", "definitely"]
+    assert tuple(records.part_locs[0, 6]) == (0.0, 0.0, 0.0)  # invisible part
+    np.testing.assert_allclose(records.boxes[3], [5.5, 5.5, 20.0, 15.0])
+    assert records.class_attributes is not None and records.class_attributes.shape == (3, 6)
+
+
+def test_attributes_inside_the_folder_and_archive_top_level(cub: Path) -> None:
+    shutil.move(cub.parent / "attributes.txt", cub / "attributes.txt")
+    assert read_cub(cub).attributes_file == cub / "attributes.txt"
+    assert read_cub(cub.parent).root == cub  # the folder holding CUB_200_2011/ works too
+
+
+def test_check_summary(cub: Path) -> None:
+    summary = check_cub(cub)
+    assert "images: 6 (3 train, 3 test)" in summary
+    assert "classes: 3" in summary and "attributes: 6" in summary and "parts: 15" in summary
+
+
+def test_prepare_converts_grayscale_and_cmyk_and_maps_coordinates(cub: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prepared" / "data.pt"
+    prepare_cub({"root": str(cub), "image_size": 20, "crop_to_box": False, "validation_fraction": 0.1}, out)
+    data = load_prepared(out)
+    assert data.name == "cub" and data.images.shape == (6, 3, 20, 20)
+    assert set(data.split.tolist()) <= {TRAIN, VALIDATION, TEST} and (data.split == TEST).sum() == 3
+    # image 4 (CMYK, 40 x 30) box (5.5, 5.5, 20, 15) -> scaled by 20/40 and 20/30
+    np.testing.assert_allclose(data.extras["boxes"][3].numpy(), [2.75, 20 / 30 * 5.5, 10.0, 10.0], rtol=1e-5)
+    # the rectangle drawn inside the box is coloured, the background is not: RGB content survived
+    x, y = 7, 8  # inside image 4's box in prepared pixels
+    assert data.images[3, :, y, x].float().std() > 20  # CMYK converted to a real colour
+    assert data.images[1, 0, 10, 10] == data.images[1, 1, 10, 10] == data.images[1, 2, 10, 10]  # grayscale
+    assert data.extras["certainty"].dtype.is_floating_point is False
+    assert data.extras["part_locs"].shape == (6, 15, 3) and data.extras["part_locs"][:, 6, 2].sum() == 0
+    meta = (out.parent / "meta.csv").read_text().splitlines()
+    assert len(meta) == 7 and meta[0].startswith("index,image_id,path,split,label,class_name,box_x")
+
+
+def test_crop_to_box_moves_parts_into_crop(cub: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data.pt"
+    prepare_cub({"root": str(cub), "image_size": 16, "crop_to_box": True, "validation_fraction": 0.1}, out)
+    data = load_prepared(out)
+    boxes = data.extras["boxes"]
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 16 + 1e-4).all()
+    assert (boxes[:, 2] > 10).all()  # the box fills most of the crop (10% margin each side)
+    visible = data.extras["part_locs"][..., 2] > 0
+    locs = data.extras["part_locs"][visible]
+    assert ((locs[:, :2] >= 0) & (locs[:, :2] <= 16)).all()
+
+
+@pytest.mark.parametrize(
+    ("relative", "lineno", "text", "expected"),
+    [
+        ("images.txt", 2, "one two", "images.txt: line 2: expected '<image_id> <class_folder/file.jpg>'"),
+        ("image_class_labels.txt", 3, "2", "image_class_labels.txt: line 3: expected"),
+        ("bounding_boxes.txt", 4, "4 1.0 2.0 x 4.0", "bounding_boxes.txt: line 4: expected"),
+        ("train_test_split.txt", 1, "99 1", "train_test_split.txt: line 1: unknown image id 99"),
+        ("parts/part_locs.txt", 5, "1 5 3.0 4.0 7", "part_locs.txt: line 5: part id must be"),
+        ("attributes/image_attribute_labels.txt", 8, "2 2 1", "image_attribute_labels.txt: line 8: expected"),
+        (
+            "attributes/image_attribute_labels.txt",
+            9,
+            "2 3 1 9 0.0",
+            "image_attribute_labels.txt: line 9: certainty",
+        ),
+        ("classes.txt", 2, "5 002.Laysan_Albatross", "classes.txt: line 2: expected class id 2"),
+        ("attributes/class_attribute_labels_continuous.txt", 2, "1 2", "continuous.txt: line 2: expected 6"),
+    ],
+)
+def test_malformed_line_names_file_and_line(
+    cub: Path, relative: str, lineno: int, text: str, expected: str
+) -> None:
+    _edit_line(cub / relative, lineno, text)
+    with pytest.raises(UserError, match=None) as info:
+        check_cub(cub)
+    message = str(info.value)
+    assert expected in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "images.txt",
+        "classes.txt",
+        "bounding_boxes.txt",
+        "parts/parts.txt",
+        "attributes/image_attribute_labels.txt",
+    ],
+)
+def test_missing_file_is_named(cub: Path, relative: str) -> None:
+    (cub / relative).unlink()
+    with pytest.raises(UserError, match=f"{relative}: missing"):
+        check_cub(cub)
+
+
+def test_missing_attributes_txt_and_image(cub: Path) -> None:
+    (cub.parent / "attributes.txt").unlink()
+    with pytest.raises(UserError, match="attributes.txt: missing"):
+        read_cub(cub)
+    shutil.copy(TINY / "attributes.txt", cub.parent / "attributes.txt")
+    (cub / "images" / "003.Sooty Albatross" / "Sooty Albatross 0002.jpg").unlink()
+    with pytest.raises(
+        UserError, match=r"images.txt: line 4: image file .*Sooty Albatross 0002.jpg not found"
+    ):
+        check_cub(cub)
+
+
+def test_truncated_attribute_labels(cub: Path) -> None:
+    path = cub / "attributes" / "image_attribute_labels.txt"
+    path.write_text("\n".join(path.read_text().splitlines()[:-3]) + "\n")
+    with pytest.raises(UserError, match="no line for image id 6 attribute 4"):
+        read_cub(cub)
+
+
+def test_cli_data_check(cub: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "check", "--dataset", "cub", "--root", str(cub)]) == 0
+    assert "images: 6" in capsys.readouterr().out
+    (cub / "classes.txt").unlink()
+    assert main(["data", "check", "--dataset", "cub", "--root", str(cub)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "classes.txt: missing" in err and "Traceback" not in err
+    assert main(["data", "check", "--root", str(cub / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
