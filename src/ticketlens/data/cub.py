@@ -49,6 +49,7 @@ class CubRecords:
     attributes_file: Path
     certainty_names: list[str] = field(default_factory=lambda: list(CERTAINTY_NAMES))
     class_attributes: np.ndarray | None = None  # float32 C x A (0-100), when the file is there
+    image_lines: list[int] = field(default_factory=list)  # images.txt line of each image (messages)
 
     @property
     def class_names(self) -> list[str]:
@@ -261,9 +262,9 @@ def _read_attribute_labels(
     bad((table[:, 3] < 1) | (table[:, 3] > 4), "certainty must be 1-4, got {3}")
     flat = rows_ * n_attributes + table[:, 1] - 1
     counts = np.bincount(flat, minlength=len(row_of) * n_attributes)
-    duplicate = np.zeros(len(flat), dtype=bool)
-    duplicate[np.unique(flat, return_index=True)[1]] = True
-    bad(~duplicate, "duplicate line for image {0} attribute {1}")
+    first_seen = np.zeros(len(flat), dtype=bool)
+    first_seen[np.unique(flat, return_index=True)[1]] = True
+    bad(~first_seen, "duplicate line for image {0} attribute {1}")
     if (counts == 0).any():
         row, attribute = divmod(int(np.argmax(counts == 0)), n_attributes)
         raise _fail(
@@ -319,7 +320,7 @@ def _resolve_root(root: Path) -> Path:
 def read_cub(root: Path) -> CubRecords:
     """Read and cross-check every text file of a CUB_200_2011 folder (images are not opened)."""
     root = _resolve_root(root)
-    ids, paths, row_of, _ = _read_images(root)
+    ids, paths, row_of, image_lines = _read_images(root)
     class_folders = _numbered_names(root / "classes.txt", "class")
     labels_path = root / "image_class_labels.txt"
     labels = np.array(
@@ -373,16 +374,18 @@ def read_cub(root: Path) -> CubRecords:
         attributes_file=attributes_file,
         certainty_names=certainty_names,
         class_attributes=_read_class_attributes(root, len(class_folders), len(attribute_names)),
+        image_lines=image_lines,
     )
 
 
 def check_cub(root: Path) -> str:
     """Validate a CUB copy (text files and that every image exists) and return a summary."""
     records = read_cub(root)
-    _, _, _, linenos = _read_images(records.root)
     for index, rel in enumerate(records.paths):
         if not records.image_path(index).is_file():
-            raise _fail(records.root / "images.txt", linenos[index], f"image file images/{rel} not found")
+            raise _fail(
+                records.root / "images.txt", records.image_lines[index], f"image file images/{rel} not found"
+            )
     n_train = int(records.is_train.sum())
     continuous = "present" if records.class_attributes is not None else "absent (optional)"
     return "\n".join(

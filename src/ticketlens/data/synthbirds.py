@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ticketlens.data.concepts import texture_pattern
+from ticketlens.data.cub import CERTAINTY_NAMES
 from ticketlens.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -495,80 +496,95 @@ def _lines(path: Path, lines: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _attribute_certainty(names: list[str]) -> np.ndarray:
+    """Certainty per attribute: the group's (big parts 4, small parts 3); background scenes 4."""
+    return np.array([4 if n.startswith(BACKGROUND) else GROUP[n.split("::")[0]].certainty for n in names])
+
+
+def _train_members(seed: int, label: int, per_class: int) -> set[int]:
+    """Which images of a class are train: a seeded TRAIN_FRACTION, at least one train and one test."""
+    n_train = min(per_class - 1, max(1, round(TRAIN_FRACTION * per_class)))
+    order = np.random.default_rng([seed, 1_000_000 + label]).permutation(per_class)
+    return set(order[:n_train].tolist())
+
+
+class _Layout:
+    """Collects the CUB text files line by line while images are drawn, then writes them."""
+
+    def __init__(self, root: Path, n_classes: int) -> None:
+        self.root = root
+        self.names = attribute_names(n_classes)
+        self.column = {name: a for a, name in enumerate(self.names)}
+        self.certainty = _attribute_certainty(self.names)
+        self.present_by_class = np.zeros((n_classes, len(self.names)))
+        self.text: dict[str, list[str]] = {
+            key: [] for key in ("images", "labels", "split", "boxes", "parts", "attrs", "shortcut")
+        }
+
+    def add(
+        self, image_id: int, rel: str, label: int, is_train: bool, bird: Bird, rendered: Rendered
+    ) -> None:
+        (self.root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / "part_masks" / rel).parent.mkdir(parents=True, exist_ok=True)
+        rendered.image.save(self.root / "images" / f"{rel}.jpg", quality=95, subsampling=0)
+        _save_mask(rendered.mask, self.root / "part_masks" / f"{rel}.png")
+        present = np.zeros(len(self.names), dtype=np.int64)
+        present[[self.column[f"{g}::{v}"] for g, v in bird.values.items()]] = 1
+        present[self.column[f"{BACKGROUND}::scene_{bird.scene}"]] = 1
+        self.present_by_class[label] += present
+        text = self.text
+        text["images"].append(f"{image_id} {rel}.jpg")
+        text["labels"].append(f"{image_id} {label + 1}")
+        text["split"].append(f"{image_id} {int(is_train)}")
+        text["boxes"].append(f"{image_id} " + " ".join(f"{v:.2f}" for v in rendered.box))
+        text["parts"] += [
+            f"{image_id} {k} {x:.2f} {y:.2f} {int(vis)}"
+            for k, (x, y, vis) in enumerate(rendered.part_locs, 1)
+        ]
+        text["attrs"] += [
+            f"{image_id} {a + 1} {p} {c} 0.0"
+            for a, (p, c) in enumerate(zip(present, self.certainty, strict=True))
+        ]
+        text["shortcut"].append(f"{image_id} {int(bird.scene == label)} {bird.scene}")
+
+    def write(self, folders: list[str], per_class: int) -> None:
+        root, text = self.root, self.text
+        _lines(root / "images.txt", text["images"])
+        _lines(root / "classes.txt", [f"{k + 1} {folder}" for k, folder in enumerate(folders)])
+        _lines(root / "image_class_labels.txt", text["labels"])
+        _lines(root / "train_test_split.txt", text["split"])
+        _lines(root / "bounding_boxes.txt", text["boxes"])
+        _lines(root / "parts" / "parts.txt", [f"{k} {name}" for k, name in enumerate(PART_NAMES, 1)])
+        _lines(root / "parts" / "part_locs.txt", text["parts"])
+        _lines(root / "attributes.txt", [f"{a + 1} {name}" for a, name in enumerate(self.names)])
+        _lines(root / "attributes" / "image_attribute_labels.txt", text["attrs"])
+        certainties = [f"{k} {name}" for k, name in enumerate(CERTAINTY_NAMES, 1)]
+        _lines(root / "attributes" / "certainties.txt", certainties)
+        percent = 100.0 * self.present_by_class / per_class  # CUB's class-level table, 0-100
+        rows = [" ".join(f"{v:.4f}" for v in row) for row in percent]
+        _lines(root / "attributes" / "class_attribute_labels_continuous.txt", rows)
+        _lines(root / "class_definitions.tsv", class_table(len(folders), sep="\t"))
+        _lines(root / "shortcut.txt", text["shortcut"])
+
+
 def write_synthbirds(root: Path, settings: dict[str, Any]) -> None:
     """Write a full CUB_200_2011-layout folder (plus part_masks/, class_definitions.tsv,
     shortcut.txt and the manifest, written last)."""
     n_classes, per_class = int(settings["n_classes"]), int(settings["images_per_class"])
-    size, seed, rate = (
-        int(settings["generate_size"]),
-        int(settings["generator_seed"]),
-        settings["shortcut_rate"],
-    )
+    size, seed = int(settings["generate_size"]), int(settings["generator_seed"])
     definitions = class_definitions(n_classes)
     folders = [class_folder(k, d) for k, d in enumerate(definitions)]
-    names = attribute_names(n_classes)
-    column = {name: a for a, name in enumerate(names)}
-    certainty = np.array(
-        [
-            GROUP[n.split("::")[0]].certainty if "::" in n and not n.startswith(BACKGROUND) else 4
-            for n in names
-        ]
-    )
-    text: dict[str, list[str]] = {
-        key: [] for key in ("images", "labels", "split", "boxes", "parts", "attrs", "shortcut")
-    }
-    present_by_class = np.zeros((n_classes, len(names)))
+    layout = _Layout(root, n_classes)
     for label, definition in enumerate(definitions):
-        n_train = min(per_class - 1, max(1, round(TRAIN_FRACTION * per_class)))
-        train = set(
-            np.random.default_rng([seed, 1_000_000 + label]).permutation(per_class)[:n_train].tolist()
-        )
+        train = _train_members(seed, label, per_class)
         for i in range(per_class):
-            image_id = label * per_class + i + 1
             rng = np.random.default_rng([seed, label, i])  # one stream per image: order-independent
-            scene = _scene(rng, label, n_classes, i in train, rate)
+            scene = _scene(rng, label, n_classes, i in train, float(settings["shortcut_rate"]))
             bird = sample_bird(rng, definition, scene)
             rendered = render_bird(bird, n_classes, size, rng)
             rel = f"{folders[label]}/{folders[label].split('.', 1)[1]}_{i + 1:04d}"
-            (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / "part_masks" / rel).parent.mkdir(parents=True, exist_ok=True)
-            rendered.image.save(root / "images" / f"{rel}.jpg", quality=95, subsampling=0)
-            _save_mask(rendered.mask, root / "part_masks" / f"{rel}.png")
-            present = np.zeros(len(names), dtype=np.int64)
-            present[[column[f"{g}::{v}"] for g, v in bird.values.items()]] = 1
-            present[column[f"{BACKGROUND}::scene_{scene}"]] = 1
-            present_by_class[label] += present
-            text["images"].append(f"{image_id} {rel}.jpg")
-            text["labels"].append(f"{image_id} {label + 1}")
-            text["split"].append(f"{image_id} {int(i in train)}")
-            text["boxes"].append(f"{image_id} " + " ".join(f"{v:.2f}" for v in rendered.box))
-            text["parts"] += [
-                f"{image_id} {k} {x:.2f} {y:.2f} {int(vis)}"
-                for k, (x, y, vis) in enumerate(rendered.part_locs, 1)
-            ]
-            text["attrs"] += [
-                f"{image_id} {a + 1} {present[a]} {certainty[a]} 0.0" for a in range(len(names))
-            ]
-            text["shortcut"].append(f"{image_id} {int(scene == label)} {scene}")
-    _lines(root / "images.txt", text["images"])
-    _lines(root / "classes.txt", [f"{k + 1} {folder}" for k, folder in enumerate(folders)])
-    _lines(root / "image_class_labels.txt", text["labels"])
-    _lines(root / "train_test_split.txt", text["split"])
-    _lines(root / "bounding_boxes.txt", text["boxes"])
-    _lines(root / "parts" / "parts.txt", [f"{k} {name}" for k, name in enumerate(PART_NAMES, 1)])
-    _lines(root / "parts" / "part_locs.txt", text["parts"])
-    _lines(root / "attributes.txt", [f"{a + 1} {name}" for a, name in enumerate(names)])
-    _lines(root / "attributes" / "image_attribute_labels.txt", text["attrs"])
-    _lines(
-        root / "attributes" / "certainties.txt", ["1 not visible", "2 guessing", "3 probably", "4 definitely"]
-    )
-    percent = 100.0 * present_by_class / per_class
-    _lines(
-        root / "attributes" / "class_attribute_labels_continuous.txt",
-        [" ".join(f"{v:.4f}" for v in row) for row in percent],
-    )
-    _lines(root / "class_definitions.tsv", class_table(n_classes, sep="\t"))
-    _lines(root / "shortcut.txt", text["shortcut"])
+            layout.add(label * per_class + i + 1, rel, label, i in train, bird, rendered)
+    layout.write(folders, per_class)
     (root / MANIFEST).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
