@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +276,9 @@ def plot_tcav_heatmap(
             grid[i, j], marks[i, j] = rec.mean, bool(rec.significant)
         image = ax.imshow(grid, cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
         for i, j in zip(*np.nonzero(marks), strict=True):
-            ax.text(j, i, "*", ha="center", va="center", fontsize=13, fontweight="bold", color="black")
+            # White on the saturated ends of the colour map, black in the pale middle: always visible.
+            colour = "white" if abs(grid[i, j] - 0.5) > 0.3 else "black"
+            ax.text(j, i, "*", ha="center", va="center", fontsize=14, fontweight="bold", color=colour)
         ax.set_xticks(range(len(columns)))
         ax.set_xticklabels([f"{BRANCH_SHORT.get(b, b)} r{r}" for b, r in columns], rotation=90, fontsize=8)
         ax.set_yticks(range(len(rows)))
@@ -353,7 +356,7 @@ def plot_gallery(
         picture, cmap = _image_for_display(images[pos])
         label = int(np.asarray(first["labels"])[pos])
         axes[row, 0].imshow(picture, cmap=cmap)
-        axes[row, 0].set_ylabel(_class_label(label, class_names), fontsize=8)
+        axes[row, 0].set_ylabel(textwrap.fill(_class_label(label, class_names), 14), fontsize=7)
         for col, key in enumerate(columns, start=1):
             npz = maps[key]
             method = "gradcam" if "gradcam" in npz else "saliency"
@@ -368,7 +371,7 @@ def plot_gallery(
             ax.text(
                 0.03,
                 0.97,
-                _class_label(pred, class_names)[:8],
+                _class_label(pred, class_names)[:12],
                 transform=ax.transAxes,
                 fontsize=6,
                 va="top",
@@ -387,7 +390,9 @@ def plot_gallery(
     if overlay is not None:
         bar = fig.colorbar(overlay, ax=list(axes.flat), shrink=0.6, pad=0.01)
         bar.set_label("attribution (per-map max = 1)")
-    fig.suptitle(f"Attribution maps of the probe images, seed {seed} (text: predicted class; yellow = wrong)")
+    title = f"Attribution maps of the probe images, seed {seed} (text: predicted class; yellow = wrong)"
+    # Wrap so a narrow gallery (few rounds) keeps its title inside the figure.
+    fig.suptitle(textwrap.fill(title, max(45, 11 * (len(columns) + 1))))
     return fig
 
 
@@ -531,7 +536,8 @@ def concept_sentences(findings: dict[str, Any], limit: int = 8) -> list[str]:
     dense = findings["concepts_dense_significant"]
     names = sorted({d["concept"] for d in dense})
     out = [
-        f"The dense network has {len(dense)} significant concept-layer-class combinations"
+        f"The dense network has {len(dense)} significant concept-layer-class "
+        + ("combination" if len(dense) == 1 else "combinations")
         + (f" (concepts: {', '.join(names)})." if names else ".")
     ]
     changes = findings["concept_changes"]
@@ -684,14 +690,39 @@ def overview_table(summary: pd.DataFrame, head: str | None) -> pd.DataFrame:
     return table
 
 
+QUALITY_NAMES = {
+    "box_mass": "box mass",
+    "box_area": "box area (chance)",
+    "box_hit": "box hit",
+    "part_mass": "part mass",
+    "part_area": "part area (chance)",
+    "part_hit": "part hit",
+    "deletion_auc": "deletion AUC (lower better)",
+    "insertion_auc": "insertion AUC (higher better)",
+}
+
+
 def explanation_quality_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Localisation and faithfulness (seed means) per branch x round, where the dataset has them."""
+    """Localisation and faithfulness (seed means), one row per branch x round x method.
+
+    Mass inside the box / parts is shown next to their area, the mass a uniform map would have.
+    """
     agg = aggregate(summary)
-    columns = [c for c in summary.columns if c.startswith(("loc_", "faith_")) and summary[c].notna().any()]
-    table = agg[["branch", "round"]].copy()
-    for column in columns:
-        table[column.removeprefix("loc_").removeprefix("faith_")] = agg[f"{column}_mean"]
-    return table if columns else pd.DataFrame()
+    rows = []
+    for method in dict.fromkeys(c.split("_")[1] for c in summary.columns if c.startswith(("loc_", "faith_"))):
+        for rec in agg.to_dict(orient="records"):
+            row: dict[str, Any] = {
+                "branch": rec["branch"],
+                "round": rec["round"],
+                "method": method_name(method),
+            }
+            for key, name in QUALITY_NAMES.items():
+                for prefix in ("loc", "faith"):
+                    column = f"{prefix}_{method}_{key}"
+                    if column in summary and summary[column].notna().any():
+                        row[name] = rec[f"{column}_mean"]
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _records(items: list[dict[str, Any]], keep: list[str]) -> pd.DataFrame:
