@@ -7,7 +7,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-import torchvision
 from torch import nn
 
 from ticketlens.errors import UserError
@@ -101,6 +100,9 @@ class ResNet18(TicketNet):
     """torchvision ResNet-18 with the TicketNet interface (features = stem + layer1..4)."""
 
     def __init__(self, num_classes: int, normalize: Normalize) -> None:
+        # Imported here: torchvision pulls in torch._dynamo (~2.5 s), a cost every other job would pay.
+        import torchvision
+
         net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
         features = nn.Sequential(
             OrderedDict(
