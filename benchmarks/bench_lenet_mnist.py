@@ -74,7 +74,9 @@ def main() -> None:
         if r:
             reinit_dir = out / f"reinit/round_{r}"
             if not (reinit_dir / "metrics.json").exists():
-                run_round(data, "mnist", args.seed, "reinit", r, config, reinit_dir, ticket=ticket_dir / CHECKPOINT)
+                run_round(
+                    data, "mnist", args.seed, "reinit", r, config, reinit_dir, ticket=ticket_dir / CHECKPOINT
+                )
             reinit = json.loads((reinit_dir / "metrics.json").read_text())
         rows.append((ticket, reinit))
         print(_row(ticket, reinit), flush=True)

@@ -83,11 +83,17 @@ def main() -> None:
     shape = images.shape
     bare, ours = [], []
     for _ in range(args.repeats):  # interleaved so drift affects both
-        bare.append(bare_loop(pruned_model(args.model, mean, std, shape[1], shape[-1]), images, labels, config))
-        ours.append(ticketlens_loop(pruned_model(args.model, mean, std, shape[1], shape[-1]), images, labels, config))
+        bare.append(
+            bare_loop(pruned_model(args.model, mean, std, shape[1], shape[-1]), images, labels, config)
+        )
+        ours.append(
+            ticketlens_loop(pruned_model(args.model, mean, std, shape[1], shape[-1]), images, labels, config)
+        )
     b, o = statistics.median(bare), statistics.median(ours)
-    print(f"model {args.model}, batch {args.batch_size}, {args.iterations} iterations x {args.repeats} repeats, "
-          f"{args.threads} thread(s), data {tuple(shape)}")
+    print(
+        f"model {args.model}, batch {args.batch_size}, {args.iterations} iterations x {args.repeats} repeats, "
+        f"{args.threads} thread(s), data {tuple(shape)}"
+    )
     print(f"bare PyTorch loop : {b:8.0f} img/s (median; runs {', '.join(f'{v:.0f}' for v in bare)})")
     print(f"ticketlens.train  : {o:8.0f} img/s (median; runs {', '.join(f'{v:.0f}' for v in ours)})")
     print(f"ratio ticketlens / bare = {o / b:.3f}  (target >= 0.9)")

@@ -24,7 +24,12 @@ TINY_TRAINING = {
     "checkpoint_every": 6,
 }
 TINY = {
-    "study": {"datasets": ["mnist", "synthbirds"], "seeds": [0], "rounds": 1, "controls": ["reinit", "randmask"]},
+    "study": {
+        "datasets": ["mnist", "synthbirds"],
+        "seeds": [0],
+        "rounds": 1,
+        "controls": ["reinit", "randmask"],
+    },
     "pruning": {"rate_conv": 0.3, "rate_fc": 0.5, "rate_output": 0.2},
     "explanations": {
         "probe_per_class": 1,
