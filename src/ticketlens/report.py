@@ -113,7 +113,16 @@ def _percent_axis(ax: Any, remaining: list[float]) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _branch_curve(ax: Any, agg: pd.DataFrame, column: str, branch: str, scale: float = 1.0) -> None:
+def _branch_curve(
+    ax: Any,
+    agg: pd.DataFrame,
+    column: str,
+    branch: str,
+    scale: float = 1.0,
+    bounds: tuple[float, float] = (-1.0, 1.0),
+) -> None:
+    """Mean curve with its seed interval, the interval clipped to the metric's range: with 2-3 seeds a
+    t-interval easily spans more than the metric can take, and drawing that only hides the curves."""
     rows = agg[agg["branch"] == branch].sort_values("round")
     if rows.empty or f"{column}_mean" not in rows or rows[f"{column}_mean"].isna().all():
         return
@@ -121,6 +130,7 @@ def _branch_curve(ax: Any, agg: pd.DataFrame, column: str, branch: str, scale: f
     style = _style(branch)
     ax.plot(x, scale * rows[f"{column}_mean"], **style, linewidth=1.8, markersize=5)
     low, high = rows[f"{column}_ci_low"].to_numpy(float), rows[f"{column}_ci_high"].to_numpy(float)
+    low, high = np.clip(low, *bounds), np.clip(high, *bounds)
     if np.isfinite(low).any():
         ax.fill_between(x, scale * low, scale * high, color=style["color"], alpha=0.15, linewidth=0)
 
@@ -137,12 +147,12 @@ def plot_accuracy(summary: pd.DataFrame, findings: dict[str, Any]) -> Figure:
     agg = aggregate(with_dense_rows(summary))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for branch in agg["branch"].unique():
-        _branch_curve(ax, agg, "test_accuracy", branch, scale=100)
+        _branch_curve(ax, agg, "test_accuracy", branch, scale=100, bounds=(0.0, 1.0))
     match = findings["accuracy_match"]
     if match.get("dense_ci_low") is not None:
         ax.axhspan(
-            100 * match["dense_ci_low"],
-            100 * match["dense_ci_high"],
+            100 * max(match["dense_ci_low"], 0.0),
+            100 * min(match["dense_ci_high"], 1.0),
             color="grey",
             alpha=0.15,
             label="dense net, 95% interval",
