@@ -68,10 +68,12 @@ def train_config(dataset):
 
 
 def explain_config(dataset):
+    """What changes maps, concept sets and TCAV scores; the significance level only changes the summary."""
+    tcav = {k: v for k, v in config["explanations"]["tcav"].items() if k != "alpha"}
     return as_json(
         {
             "dataset": dataset,
-            "explanations": config["explanations"],
+            "explanations": {**config["explanations"], "tcav": tcav},
             "concept_options": config["datasets"][dataset].get("concept_options", {}),
         }
     )
