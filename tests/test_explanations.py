@@ -245,7 +245,8 @@ def test_explain_ticket_writes_every_target_in_the_contract_format(toy_study: di
     assert means["dense"] > means["random"]  # a ticket is closer to its dense net than the random floor
     null = pd.read_csv(root / "r1" / "tcav" / "random.csv")
     assert list(null.columns) == ["concept", "layer", "target_class", "random_set", "score", "cav_accuracy"]
-    assert len(null) == 2 * 3 * 4  # layers x random sets x classes
+    assert len(null) == 2 * 2 * 4  # layers x (random sets - 1: the counterpart is fixed) x classes
+    assert set(null["concept"]) == {"random_0"} and "random_0" not in set(null["random_set"])
 
 
 def test_explain_is_bitwise_repeatable(toy_study: dict, tmp_path: Path) -> None:

@@ -171,10 +171,13 @@ def concept_rows(concept: str, concept_acts: dict[str, torch.Tensor], cache: dic
 
 
 def null_rows(cache: dict) -> pd.DataFrame:
-    """Random-vs-random CAVs, the null: random_{i+1} (as a concept) vs random_i, for i = 0..R-1.
+    """Random-vs-random CAVs, the null of the reference TCAV test: a fixed random counterpart
+    (random set 0) against each other random set i = 1..R-1.
 
-    Row i uses the same negative set random_i as row i of every concept table, so the null differs
-    from a concept only in the positive set.
+    The null must have the structure of a concept table (one fixed positive set against varying
+    negatives): the R CAVs of a concept share their positive set and so their scores are correlated,
+    and a null of pairs with varying positives would be more spread and make every concept,
+    even a random one, look significant.
     """
     names = cache["random_names"]
     if len(names) < 2:
@@ -183,11 +186,10 @@ def null_rows(cache: dict) -> pd.DataFrame:
     rows = []
     for layer in cache["layers"]:
         acts = cache["random"][layer]
-        for i, name in enumerate(names):
-            j = (i + 1) % len(names)
-            cav, accuracy = train_cav(acts[j], acts[i], classifier)
+        for i in range(1, len(names)):
+            cav, accuracy = train_cav(acts[0], acts[i], classifier)
             for k, grads in zip(cache["classes"], cache["gradients"][layer], strict=True):
-                rows.append((names[j], layer, int(k), name, sign_count(grads, cav), accuracy))
+                rows.append((names[0], layer, int(k), names[i], sign_count(grads, cav), accuracy))
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
 
 
