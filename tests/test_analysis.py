@@ -238,6 +238,18 @@ def test_one_seed_uses_tolerance_and_says_so() -> None:
     assert (mean, n) == (0.9, 1) and math.isnan(low) and math.isnan(high)
 
 
+def test_two_seeds_use_the_worse_dense_seed_not_a_vacuous_t_interval() -> None:
+    table = accuracy_table(drop_round=99, seeds=2)
+    # seeds 0.950 and 0.951 at dense; a 0.5-point drop at round 3 sits inside the t-interval
+    # (mean +- 12.7 * 0.0007) but below the worse seed, so it must count as failing
+    table.loc[table["round"] == 3, "test_accuracy"] -= 0.005
+    match = analysis.accuracy_match(table)
+    assert match["first_failing_round"] == 3 and match["last_matching_round"] == 2
+    assert match["threshold"] == pytest.approx(0.95)
+    assert match["dense_ci_low"] < 0.945  # the interval itself would have called it a match
+    assert "two seeds" in match["criterion"]
+
+
 def test_t_interval_matches_scipy() -> None:
     from scipy import stats
 

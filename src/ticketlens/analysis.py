@@ -389,16 +389,23 @@ def first_drop(
 ) -> tuple[int | None, pd.DataFrame, float]:
     """First round after `baseline_round` whose seed mean falls below the baseline's interval.
 
-    With two or more seeds the threshold is the lower end of the baseline round's 95% t-interval over
-    seeds (the seed-to-seed spread is what "matching" has to beat); with one seed there is no interval
-    and the threshold is the baseline minus `tolerance`. Returns (round or None, per-round table, threshold).
+    With three or more seeds the threshold is the lower end of the baseline round's 95% t-interval over
+    seeds (the seed-to-seed spread is what "matching" has to beat). With two seeds that interval is
+    vacuous (t = 12.7 on one degree of freedom), so the threshold is the lower end of the seed range
+    (the worse seed); with one seed it is the baseline minus `tolerance`.
+    Returns (round or None, per-round table, threshold).
     """
     per_round = _round_stats(frame, column)
     base = per_round[per_round["round"] == baseline_round]
     if base.empty:
         return None, per_round.assign(matches=np.nan), float("nan")
     base_row = base.iloc[0]
-    threshold = base_row["ci_low"] if base_row["n"] >= 2 else base_row["mean"] - tolerance
+    if base_row["n"] >= 3:
+        threshold = base_row["ci_low"]
+    elif base_row["n"] == 2:
+        threshold = frame.loc[frame["round"] == baseline_round, column].min()
+    else:
+        threshold = base_row["mean"] - tolerance
     per_round["matches"] = per_round["mean"] >= threshold
     later = per_round[(per_round["round"] > baseline_round) & ~per_round["matches"]]
     first = int(later["round"].iloc[0]) if len(later) else None
@@ -421,7 +428,9 @@ def accuracy_match(summary: pd.DataFrame, tolerance: float = ACCURACY_TOLERANCE)
     return {
         "criterion": (
             "ticket seed-mean accuracy >= lower end of the dense 95% t-interval over seeds"
-            if n_seeds >= 2
+            if n_seeds >= 3
+            else "two seeds (a t-interval would be vacuous): ticket seed-mean accuracy >= the worse dense seed"
+            if n_seeds == 2
             else f"one seed, no interval: ticket accuracy >= dense accuracy - {tolerance}"
         ),
         "n_seeds": n_seeds,
