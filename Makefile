@@ -21,7 +21,7 @@ run: setup
 	@cat results/summary.txt
 
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

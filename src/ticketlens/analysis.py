@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ticketlens import fileio
 from ticketlens.errors import UserError
+from ticketlens.fileio import atomic_write_text, clean_json, write_json  # noqa: F401  (report uses them)
 
 log = logging.getLogger(__name__)
 
@@ -46,41 +46,8 @@ HEADLINE_METRIC = "spearman_abs"
 # ---------------------------------------------------------------------------------------------- files
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder so a crash never leaves a half-written target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
-
-
-def clean_json(value: Any) -> Any:
-    """Make a value JSON-safe: NaN/inf become null, numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    return value
-
-
-def write_json(value: Any, path: Path) -> None:
-    atomic_write_text(path, json.dumps(clean_json(value), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    fileio.write_csv(frame, path, float_format="%.6g")
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

@@ -8,9 +8,7 @@ same per-layer sparsity and the original init.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, PreparedData, atomic_save, load_prepared
+from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, PreparedData, load_prepared
 from ticketlens.errors import UserError
+from ticketlens.fileio import atomic_save, load_torch, write_json
 from ticketlens.models import TicketNet, build_model
 from ticketlens.pruning import (
     Masks,
@@ -62,14 +61,7 @@ def model_from_spec(spec: Mapping[str, Any]) -> TicketNet:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {path} not found") from None
-    except Exception as err:
-        raise UserError(
-            f"checkpoint {path} is unreadable ({type(err).__name__}): delete it and re-run"
-        ) from None
+    return load_torch(path, "checkpoint")
 
 
 def load_model(path: Path) -> TicketNet:
@@ -177,7 +169,7 @@ def run_round(
     remove_masks(model)
 
     if rewind_state is None:
-        rewind_state = torch.load(rewind_file, weights_only=True) if k > 0 and branch == "ticket" else None
+        rewind_state = load_torch(rewind_file, "rewind state") if k > 0 and branch == "ticket" else None
     if rewind_state is None:
         rewind_state = _initial_state(spec, seed, branch, round_index)
     test_loss, test_acc = evaluate(model, data.images[test_index], data.labels[test_index])
@@ -208,7 +200,7 @@ def run_round(
         "round": round_index,
     }
     atomic_save(checkpoint, out_dir / CHECKPOINT)
-    _write_json(metrics, out_dir / METRICS)
+    write_json(metrics, out_dir / METRICS, sort_keys=True)
     for leftover in (out_dir / RESUME, rewind_file):
         leftover.unlink(missing_ok=True)
     log.info(
@@ -250,9 +242,3 @@ def _initial_state(
     spec: Mapping[str, Any], seed: int, branch: str, round_index: int
 ) -> dict[str, torch.Tensor]:
     return _state_copy(seeded_init(spec, init_seed(seed, branch, round_index)))
-
-
-def _write_json(value: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True))
-    os.replace(tmp, path)

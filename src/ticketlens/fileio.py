@@ -1,0 +1,88 @@
+"""File writes and reads shared by every stage.
+
+Writes go through a temporary file in the target's folder and `os.replace`, so a killed job never leaves
+a half-written target behind (Snakemake would otherwise take it for done). Torch files are read with
+`weights_only=True`, and a missing or unreadable one becomes a one-line UserError. Torch is imported
+lazily: this module is also used by steps that never need it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ticketlens.errors import UserError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save, atomically."""
+    import torch
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_csv(frame: Any, path: Path, **to_csv: Any) -> None:
+    """A pandas DataFrame as CSV without the index, atomically."""
+    atomic_write_text(path, frame.to_csv(index=False, **to_csv))
+
+
+def clean_json(value: Any) -> Any:
+    """Make a value JSON-safe: NaN/inf become null, numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if not math.isfinite(float(value)) else float(value)
+    return value
+
+
+def write_json(value: Any, path: Path, sort_keys: bool = False) -> None:
+    text = json.dumps(clean_json(value), indent=2, sort_keys=sort_keys, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def load_torch(path: Path, what: str, missing_hint: str = "") -> Any:
+    """torch.load(weights_only=True) with one-line errors naming the file and what to do."""
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        hint = f" ({missing_hint})" if missing_hint else ""
+        raise UserError(f"{what} {path} not found{hint}") from None
+    except Exception as err:  # truncated, foreign or tampered files
+        raise UserError(f"{what} {path} is unreadable ({type(err).__name__}): delete it and re-run") from None
