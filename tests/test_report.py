@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -222,3 +223,18 @@ def test_headline_when_nothing_falls() -> None:
         "toy: dense 90.00%; tickets match at every round (to 20% weights); "
         "neither accuracy nor Grad-CAM consistency falls after round 1"
     )
+
+
+def test_saved_figures_are_byte_identical_across_runs(tmp_path: Path) -> None:
+    """DVC pins figures by hash: the same plot must give the same bytes (no dates, fixed SVG ids)."""
+    from ticketlens.report import save_figure
+
+    digests = []
+    for run in ("a", "b"):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3], label="x")
+        ax.legend()
+        save_figure(fig, tmp_path / run, "figure")
+        plt.close(fig)
+        digests.append([(tmp_path / run / f"figure.{ext}").read_bytes() for ext in ("png", "svg")])
+    assert digests[0] == digests[1]

@@ -61,6 +61,9 @@ GALLERY_PROBES = 6
 CLASSES_PER_HEATMAP = 6
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9})
+# Byte-identical figures for identical results: SVG element ids from a fixed salt, no creation dates.
+plt.rcParams["svg.hashsalt"] = "ticketlens"
+NO_DATE = {"svg": {"Date": None}, "png": {}}
 
 
 def _style(branch: str) -> dict[str, str]:
@@ -84,7 +87,12 @@ def save_figure(fig: Figure, folder: Path, name: str) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         target = folder / f"{name}.{ext}"
-        atomic_write(target, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight"))
+        atomic_write(
+            target,
+            lambda tmp, ext=ext: fig.savefig(
+                tmp, format=ext, dpi=150, bbox_inches="tight", metadata=NO_DATE[ext]
+            ),
+        )
         paths.append(target)
     plt.close(fig)
     return paths
