@@ -40,10 +40,16 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save, atomically."""
+    """torch.save, atomically and byte-reproducibly."""
     import torch
 
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        # Through a file handle: given a path, torch names the zip archive inside after the (random)
+        # temporary file, so identical tensors would give different bytes and DVC hashes.
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+
+    atomic_write(path, write)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
