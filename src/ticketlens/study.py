@@ -1,0 +1,338 @@
+"""The study's vocabulary, in one place: typed settings, branches, the ticket path grammar and the metrics.
+
+In the spirit of open_lth's `foundations/paths.py` and typed hparams. Settings are frozen dataclasses
+built from params that `config.validate_params` has already validated and filled from the JSON schema:
+they carry no defaults of their own, so every default lives only in `workflow/schemas/params.schema.yaml`.
+The Snakefile, every rule and every package step use the names defined here. This module imports nothing
+heavy (no torch, no pandas): Snakemake loads it at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+# ------------------------------------------------------------------------------------------ branches
+
+TICKET, REINIT, RANDMASK = "ticket", "reinit", "randmask"
+BRANCHES = (TICKET, REINIT, RANDMASK)  # also the order of every table and figure
+CONTROLS = (REINIT, RANDMASK)
+DENSE_ROUND = 0
+BRANCH_LABELS = {
+    TICKET: "ticket (IMP, rewound)",
+    REINIT: "control: random re-init",
+    RANDMASK: "control: random mask",
+}
+BRANCH_SHORT = {TICKET: "ticket", REINIT: "reinit", RANDMASK: "rmask"}  # table and axis headers
+BRANCH_NOUNS = {TICKET: "tickets", REINIT: "random re-init control", RANDMASK: "random-mask control"}
+
+
+def branch_rounds(branch: str, rounds: int) -> range:
+    """Round 0 is the dense net and exists only for the ticket branch; controls start at round 1."""
+    return range(DENSE_ROUND if branch == TICKET else 1, rounds + 1)
+
+
+def branch_order(branch: str) -> int:
+    return BRANCHES.index(branch) if branch in BRANCHES else len(BRANCHES)
+
+
+# ------------------------------------------------------------------------------ explanation metrics
+
+METHOD_NAMES = {"gradcam": "Grad-CAM", "saliency": "gradient saliency"}
+# The similarity metrics of two map sets (explanations/compare.py), with their display names.
+SIMILARITY_METRICS = {
+    "spearman_abs": "Spearman rank corr. of |map|",
+    "spearman_signed": "Spearman rank corr., signed",
+    "iou_top10": "top-10% IoU",
+    "iou_top20": "top-20% IoU",
+    "ssim": "SSIM",
+}
+REFERENCES = ("dense", "previous", "random")  # what a ticket's maps are compared with
+HEADLINE_METRIC = "spearman_abs"
+
+
+def concept_slug(name: str) -> str:
+    """A concept name as a file stem: `has_wing_color::blue` -> `has_wing_color__blue`."""
+    return name.replace("::", "__")
+
+
+# ----------------------------------------------------------------------------------- path grammar
+
+RESULTS = "results"
+LOGS = "logs"
+DATASET_DIR = "{dataset}"
+TICKET_DIR = "{dataset}/seed_{seed}/{branch}/round_{round}"
+_TICKET_RE = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/seed_(?P<seed>\d+)/(?P<branch>[a-z]+)/round_(?P<round>\d+)/?$")
+
+
+@dataclass(frozen=True)
+class TicketFiles:
+    """The named files of a ticket folder (formats: docs/architecture.md)."""
+
+    checkpoint: str = "checkpoint.pt"
+    metrics: str = "metrics.json"
+    resume: str = "resume.pt"
+    rewind: str = "rewind.pt"
+    saliency_maps: str = "saliency.npz"
+    saliency_table: str = "saliency.csv"
+    consistency: str = "consistency.csv"
+    tcav_cache: str = "tcav/activations.pt"
+    tcav_null: str = "tcav/random.csv"
+    tcav_concept: str = "tcav/{concept}.csv"
+
+
+TICKET_FILES = TicketFiles()
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One trained network of the study: `Ticket("mnist", 0, "ticket", 2)`; round 0 is the dense net."""
+
+    dataset: str
+    seed: int
+    branch: str
+    round: int
+
+    @property
+    def folder(self) -> Path:
+        return Path(RESULTS) / TICKET_DIR.format(**dataclasses.asdict(self))
+
+    @property
+    def log_folder(self) -> Path:
+        return Path(LOGS) / TICKET_DIR.format(**dataclasses.asdict(self))
+
+    def file(self, name: str, **fields: str) -> Path:
+        """`ticket.file("checkpoint")`, `ticket.file("tcav_concept", concept=slug)`."""
+        return self.folder / getattr(TICKET_FILES, name).format(**fields)
+
+    @property
+    def is_dense(self) -> bool:
+        return self.branch == TICKET and self.round == DENSE_ROUND
+
+    @property
+    def dense(self) -> Ticket:
+        return Ticket(self.dataset, self.seed, TICKET, DENSE_ROUND)
+
+    def at(self, **changes: Any) -> Ticket:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> Ticket:
+        """Parse `.../{dataset}/seed_{s}/{branch}/round_{r}` (the inverse of `folder`)."""
+        match = _TICKET_RE.search(Path(folder).as_posix())
+        if match is None or match["branch"] not in BRANCHES:
+            raise ValueError(f"{folder} is not a ticket folder ({RESULTS}/{TICKET_DIR})")
+        return cls(match["dataset"], int(match["seed"]), match["branch"], int(match["round"]))
+
+
+def ticket_pattern(name: str, **fields: str) -> str:
+    """A ticket file as a Snakemake pattern with {dataset}, {seed}, {branch}, {round} wildcards."""
+    return f"{RESULTS}/{TICKET_DIR}/{getattr(TICKET_FILES, name)}".replace("{concept}", fields.get("concept", "{concept}"))
+
+
+def ticket_log_pattern(step: str) -> str:
+    return f"{LOGS}/{TICKET_DIR}/{step}.log"
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """The per-dataset files under results/{dataset}/; pass "{dataset}" to get Snakemake patterns."""
+
+    dataset: str
+
+    @property
+    def folder(self) -> Path:
+        return Path(RESULTS) / self.dataset
+
+    @property
+    def prepared_data(self) -> Path:
+        return self.folder / "prepared" / "data.pt"
+
+    @property
+    def prepared_meta(self) -> Path:
+        return self.folder / "prepared" / "meta.csv"
+
+    def random_set(self, index: int | str) -> Path:
+        return self.folder / "concepts" / f"random_{index}.pt"
+
+    def concept_set(self, slug: str) -> Path:
+        return self.folder / "concepts" / f"{slug}.pt"
+
+    def __getattr__(self, name: str) -> Path:
+        if name in DATASET_OUTPUTS:
+            return self.folder / DATASET_OUTPUTS[name]
+        raise AttributeError(name)
+
+
+DATASET_OUTPUTS = {
+    "summary": "summary.csv",
+    "summary_agg": "summary_agg.csv",
+    "tcav_summary": "tcav_summary.csv",
+    "findings": "findings.json",
+    "metrics": "metrics.json",
+    "report": "report.md",
+    "figures": "figures",
+}
+
+
+# --------------------------------------------------------------------------------- typed settings
+
+
+class Settings:
+    """Mixin: build a frozen settings dataclass from a validated, default-filled params mapping."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(values) - names
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown settings {sorted(unknown)}")
+        return cls(**{name: _typed(hints[name], values[name]) for name in names if name in values})
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    """Nested sections become their dataclasses and lists become tuples (hashable, immutable)."""
+    if isinstance(hint, type) and issubclass(hint, Settings) and isinstance(value, dict):
+        return hint.from_dict(value)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [h for h in typing.get_args(hint) if h is not type(None)]
+        return value if value is None else _typed(options[0], value)
+    if origin is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    return value
+
+
+@dataclass(frozen=True)
+class StudySettings(Settings):
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    rounds: int
+    controls: tuple[str, ...]
+    threads: int
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return (TICKET, *(b for b in CONTROLS if b in self.controls))
+
+    def tickets(self, dataset: str) -> list[Ticket]:
+        """Every ticket of a dataset: seeds x branches x rounds."""
+        return [
+            Ticket(dataset, seed, branch, r)
+            for seed in self.seeds
+            for branch in self.branches
+            for r in branch_rounds(branch, self.rounds)
+        ]
+
+
+@dataclass(frozen=True)
+class PruningSettings(Settings):
+    scope: str
+    rate_conv: float
+    rate_fc: float
+    rate_output: float
+    exclude: tuple[str, ...]
+    one_shot: bool
+    rewind_iteration: int
+
+
+@dataclass(frozen=True)
+class TcavSettings(Settings):
+    layers: tuple[str, ...] | None
+    n_random_sets: int
+    set_size: int
+    inputs_per_class: int
+    alpha: float
+
+
+@dataclass(frozen=True)
+class ExplanationSettings(Settings):
+    probe_per_class: int
+    gradcam_layer: str | None
+    tcav: TcavSettings
+
+
+@dataclass(frozen=True)
+class TrainingSettings(Settings):
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    iterations: int
+    eval_every: int
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class ConceptOptions(Settings):
+    min_certainty: int
+    class_majority: bool
+    part_crops: bool
+
+
+@dataclass(frozen=True)
+class DatasetSettings(Settings):
+    """One `datasets.<name>` section. Keys a dataset does not have (e.g. `source` for birds) are None."""
+
+    root: str
+    model: str
+    model_width: float
+    concepts: tuple[str, ...]
+    training: TrainingSettings
+    concept_options: ConceptOptions | None = None  # birds only
+    # MNIST
+    source: str | None = None
+    validation_size: int | None = None
+    train_size: int | None = None
+    # birds
+    image_size: int | None = None
+    crop_to_box: bool | None = None
+    validation_fraction: float | None = None
+    # synthbirds generator
+    n_classes: int | None = None
+    images_per_class: int | None = None
+    generate_size: int | None = None
+    shortcut_rate: float | None = None
+    generator_seed: int | None = None
+
+    def preparation(self) -> dict[str, Any]:
+        """The keys that change the prepared data (not the model, concepts or training)."""
+        skip = {"model", "model_width", "concepts", "training", "concept_options"}
+        return {k: v for k, v in self.to_dict().items() if k not in skip and v is not None}
+
+
+@dataclass(frozen=True)
+class StudyParams(Settings):
+    """The whole validated params.yaml."""
+
+    study: StudySettings
+    pruning: PruningSettings
+    explanations: ExplanationSettings
+    datasets: dict[str, DatasetSettings]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StudyParams:
+        return cls(
+            study=StudySettings.from_dict(values["study"]),
+            pruning=PruningSettings.from_dict(values["pruning"]),
+            explanations=ExplanationSettings.from_dict(values["explanations"]),
+            datasets={name: DatasetSettings.from_dict(section) for name, section in values["datasets"].items()},
+        )
