@@ -1,4 +1,5 @@
-"""Batched CAV fitting: agreement with scikit-learn, FastCAV's closed form, seeds, scores, lazy imports."""
+"""Batched CAV fitting: agreement with scikit-learn, FastCAV's closed form, the Gram form against feature
+space, seeds, scores, lazy imports."""
 
 from __future__ import annotations
 
@@ -10,8 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from ticketlens.explanations import tcav
-from ticketlens.explanations.cav import L2, fit_cavs, fit_seed, held_out_split, tcav_scores
+from ticketlens.explanations import sgd_reference
+from ticketlens.explanations.cav import (
+    L2,
+    LayerRows,
+    class_scores,
+    fit_cavs,
+    fit_rows,
+    fit_seed,
+    held_out_split,
+    tcav_scores,
+)
 
 BATCHED = ["logistic", "fastcav"]
 
@@ -37,7 +47,7 @@ def two_sets(problems: int, n: int, features: int, shift: float, seed: int = 0) 
 def sklearn_reference(
     positives: torch.Tensor, negatives: torch.Tensor, seeds: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """sklearn LogisticRegression (lbfgs: intercept unpenalised) on the same split, standardised by hand."""
+    """sklearn LogisticRegression (lbfgs: intercept unpenalised, C = 1 / (l2 n)) on the same split."""
     from sklearn.linear_model import LogisticRegression
 
     split = held_out_split(seeds, positives.shape[1], negatives.shape[1])
@@ -48,12 +58,10 @@ def sklearn_reference(
         x_test = np.concatenate([pos[split.test_positive[b]], neg[split.test_negative[b]]])
         y_train = np.r_[np.ones(split.train_positive.shape[1]), np.zeros(split.train_negative.shape[1])]
         y_test = np.r_[np.ones(split.test_positive.shape[1]), np.zeros(split.test_negative.shape[1])]
-        mean, std = x_train.mean(0), x_train.std(0)
         model = LogisticRegression(C=1 / (L2 * len(y_train)), tol=1e-12, max_iter=100_000)
-        model.fit((x_train - mean) / std, y_train)
-        cav = model.coef_[0] / std  # the boundary's normal in activation space
-        cavs.append(cav / np.linalg.norm(cav))
-        accuracy.append((model.predict((x_test - mean) / std) == y_test).mean())
+        model.fit(x_train, y_train)
+        cavs.append(model.coef_[0] / np.linalg.norm(model.coef_[0]))
+        accuracy.append((model.predict(x_test) == y_test).mean())
     return np.array(cavs), np.array(accuracy)
 
 
@@ -138,13 +146,47 @@ def test_cavs_are_unit_vectors_towards_the_positives(method: str) -> None:
     assert (fit.accuracy >= 0.9).all()
 
 
-def test_sgd_is_the_current_captum_path() -> None:
+def test_sgd_is_captums_seeded_classifier() -> None:
     positives, negatives = two_sets(3, 12, 6, 1.0)
-    fit = fit_cavs(positives, negatives, "sgd", [tcav.CAV_SEED] * 3)
+    fit = fit_cavs(positives, negatives, "sgd", [sgd_reference.CAV_SEED] * 3)
     for b in range(3):
-        cav, accuracy = tcav.train_cav(positives[b], negatives[b], tcav.make_classifier())
+        cav, accuracy = sgd_reference.train_cav(positives[b], negatives[b], sgd_reference.make_classifier())
         torch.testing.assert_close(fit.cavs[b], cav / cav.norm(), rtol=0, atol=0)
         assert fit.accuracy[b].item() == pytest.approx(accuracy)
+
+
+def shared_rows(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """40 activation rows (the first 20 shifted: a concept), 9 input gradients of 3 classes, and 6 problems:
+    random 10-row subsets of the first 30 rows, each against the last 10 rows."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(40, 12, generator=g)
+    x[:20] += 1.5 * torch.nn.functional.normalize(torch.randn(12, generator=g), dim=0)
+    gradients = torch.randn(9, 12, generator=g)
+    positive = torch.stack([torch.randperm(30, generator=g)[:10] for _ in range(6)])
+    negative = torch.arange(30, 40).expand(6, -1)
+    return x, gradients, positive, negative, torch.arange(9) % 3
+
+
+@pytest.mark.parametrize("method", [*BATCHED, "sgd"])
+def test_gram_form_equals_feature_space(method: str) -> None:
+    x, gradients, positive, negative, classes = shared_rows()
+    seeds = [fit_seed(0, f"set_{b}", "random_0", "layer") for b in range(6)]
+    rows = LayerRows.build(x, gradients, keep_features=method == "sgd")
+    fit = fit_rows(rows, positive, negative, method, seeds)
+    explicit = fit_cavs(x[positive], x[negative], method, seeds)
+    # w . g = |w| (unit CAV . g): the directional derivatives of the same CAVs
+    expected = fit.norm[:, None] * (explicit.cavs.double() @ gradients.double().T)
+    torch.testing.assert_close(fit.derivatives, expected, rtol=1e-4, atol=1e-5)  # float32 Gram
+    torch.testing.assert_close(fit.accuracy, explicit.accuracy)
+    scores = class_scores(fit.derivatives, classes, [0, 1, 2])
+    per_class = [gradients[classes == k] for k in range(3)]
+    torch.testing.assert_close(scores.float(), tcav_scores(per_class, explicit.cavs.float()))
+
+
+def test_sgd_rows_need_features() -> None:
+    x, gradients, positive, negative, _ = shared_rows()
+    with pytest.raises(ValueError, match="keep_features"):
+        fit_rows(LayerRows.build(x, gradients), positive, negative, "sgd", list(range(6)))
 
 
 def test_tcav_scores_are_captum_sign_counts() -> None:
@@ -152,7 +194,7 @@ def test_tcav_scores_are_captum_sign_counts() -> None:
     gradients = [torch.randn(n, 10, generator=g) for n in (7, 12, 5)]
     cavs = torch.randn(4, 10, generator=g)
     scores = tcav_scores(gradients, cavs)
-    expected = [[tcav.sign_count(grads, cav) for grads in gradients] for cav in cavs]
+    expected = [[float((grads @ cav > 0).float().mean()) for grads in gradients] for cav in cavs]
     torch.testing.assert_close(scores, torch.tensor(expected))
     stacked = torch.randn(3, 6, 10, generator=g)
     torch.testing.assert_close(tcav_scores(stacked, cavs), tcav_scores(list(stacked), cavs))

@@ -74,7 +74,9 @@ def seed_array(seeds: torch.Tensor | Sequence[int]) -> np.ndarray:
 def _test_size(n: int, test_fraction: float) -> int:
     size = int(test_fraction * n)
     if not 1 <= size < n:
-        raise ValueError(f"a set of {n} rows cannot hold out {test_fraction:.0%} (need >= 1 train and test row)")
+        raise ValueError(
+            f"a set of {n} rows cannot hold out {test_fraction:.0%} (need >= 1 train and test row)"
+        )
     return size
 
 
@@ -89,7 +91,10 @@ class HeldOutSplit:
 
 
 def held_out_split(
-    seeds: torch.Tensor | Sequence[int], n_positive: int, n_negative: int, test_fraction: float = TEST_FRACTION
+    seeds: torch.Tensor | Sequence[int],
+    n_positive: int,
+    n_negative: int,
+    test_fraction: float = TEST_FRACTION,
 ) -> HeldOutSplit:
     """Per problem, `int(test_fraction * n)` rows of each set held out, chosen by the problem's seed.
 
@@ -180,7 +185,9 @@ def _logistic_terms(
     return z, curvature, dloss / n + l2 * dual, dloss.sum(1) / n
 
 
-def _newton_logistic(gram: torch.Tensor, labels: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _newton_logistic(
+    gram: torch.Tensor, labels: torch.Tensor, l2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise mean softplus(-y z) + l2/2 a^T K a over (a, b), z = K a + b, for all B problems at once.
 
     The optimum satisfies r_a = dloss/dz / n + l2 a = 0 and r_b = sum(dloss/dz) / n = 0; each Newton step
@@ -227,7 +234,11 @@ def _armijo_step(
     n = labels.shape[1]
     k_step = (gram @ step[:, :n, None]).squeeze(-1)
     quadratic = torch.stack(
-        [(dual * (gram @ dual[:, :, None]).squeeze(-1)).sum(1), (dual * k_step).sum(1), (step[:, :n] * k_step).sum(1)],
+        [
+            (dual * (gram @ dual[:, :, None]).squeeze(-1)).sum(1),
+            (dual * k_step).sum(1),
+            (step[:, :n] * k_step).sum(1),
+        ],
         dim=1,
     )
     along = _LineObjective(labels, z, k_step + step[:, n : n + 1], quadratic, l2)
@@ -262,7 +273,9 @@ class _LineObjective:
         return loss + self.l2 / 2 * (a_k_a[:, None] + 2 * sizes * a_k_s[:, None] + sizes**2 * s_k_s[:, None])
 
     def subset(self, index: torch.Tensor) -> _LineObjective:
-        return _LineObjective(self.labels[index], self.z[index], self.dz[index], self.quadratic[index], self.l2)
+        return _LineObjective(
+            self.labels[index], self.z[index], self.dz[index], self.quadratic[index], self.l2
+        )
 
 
 # ---------------------------------------------------------------- fits from shared rows (the TCAV engine)
@@ -283,7 +296,9 @@ class LayerRows:
     gradients: torch.Tensor | None = None
 
     @classmethod
-    def build(cls, activations: torch.Tensor, gradients: torch.Tensor, keep_features: bool = False) -> LayerRows:
+    def build(
+        cls, activations: torch.Tensor, gradients: torch.Tensor, keep_features: bool = False
+    ) -> LayerRows:
         x, g = activations.float(), gradients.float()
         kept = (x, g) if keep_features else (None, None)
         return cls((x @ x.T).double(), (x @ g.T).double(), *kept)
@@ -359,7 +374,9 @@ def fit_rows(
     return RowFit(derivatives, accuracy, norm)
 
 
-def _fit_rows_sgd(rows: LayerRows, positive: torch.Tensor, negative: torch.Tensor, seeds: Sequence[int]) -> RowFit:
+def _fit_rows_sgd(
+    rows: LayerRows, positive: torch.Tensor, negative: torch.Tensor, seeds: Sequence[int]
+) -> RowFit:
     if rows.activations is None or rows.gradients is None:
         raise ValueError("the sgd reference fits in feature space: build LayerRows with keep_features=True")
     from ticketlens.explanations.sgd_reference import fit_sgd
@@ -371,12 +388,14 @@ def _fit_rows_sgd(rows: LayerRows, positive: torch.Tensor, negative: torch.Tenso
 
 def class_means(values: torch.Tensor, input_classes: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     """Per fit and class (B x K), the mean of `values` (B x I) over the class's inputs."""
-    members = (input_classes.to(values.device)[:, None] == torch.as_tensor(list(classes), device=values.device))
+    members = input_classes.to(values.device)[:, None] == torch.as_tensor(list(classes), device=values.device)
     weights = members.to(values.dtype) / members.sum(0).clamp_min(1).to(values.dtype)
     return values @ weights
 
 
-def class_scores(derivatives: torch.Tensor, input_classes: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+def class_scores(
+    derivatives: torch.Tensor, input_classes: torch.Tensor, classes: Sequence[int]
+) -> torch.Tensor:
     """TCAV scores B x K: per fit and class, the share of the class's inputs with a positive derivative."""
     return class_means((derivatives > 0).to(torch.float64), input_classes, classes)
 
@@ -414,7 +433,9 @@ def fit_cavs(
     if method not in METHODS:
         raise ValueError(f"unknown CAV method '{method}' (allowed: {', '.join(METHODS)})")
     if positives.ndim != 3 or negatives.ndim != 3 or positives.shape[::2] != negatives.shape[::2]:
-        raise ValueError(f"need B x N x F and B x M x F, got {tuple(positives.shape)}, {tuple(negatives.shape)}")
+        raise ValueError(
+            f"need B x N x F and B x M x F, got {tuple(positives.shape)}, {tuple(negatives.shape)}"
+        )
     if len(seeds) != len(positives):
         raise ValueError(f"need one seed per problem: got {len(seeds)} seeds for {len(positives)} problems")
     if method == "sgd":

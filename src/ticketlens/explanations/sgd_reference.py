@@ -75,7 +75,10 @@ def train_cav(positive: torch.Tensor, negative: torch.Tensor, classifier: Any) -
 
 
 def fit_sgd(
-    positives: torch.Tensor, negatives: torch.Tensor, seeds: Sequence[int] | torch.Tensor, test_fraction: float
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    seeds: Sequence[int] | torch.Tensor,
+    test_fraction: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """B CAVs (B x F, not normalised) and held-out accuracies, one seeded captum classifier per problem.
 
@@ -87,7 +90,9 @@ def fit_sgd(
     cavs, accuracy = [], []
     for positive, negative, seed in zip(positives.cpu(), negatives.cpu(), seed_list, strict=True):
         classifier = make_classifier(seed)
-        classifier.train_and_eval = functools.partial(classifier.train_and_eval, test_split_ratio=test_fraction)
+        classifier.train_and_eval = functools.partial(
+            classifier.train_and_eval, test_split_ratio=test_fraction
+        )
         cav, held_out = train_cav(positive, negative, classifier)
         cavs.append(cav)
         accuracy.append(held_out)

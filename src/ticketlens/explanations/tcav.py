@@ -66,7 +66,9 @@ def layer_activations(model: nn.Module, layers: list[str], x: torch.Tensor) -> d
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
-def layer_gradients(model: nn.Module, layers: list[str], x: torch.Tensor, target: int) -> dict[str, torch.Tensor]:
+def layer_gradients(
+    model: nn.Module, layers: list[str], x: torch.Tensor, target: int
+) -> dict[str, torch.Tensor]:
     """d logit_target / d layer output per input, flattened (N x F per layer): TCAV's sensitivities."""
     outputs, handles = _captured(model, layers)
     try:
@@ -114,7 +116,9 @@ def ticket_base(
     keep = tcav.classifier == "sgd"
     return TicketBase(
         ticket_seed=int(ticket_seed),
-        layers={name: LayerBase.build(activations[name], torch.cat(gradients[name]), keep) for name in layers},
+        layers={
+            name: LayerBase.build(activations[name], torch.cat(gradients[name]), keep) for name in layers
+        },
         counterpart_names=[name for name, _ in random_sets[: tcav.n_counterparts]],
         set_size=sizes.pop(),
         pool_size=sum(len(x) for _, x in random_sets[tcav.n_counterparts :]),

@@ -102,7 +102,9 @@ class SetStatistics:
     accuracy: np.ndarray  # (1 + N)
 
 
-def layer_table(concept: str, layer: str, classes: list[int], stats: SetStatistics, alpha: float) -> pd.DataFrame:
+def layer_table(
+    concept: str, layer: str, classes: list[int], stats: SetStatistics, alpha: float
+) -> pd.DataFrame:
     """Rows of one concept at one layer (one per class) from its statistics and its null draws'.
 
     The test orders sets by T and breaks T's ties (frequent: TCAV scores saturate at 0 and 1) by the mean
@@ -200,7 +202,7 @@ def calibration_summary(counts: list[dict]) -> dict:
 
 
 def decision_label(table: pd.DataFrame) -> pd.Series:
-    """"up", "down" or "" (not significant) per row."""
+    """ "up", "down" or "" (not significant) per row."""
     return table["direction"].fillna("").astype(str).where(table["significant"].astype(bool), "")
 
 
@@ -220,8 +222,12 @@ def compare_tcav(ticket: pd.DataFrame, dense: pd.DataFrame) -> dict:
     if len(merged) >= 2 and merged["mean_ticket"].nunique() > 1 and merged["mean_dense"].nunique() > 1:
         rho = float(merged["mean_ticket"].rank().corr(merged["mean_dense"].rank()))
     significant = {
-        side: {(*key, d) for *key, d in merged.loc[merged[f"decision_{side}"] != "", [*KEYS, f"decision_{side}"]]
-               .itertuples(index=False, name=None)}  # fmt: skip
+        side: {
+            (*key, d)
+            for *key, d in merged.loc[
+                merged[f"decision_{side}"] != "", [*KEYS, f"decision_{side}"]
+            ].itertuples(index=False, name=None)
+        }  # fmt: skip
         for side in ("ticket", "dense")
     }
     union = significant["ticket"] | significant["dense"]

@@ -71,13 +71,17 @@ class LayerBase:
 
     @classmethod
     def build(cls, activations: torch.Tensor, gradients: torch.Tensor, keep_features: bool) -> LayerBase:
-        return cls(activations.float(), gradients.float(), LayerRows.build(activations, gradients, keep_features))
+        return cls(
+            activations.float(), gradients.float(), LayerRows.build(activations, gradients, keep_features)
+        )
 
     def with_concept(self, concept: torch.Tensor) -> LayerRows:
         """The base rows followed by the concept's n rows (only the new blocks are computed)."""
         x, c, g = self.activations, concept.float().to(self.activations.device), self.gradients
         cross_block = (c @ x.T).double()
-        gram = torch.cat([torch.cat([self.rows.gram, cross_block.T], 1), torch.cat([cross_block, (c @ c.T).double()], 1)])
+        gram = torch.cat(
+            [torch.cat([self.rows.gram, cross_block.T], 1), torch.cat([cross_block, (c @ c.T).double()], 1)]
+        )
         cross = torch.cat([self.rows.cross, (c @ g.T).double()])
         kept = self.rows.activations is not None
         return LayerRows(gram, cross, torch.cat([x, c]) if kept else None, g if kept else None)
@@ -98,13 +102,20 @@ class TicketBase:
 
 def null_draws(ticket_seed: int, concept: str, union: int, size: int, count: int) -> torch.Tensor:
     """N uniform draws of `size` distinct positions out of `union` (N x size), seeded by ticket and concept."""
-    seeds = np.array([fit_seed(ticket_seed, concept, f"null_{j}", "draw") for j in range(count)], dtype=np.uint64)
+    seeds = np.array(
+        [fit_seed(ticket_seed, concept, f"null_{j}", "draw") for j in range(count)], dtype=np.uint64
+    )
     order = seeded_permutations(seeds, union, DRAW_STREAM)
     return torch.from_numpy(np.sort(order[:, :size], axis=1).astype(np.int64))
 
 
 def set_statistics(
-    rows: LayerRows, sets: torch.Tensor, names: Sequence[str], base: TicketBase, layer: str, design: TestDesign
+    rows: LayerRows,
+    sets: torch.Tensor,
+    names: Sequence[str],
+    base: TicketBase,
+    layer: str,
+    design: TestDesign,
 ) -> SetStatistics:
     """Every set (row indices, S x n) against each of the K counterparts (the first K M rows of `rows`):
     per set and class the mean over the K fits of the TCAV score and of the cosine(CAV, gradient)."""
@@ -112,7 +123,9 @@ def set_statistics(
     counterparts = torch.arange(k * m).view(k, m)
     positive = sets.repeat_interleave(k, dim=0)
     negative = counterparts.repeat(len(sets), 1)
-    seeds = [fit_seed(base.ticket_seed, name, other, layer) for name in names for other in base.counterpart_names]
+    seeds = [
+        fit_seed(base.ticket_seed, name, other, layer) for name in names for other in base.counterpart_names
+    ]
     fit = fit_rows(rows, positive, negative, design.classifier, seed_array(seeds).tolist())
     gradient_norm = base.layers[layer].gradients.double().norm(dim=1).to(fit.derivatives.device)
     scale = fit.norm[:, None] * gradient_norm[None]
@@ -126,7 +139,9 @@ def set_statistics(
     )
 
 
-def concept_test(base: TicketBase, concept: str, activations: dict[str, torch.Tensor], design: TestDesign) -> pd.DataFrame:
+def concept_test(
+    base: TicketBase, concept: str, activations: dict[str, torch.Tensor], design: TestDesign
+) -> pd.DataFrame:
     """The test of one concept (its activations per layer, n x F) on one ticket: one row per layer x class."""
     size = len(next(iter(activations.values())))
     first_pool_row = len(base.counterpart_names) * base.set_size
