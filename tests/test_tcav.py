@@ -282,7 +282,7 @@ def test_calibration_sets_are_judged_as_one_more_concept_of_the_ticket() -> None
                       "sets_flagged_holm": 1}  # fmt: skip
     pooled = calibration_summary([counts, counts])
     assert pooled["rows"] == 8 and pooled["rate_uncorrected"] == 0.75 and pooled["rate_holm"] == 0.25
-    assert pooled["sets_flagged_holm"] == 0.5
+    assert pooled["rate_sets_flagged_holm"] == 0.5 and pooled["sets_flagged_holm"] == 2
     assert np.isnan(calibration_summary([])["rate_holm"])
 
 

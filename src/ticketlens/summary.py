@@ -258,7 +258,7 @@ def tcav_calibration(counts: list[dict[str, int]], alpha: float) -> dict[str, An
 
 def calibration_metrics(calibration: dict[str, Any]) -> dict[str, Any]:
     """Flat keys for metrics.json (`dvc metrics`)."""
-    keys = ("rows", "rate_uncorrected", "rate_gated", "rate_holm", "sets_flagged_holm")
+    keys = ("rows", "rate_uncorrected", "rate_gated", "rate_holm", "rate_sets_flagged_holm")
     values = {f"tcav_calibration_{key}": calibration.get(key, float("nan")) for key in keys}
     return {
         k: float(f"{v:.6g}") if isinstance(v, float) else v

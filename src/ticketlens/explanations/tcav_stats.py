@@ -193,7 +193,7 @@ def calibration_summary(counts: list[dict]) -> dict:
         "rate_uncorrected": total.get("rejected_uncorrected", 0) / rows if rows else float("nan"),
         "rate_gated": total.get("rejected_gated", 0) / rows if rows else float("nan"),
         "rate_holm": total.get("rejected_holm", 0) / rows if rows else float("nan"),
-        "sets_flagged_holm": total.get("sets_flagged_holm", 0) / sets if sets else float("nan"),
+        "rate_sets_flagged_holm": total.get("sets_flagged_holm", 0) / sets if sets else float("nan"),
     }
     return {**total, **rates}
 

@@ -173,7 +173,7 @@ def calibration_sentences(findings: dict[str, Any]) -> list[str]:
         f"over all tickets) were rejected in {format_percent(cal['rate_uncorrected'])} of rows before correction "
         f"(a calibrated test: about {alpha:g}; 99% binomial bound {format_percent(cal['upper_bound_99'])}), "
         f"{format_percent(cal['rate_gated'])} with the learnability gate, and "
-        f"{format_percent(cal['rate_holm'])} after Holm; {format_percent(cal['sets_flagged_holm'])} of the sets "
+        f"{format_percent(cal['rate_holm'])} after Holm; {format_percent(cal['rate_sets_flagged_holm'])} of the sets "
         "had any significant row.",
     ]
 
