@@ -171,7 +171,7 @@ def calibration_sentences(findings: dict[str, Any]) -> list[str]:
         method,
         f"Calibration: {cal['sets']} held-out random image sets run as concepts ({cal['rows']} layer-class rows "
         f"over all tickets) were rejected in {format_percent(cal['rate_uncorrected'])} of rows before correction "
-        f"(a calibrated test: about {alpha:g}; 99% binomial bound {format_percent(cal['upper_bound_99'])}), "
+        f"(a calibrated test: about {format_percent(alpha)}; 99% binomial bound {format_percent(cal['upper_bound_99'])}), "
         f"{format_percent(cal['rate_gated'])} with the learnability gate, and "
         f"{format_percent(cal['rate_holm'])} after Holm; {format_percent(cal['rate_sets_flagged_holm'])} of the sets "
         "had any significant row.",
