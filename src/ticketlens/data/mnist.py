@@ -32,6 +32,7 @@ from ticketlens.data.prepared import (
     VALIDATION,
     PreparedData,
     channel_stats,
+    check_prepared,
     save_prepared,
 )
 from ticketlens.errors import UserError
@@ -75,6 +76,7 @@ def prepare_mnist(config: dict[str, Any], out: Path) -> None:
     data = build_prepared(
         *arrays, validation_size=int(config.get("validation_size", 5000)), train_size=config.get("train_size")
     )
+    check_prepared(data, out)
     write_meta(data, out.parent / "meta.csv")
     # data.pt last: its presence then implies meta.csv is complete too.
     save_prepared(data, out)
