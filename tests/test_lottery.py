@@ -151,3 +151,31 @@ def test_controls_have_no_round_zero(tmp_path, toy_data_path, toy_config):
 
     with pytest.raises(UserError, match="controls start at round 1"):
         run(toy_data_path, toy_config, tmp_path / "x", branch="reinit", r=0)
+
+
+def test_divergence_stops_in_one_line_and_leaves_nothing_to_resume(tmp_path, toy_data_path, toy_config):
+    from ticketlens.errors import UserError
+
+    # SGD at lr 1e9 gives a nan loss at step 3: after resume.pt (every step) and rewind.pt (k = 1) exist
+    toy_config["dataset"]["training"].update(optimizer="sgd", lr=1e9, checkpoint_every=1)
+    toy_config["pruning"]["rewind_iteration"] = 1
+    out = tmp_path / "t0"
+    with pytest.raises(UserError) as info:
+        run(toy_data_path, toy_config, out)
+    assert str(info.value) == (
+        "training diverged at iteration 3: loss nan (allowed: a finite loss at every step; "
+        "lower datasets.toy.training.lr, now 1e+09)"
+    )
+    assert list(out.iterdir()) == []  # no checkpoint, metrics, resume.pt or rewind.pt
+
+
+def test_cli_train_divergence_exits_2(tmp_path, toy_data_path, toy_config, capsys):
+    from ticketlens.cli import main
+
+    toy_config["dataset"]["training"].update(optimizer="sgd", lr=1e9)
+    args = ["train", "--data", str(toy_data_path), "--dataset", "toy", "--seed", "0", "--branch", "ticket"]
+    args += ["--round", "0", "--config", json.dumps(toy_config), "--out-dir", str(tmp_path / "t0")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ticketlens train: error: training diverged at iteration ")
+    assert not (tmp_path / "t0" / CHECKPOINT).exists()

@@ -31,7 +31,7 @@ from ticketlens.pruning import (
     remove_masks,
     sparsity_report,
 )
-from ticketlens.training import BatchStream, TrainConfig, early_stop, evaluate, train
+from ticketlens.training import BatchStream, DivergedError, TrainConfig, early_stop, evaluate, train
 
 log = logging.getLogger("ticketlens.lottery")
 
@@ -164,7 +164,11 @@ def run_round(
     validation = (data.images[val_index], data.labels[val_index])
     log.info("%s seed %d %s round %d: training from iteration %d", dataset, seed, branch, round_index, start)
     started = time.perf_counter()
-    state = train(model, stream, validation, training, start, out_dir / RESUME, capture_rewind)
+    try:
+        state = train(model, stream, validation, training, start, out_dir / RESUME, capture_rewind)
+    except DivergedError as err:  # train removed resume.pt; the rewind weights come from the same run
+        rewind_file.unlink(missing_ok=True)
+        raise err.for_key(f"datasets.{dataset}.training.lr") from None
     seconds = time.perf_counter() - started
     remove_masks(model)
 

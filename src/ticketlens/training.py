@@ -7,6 +7,7 @@ batches, and a run resumed from an in-round checkpoint continues bitwise identic
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,9 +18,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_save, load_torch
 
 log = logging.getLogger("ticketlens.training")
+
+
+class DivergedError(UserError):
+    """The loss became nan or inf: nothing of the run may be kept or resumed.
+
+    `lr_key` names the params key to lower; `lottery.run_round` re-raises with the dataset's own key.
+    """
+
+    def __init__(
+        self, iteration: int, what: str, value: float, lr: float, lr_key: str = "training.lr"
+    ) -> None:
+        self.iteration, self.what, self.value, self.lr = iteration, what, value, lr
+        super().__init__(
+            f"training diverged at iteration {iteration}: {what} {value} "
+            f"(allowed: a finite loss at every step; lower {lr_key}, now {lr:g})"
+        )
+
+    def for_key(self, lr_key: str) -> DivergedError:
+        return DivergedError(self.iteration, self.what, self.value, self.lr, lr_key)
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,8 @@ def train(
 
     `on_iteration(i, model)` is called before step i (used to save the late-rewinding weights).
     If `checkpoint_path` holds an in-round checkpoint, training resumes from it.
+    A nan or inf training loss (checked at every step) or validation loss raises `DivergedError` and
+    deletes `checkpoint_path`: its weights lead to the divergence, resuming them would repeat it.
     """
     optimizer = make_optimizer(model.parameters(), config)
     state = TrainState(iteration=start_iteration)
@@ -120,12 +143,17 @@ def train(
             on_iteration(state.iteration, model)
         x, y = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        loss = F.cross_entropy(model(x), y)
+        if not math.isfinite(value := loss.item()):
+            raise _diverged(state.iteration + 1, "loss", value, config, checkpoint_path)
+        loss.backward()
         optimizer.step()
         state.iteration += 1
         seen += len(y)
         if state.iteration % config.eval_every == 0 or state.iteration == config.iterations:
             val_loss, val_acc = evaluate(model, *validation)
+            if not math.isfinite(val_loss):
+                raise _diverged(state.iteration, "validation loss", val_loss, config, checkpoint_path)
             state.val_curve.append(
                 {"iteration": state.iteration, "val_loss": val_loss, "val_accuracy": val_acc}
             )
@@ -145,6 +173,14 @@ def train(
         ):
             _save_resume(model, optimizer, state, checkpoint_path)
     return state
+
+
+def _diverged(
+    iteration: int, what: str, value: float, config: TrainConfig, checkpoint_path: Path | None
+) -> DivergedError:
+    if checkpoint_path is not None:
+        checkpoint_path.unlink(missing_ok=True)
+    return DivergedError(iteration, what, value, config.lr)
 
 
 def _save_resume(model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, path: Path) -> None:
