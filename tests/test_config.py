@@ -46,7 +46,7 @@ def test_shipped_params_are_valid_and_defaults_are_filled():
         ("datasets.mnist.model", "vgg99", r"key 'datasets.mnist.model': got 'vgg99' \(allowed: 'lenet300'"),
         ("pruning.rate_fc", 1.5, r"key 'pruning.rate_fc': got 1.5 \(allowed: a number in \(0, 1\)\)"),
         ("pruning.rate_conv", 0, r"key 'pruning.rate_conv': got 0 \(allowed: a number in \(0, 1\)\)"),
-        ("study.rounds", -1, r"key 'study.rounds': got -1 \(allowed: a number >= 0\)"),
+        ("study.rounds", -1, r"key 'study.rounds': got -1 \(allowed: a number in \[0, 30\]\)"),
         (
             "study.rouns",
             3,
@@ -88,3 +88,51 @@ def test_unreadable_yaml_is_a_config_error(tmp_path):
     bad.write_text("study: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "shown"),
+    [
+        ("datasets.mnist.training.lr", float("nan"), "nan"),  # passes exclusiveMinimum: nan <= 0 is False
+        ("datasets.mnist.training.lr", float("inf"), "inf"),
+        ("pruning.rate_fc", float("nan"), "nan"),
+        ("datasets.synthbirds.training.weight_decay", float("inf"), "inf"),
+    ],
+)
+def test_non_finite_numbers_are_refused(path, value, shown):
+    with pytest.raises(ConfigError) as info:
+        validate_params(broken(path, value), SCHEMA)
+    assert str(info.value) == f"params.yaml: key '{path}': got {shown} (allowed: a finite number)"
+
+
+def test_non_finite_number_in_yaml_stops_check_params(tmp_path, capsys):
+    text = yaml.safe_dump(PARAMS).replace("lr: 0.002", "lr: .nan", 1)
+    assert "lr: .nan" in text
+    bad = tmp_path / "params.yaml"
+    bad.write_text(text)
+    assert main(["check-params", str(bad), "--schema", str(SCHEMA)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.endswith("got nan (allowed: a finite number)")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("study.rounds", 31, "key 'study.rounds': got 31 (allowed: a number in [0, 30])"),
+        ("study.seeds", list(range(101)), "key 'study.seeds': got 101 items (allowed: at most 100 items)"),
+        (
+            "datasets.mnist.training.iterations",
+            10_000_001,
+            "key 'datasets.mnist.training.iterations': got 10000001 (allowed: a number in [1, 10000000])",
+        ),
+        (
+            "explanations.tcav.n_random_sets",
+            1001,
+            "key 'explanations.tcav.n_random_sets': got 1001 (allowed: a number in [2, 1000])",
+        ),
+    ],
+)
+def test_upper_bounds(path, value, expected):
+    with pytest.raises(ConfigError) as info:
+        validate_params(broken(path, value), SCHEMA)
+    assert str(info.value) == f"params.yaml: {expected}"
