@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import data_settings
 from ticketlens.cli import main
 from ticketlens.data.cub import check_cub, prepare_cub, read_cub
 from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, load_prepared
@@ -62,7 +63,9 @@ def test_check_summary(cub: Path) -> None:
 
 def test_prepare_converts_grayscale_and_cmyk_and_maps_coordinates(cub: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared" / "data.pt"
-    prepare_cub({"root": str(cub), "image_size": 20, "crop_to_box": False, "validation_fraction": 0.5}, out)
+    prepare_cub(
+        data_settings("cub", root=str(cub), image_size=20, crop_to_box=False, validation_fraction=0.5), out
+    )
     data = load_prepared(out)
     assert data.name == "cub" and data.images.shape == (9, 3, 20, 20)
     assert [int((data.split == s).sum()) for s in (TRAIN, VALIDATION, TEST)] == [3, 3, 3]
@@ -80,7 +83,9 @@ def test_prepare_converts_grayscale_and_cmyk_and_maps_coordinates(cub: Path, tmp
 
 def test_crop_to_box_moves_parts_into_crop(cub: Path, tmp_path: Path) -> None:
     out = tmp_path / "data.pt"
-    prepare_cub({"root": str(cub), "image_size": 16, "crop_to_box": True, "validation_fraction": 0.5}, out)
+    prepare_cub(
+        data_settings("cub", root=str(cub), image_size=16, crop_to_box=True, validation_fraction=0.5), out
+    )
     data = load_prepared(out)
     boxes = data.extras["boxes"]
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 16 + 1e-4).all()
@@ -172,7 +177,8 @@ SOOTY_1 = "003.Sooty Albatross/Sooty Albatross 0001.jpg"  # image 5, images.txt 
 
 
 def _prepare(cub: Path, out: Path, **config: object) -> None:
-    prepare_cub({"root": str(cub), "image_size": 16, "validation_fraction": 0.5, **config}, out)
+    settings = {"root": str(cub), "image_size": 16, "validation_fraction": 0.5, **config}
+    prepare_cub(data_settings("cub", **settings), out)
 
 
 def _one_line(info: pytest.ExceptionInfo[UserError]) -> str:
@@ -286,9 +292,9 @@ def test_cli_prepare_refuses_in_one_line(
     cub: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (cub / "train_test_split.txt").write_text("".join(f"{i} 0\n" for i in range(1, 10)))
-    config = f'{{"root": "{cub}", "image_size": 16}}'
+    settings = data_settings("cub", root=str(cub), image_size=16).to_json()
     out = tmp_path / "data.pt"
-    assert main(["prepare", "--dataset", "cub", "--config", config, "--out", str(out)]) == 2
+    assert main(["prepare-dataset", "--dataset", "cub", "--settings", settings, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("ticketlens prepare: error: ") and "train split would be empty" in err
+    assert err.startswith("ticketlens prepare-dataset: error: ") and "train split would be empty" in err
     assert len(err.splitlines()) == 1 and not out.exists()

@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from torch import nn
 
 from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_save, load_torch
+from ticketlens.study import TrainingSettings
 
 log = logging.getLogger("ticketlens.training")
 
@@ -27,7 +27,7 @@ log = logging.getLogger("ticketlens.training")
 class DivergedError(UserError):
     """The loss became nan or inf: nothing of the run may be kept or resumed.
 
-    `lr_key` names the params key to lower; `lottery.run_round` re-raises with the dataset's own key.
+    `lr_key` names the params key to lower; `lottery.train_ticket` re-raises with the dataset's own key.
     """
 
     def __init__(
@@ -41,22 +41,6 @@ class DivergedError(UserError):
 
     def for_key(self, lr_key: str) -> DivergedError:
         return DivergedError(self.iteration, self.what, self.value, self.lr, lr_key)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    optimizer: str
-    lr: float
-    batch_size: int
-    iterations: int
-    eval_every: int
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    checkpoint_every: int = 500
-
-    @classmethod
-    def from_config(cls, training: Mapping[str, Any]) -> TrainConfig:
-        return cls(**{k: training[k] for k in cls.__dataclass_fields__ if k in training})
 
 
 @dataclass
@@ -90,7 +74,7 @@ class BatchStream:
             iteration = (epoch + 1) * self.per_epoch
 
 
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, config: TrainingSettings) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -118,7 +102,7 @@ def train(
     model: nn.Module,
     stream: BatchStream,
     validation: tuple[torch.Tensor, torch.Tensor],
-    config: TrainConfig,
+    config: TrainingSettings,
     start_iteration: int = 0,
     checkpoint_path: Path | None = None,
     on_iteration: Callable[[int, nn.Module], None] | None = None,
@@ -176,7 +160,7 @@ def train(
 
 
 def _diverged(
-    iteration: int, what: str, value: float, config: TrainConfig, checkpoint_path: Path | None
+    iteration: int, what: str, value: float, config: TrainingSettings, checkpoint_path: Path | None
 ) -> DivergedError:
     if checkpoint_path is not None:
         checkpoint_path.unlink(missing_ok=True)
