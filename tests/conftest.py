@@ -40,6 +40,7 @@ TOY = DatasetSettings(
         iterations=40,
         eval_every=20,
         checkpoint_every=20,
+        test_at="end",
     ),
 )
 TOY_PRUNING = PruningSettings(

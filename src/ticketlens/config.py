@@ -49,6 +49,8 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         return "allowed type: " + " or ".join(types)
     if kind == "required":
         return "required keys: " + ", ".join(schema["required"])
+    if kind in {"pattern", "maxLength", "minLength"} and "description" in schema:
+        return "allowed: " + " ".join(str(schema["description"]).split())
     if kind == "maxItems":
         return f"allowed: at most {schema['maxItems']} items"
     return ""
