@@ -13,12 +13,12 @@ import torch
 from conftest import TOY, TOY_PRUNING, make_toy_data
 from ticketlens.data.prepared import save_prepared
 from ticketlens.errors import UserError
-from ticketlens.fileio import file_sha256
 from ticketlens.explanations import saliency as sal
 from ticketlens.explanations.compare import compare_maps, spearman_rows, top_mask, topk_iou
 from ticketlens.explanations.explain import CONSISTENCY_COLUMNS, SALIENCY_COLUMNS, explain_ticket
 from ticketlens.explanations.faithfulness import deletion_insertion
 from ticketlens.explanations.tcav import tcav_null
+from ticketlens.fileio import file_sha256
 from ticketlens.study import TICKET_FILES, TcavSettings, Ticket
 
 RNG = np.random.default_rng(0)
