@@ -123,26 +123,90 @@ def test_same_params_give_bitwise_identical_masks_and_metrics(tmp_path, toy_data
     }
 
 
-def test_interrupted_round_resumes_to_the_same_result(tmp_path, toy_data_path):
-    run(toy_data_path, tmp_path / "full")
+def crash_midway(path, out, **kwargs):
+    """Run a round and kill it at its second evaluation (iteration 40), after resume.pt of iteration 20."""
     calls = {"n": 0}
     original = training.evaluate
 
-    def crash_on_second_eval(*args, **kwargs):
+    def crash_on_second_eval(*args, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt("simulated crash")
-        return original(*args, **kwargs)
+        return original(*args, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(training, "evaluate", crash_on_second_eval)
         with pytest.raises(KeyboardInterrupt):
-            run(toy_data_path, tmp_path / "crash")
-    assert (tmp_path / "crash" / RESUME).exists() and not (tmp_path / "crash" / CHECKPOINT).exists()
-    run(toy_data_path, tmp_path / "crash")
-    full, resumed = (load_checkpoint(tmp_path / n / CHECKPOINT) for n in ("full", "crash"))
-    for key in full["state_dict"]:
-        assert torch.equal(full["state_dict"][key], resumed["state_dict"][key])
+            run(path, out, **kwargs)
+    assert (out / RESUME).exists() and not (out / CHECKPOINT).exists()
+
+
+def assert_same_round(a, b):
+    """Two round folders hold bitwise the same checkpoint weights, masks and rewind state, and metrics."""
+    ca, cb = (load_checkpoint(folder / CHECKPOINT) for folder in (a, b))
+    for part in ("state_dict", "masks", "rewind_state"):
+        assert ca[part].keys() == cb[part].keys()
+        for key in ca[part]:
+            assert torch.equal(ca[part][key], cb[part][key]), (part, key)
+    ma, mb = (json.loads((folder / METRICS).read_text()) for folder in (a, b))
+    timing = {"train_seconds", "images_per_second"}
+    assert {k: v for k, v in ma.items() if k not in timing} == {
+        k: v for k, v in mb.items() if k not in timing
+    }
+
+
+def test_interrupted_round_resumes_to_the_same_result(tmp_path, toy_data_path, caplog):
+    run(toy_data_path, tmp_path / "full")
+    crash_midway(toy_data_path, tmp_path / "crash")
+    with caplog.at_level("INFO", logger="ticketlens.training"):
+        run(toy_data_path, tmp_path / "crash")
+    assert "resumed from" in caplog.text and "at iteration 20" in caplog.text
+    assert_same_round(tmp_path / "full", tmp_path / "crash")
+
+
+def test_resume_saved_before_an_lr_change_is_discarded(tmp_path, toy_data_path, caplog):
+    crash_midway(toy_data_path, tmp_path / "t0")  # lr 0.003
+    faster = dataclasses.replace(TOY.training, lr=0.01)
+    with caplog.at_level("INFO", logger="ticketlens.training"):
+        run(toy_data_path, tmp_path / "t0", training=faster)
+    assert "resumed from" not in caplog.text
+    assert "discarding" in caplog.text and "training.lr 0.003 -> 0.01" in caplog.text
+    run(toy_data_path, tmp_path / "fresh", training=faster)
+    assert_same_round(tmp_path / "t0", tmp_path / "fresh")
+
+
+def test_resume_saved_before_a_pruning_rate_change_is_discarded(tmp_path, toy_data_path, caplog):
+    run(toy_data_path, tmp_path / "t0")
+    previous = tmp_path / "t0" / CHECKPOINT
+    crash_midway(toy_data_path, tmp_path / "t1", r=1, previous=previous)  # rate_fc 0.4
+    harder = dataclasses.replace(TOY_PRUNING, rate_fc=0.7)
+    with caplog.at_level("INFO", logger="ticketlens.training"):
+        run(toy_data_path, tmp_path / "t1", r=1, previous=previous, pruning=harder)
+    assert "pruning.rate_fc 0.4 -> 0.7" in caplog.text
+    run(toy_data_path, tmp_path / "fresh", r=1, previous=previous, pruning=harder)
+    assert_same_round(tmp_path / "t1", tmp_path / "fresh")
+
+
+def test_resume_saved_from_another_parent_is_discarded(tmp_path, toy_data_path, caplog):
+    run(toy_data_path, tmp_path / "t0")
+    crash_midway(toy_data_path, tmp_path / "t1", r=1, previous=tmp_path / "t0" / CHECKPOINT)
+    # the dense net is retrained differently: round 1 must not continue from the old parent's pruning
+    run(toy_data_path, tmp_path / "t0", training=dataclasses.replace(TOY.training, lr=0.01))
+    with caplog.at_level("INFO", logger="ticketlens.training"):
+        run(toy_data_path, tmp_path / "t1", r=1, previous=tmp_path / "t0" / CHECKPOINT)
+    assert "parent_sha256" in caplog.text and "resumed from" not in caplog.text
+    run(toy_data_path, tmp_path / "fresh", r=1, previous=tmp_path / "t0" / CHECKPOINT)
+    assert_same_round(tmp_path / "t1", tmp_path / "fresh")
+
+
+def test_late_rewind_weights_of_a_discarded_run_are_not_reused(tmp_path, toy_data_path):
+    late = dataclasses.replace(TOY_PRUNING, rewind_iteration=10)
+    crash_midway(toy_data_path, tmp_path / "t0", pruning=late)  # rewind.pt captured at iteration 10
+    assert (tmp_path / "t0" / TICKET_FILES.rewind).exists()
+    faster = dataclasses.replace(TOY.training, lr=0.01)
+    run(toy_data_path, tmp_path / "t0", pruning=late, training=faster)
+    run(toy_data_path, tmp_path / "fresh", pruning=late, training=faster)
+    assert_same_round(tmp_path / "t0", tmp_path / "fresh")
 
 
 def test_late_rewinding_stores_iteration_k_and_restarts_there(tmp_path, toy_data_path):
