@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from conftest import TOY, TOY_PRUNING
+from conftest import TOY, TOY_PRUNING, make_toy_data
 from ticketlens import training
+from ticketlens.data.prepared import save_prepared
 from ticketlens.lottery import load_checkpoint, load_model, train_ticket
 from ticketlens.study import TICKET_FILES, PruningSettings, Ticket, TrainingSettings
 
@@ -123,14 +124,15 @@ def test_same_params_give_bitwise_identical_masks_and_metrics(tmp_path, toy_data
     }
 
 
-def crash_midway(path, out, **kwargs):
-    """Run a round and kill it at its second evaluation (iteration 40), after resume.pt of iteration 20."""
+def crash_midway(path, out, crash_at_eval=2, **kwargs):
+    """Run a round and kill it at an evaluation (by default the second: iteration 40 with the toy settings,
+    after resume.pt of iteration 20 was written)."""
     calls = {"n": 0}
     original = training.evaluate
 
     def crash_on_second_eval(*args, **kw):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == crash_at_eval:
             raise KeyboardInterrupt("simulated crash")
         return original(*args, **kw)
 
@@ -270,3 +272,67 @@ def test_cli_train_divergence_exits_2(tmp_path, toy_data_path, capsys, monkeypat
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("ticketlens train-ticket: error: training diverged at iteration ")
     assert not (folder / CHECKPOINT).exists()
+
+
+@pytest.fixture
+def noisy_data_path(tmp_path):
+    """The toy data with a third of the labels shuffled: losses stay well above zero and vary."""
+    data = make_toy_data()
+    generator = torch.Generator().manual_seed(0)
+    flip = torch.rand(len(data.labels), generator=generator) < 0.33
+    data.labels[flip] = torch.randint(0, 4, (int(flip.sum()),), generator=generator)
+    path = tmp_path / "noisy.pt"
+    save_prepared(data, path)
+    return path
+
+
+def test_test_accuracy_at_the_early_stop_iteration(tmp_path, noisy_data_path):
+    """test_at early_stop reports the test loss of the weights at minimum validation loss: those of a run
+    that stops there."""
+    toy_data_path = noisy_data_path
+    longer = dataclasses.replace(TOY.training, iterations=60, eval_every=10, test_at="early_stop")
+    early = run(toy_data_path, tmp_path / "early", training=longer)
+    stop = early["early_stop_iteration"]
+    assert early["test_at"] == "early_stop" and early["test_iteration"] == stop < 60
+    at_end = run(toy_data_path, tmp_path / "end", training=dataclasses.replace(longer, test_at="end"))
+    assert at_end["test_at"] == "end" and at_end["test_iteration"] == 60
+    short = dataclasses.replace(longer, iterations=stop, test_at="end")
+    stopped = run(toy_data_path, tmp_path / "stopped", training=short)
+    assert early["test_loss"] == stopped["test_loss"] != at_end["test_loss"]
+    assert early["test_accuracy"] == stopped["test_accuracy"]
+    # the checkpoint keeps the last weights: they are what the next round prunes and what is explained
+    assert_same_round_weights(tmp_path / "early", tmp_path / "end")
+
+
+def assert_same_round_weights(a, b):
+    ca, cb = (load_checkpoint(folder / CHECKPOINT) for folder in (a, b))
+    for key in ca["state_dict"]:
+        assert torch.equal(ca["state_dict"][key], cb["state_dict"][key]), key
+
+
+def test_early_stop_weights_survive_a_resume(tmp_path, noisy_data_path):
+    often = dataclasses.replace(
+        TOY.training, iterations=60, eval_every=10, checkpoint_every=10, test_at="early_stop"
+    )
+    full = run(noisy_data_path, tmp_path / "full", training=often)
+    assert full["early_stop_iteration"] == 40  # the minimum comes before the crash at iteration 50
+    crash_midway(noisy_data_path, tmp_path / "crash", crash_at_eval=5, training=often)
+    run(noisy_data_path, tmp_path / "crash", training=often)
+    assert_same_round(tmp_path / "full", tmp_path / "crash")
+
+
+def test_reinit_control_trains_from_the_rewind_step_like_the_ticket(tmp_path, toy_data_path):
+    late = dataclasses.replace(TOY_PRUNING, rewind_iteration=10)
+    run(toy_data_path, tmp_path / "t0", pruning=late)
+    ticket = run(toy_data_path, tmp_path / "t1", r=1, previous=tmp_path / "t0" / CHECKPOINT, pruning=late)
+    kwargs = {"r": 1, "ticket": tmp_path / "t1" / CHECKPOINT, "pruning": late}
+    reinit = run(toy_data_path, tmp_path / "reinit", branch="reinit", **kwargs)
+    randmask = run(toy_data_path, tmp_path / "randmask", branch="randmask", **kwargs)
+    assert ticket["start_iteration"] == reinit["start_iteration"] == randmask["start_iteration"] == 10
+    # the re-init control stores its own fresh init to rewind to, not the ticket's iteration-10 weights
+    stored = load_checkpoint(tmp_path / "reinit" / CHECKPOINT)["rewind_state"]
+    from ticketlens.lottery import init_seed, seeded_init
+
+    spec = load_checkpoint(tmp_path / "reinit" / CHECKPOINT)["model"]
+    fresh = seeded_init(spec, init_seed(0, "reinit", 1)).state_dict()
+    assert all(torch.equal(stored[key], fresh[key]) for key in fresh)
