@@ -143,3 +143,44 @@ def test_upper_bounds(path, value, expected):
     with pytest.raises(ConfigError) as info:
         validate_params(broken(path, value), SCHEMA)
     assert str(info.value) == f"params.yaml: {expected}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'has_wing_color::blue"; rm -rf ~; "',  # quotes
+        "has_wing_color::$(touch pwned)",  # command substitution
+        "has_wing_color::../../etc/passwd",  # path traversal
+        "has_wing_color::blue::red",  # a second ::
+        "has wing color::blue",  # spaces
+        "random_0",  # the name of a random set
+        "Stroke_Loop",
+    ],
+)
+def test_unsafe_concept_names_are_refused_by_check_params(tmp_path, capsys, name):
+    params = broken("datasets.synthbirds.concepts", ["texture_dotted", name])
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    assert main(["check-params", str(bad), "--schema", str(SCHEMA)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"key 'datasets.synthbirds.concepts[1]': got {name!r} (allowed: a procedural concept" in err
+    assert "has_<part>_<attribute>::<value>" in err
+
+
+@pytest.mark.parametrize(
+    "name", ["has_wing_color::blue", "has_size::small_(5_-_9_in)", "has_shape::duck-like"]
+)
+def test_cub_attribute_names_pass(name):
+    validate_params(broken("datasets.synthbirds.concepts", [name]), SCHEMA)
+
+
+def test_check_params_on_a_folder_or_a_binary_file_is_one_line(tmp_path, capsys):
+    binary = tmp_path / "params.yaml"
+    binary.write_bytes(b"study: \xff\xfe\x00 binary")
+    for path, expected in (
+        (tmp_path, f"{tmp_path}: is a folder, not a params file"),
+        (binary, f"{binary}: not a UTF-8 text file (a params file is YAML)"),
+    ):
+        assert main(["check-params", str(path), "--schema", str(SCHEMA)]) == 2
+        assert capsys.readouterr().err.strip() == f"ticketlens check-params: error: {expected}"
