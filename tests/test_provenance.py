@@ -163,11 +163,27 @@ def test_maps_of_another_checkpoint_are_caught_unless_snakemake_redoes_them(stud
 
 
 def test_results_of_an_older_version_are_refused(study: Path) -> None:
-    metrics = json.loads(ROUND1.file("metrics").read_text())
-    del metrics["checkpoint_sha256"]
-    fileio.write_json(metrics, ROUND1.file("metrics"))
-    with pytest.raises(UserError, match="records no checkpoint hash"):
+    def drop_hash(ticket: Ticket) -> None:
+        metrics = json.loads(ticket.file("metrics").read_text())
+        del metrics["checkpoint_sha256"]
+        fileio.write_json(metrics, ticket.file("metrics"))
+
+    drop_hash(ROUND1)
+    with pytest.raises(UserError) as info:
         check_results(PARAMS)
+    assert (
+        f"{ROUND1.file('metrics')} records no checkpoint hash (written by an older ticketlens)"
+        in one_line(info)
+    )
+    assert one_line(info).endswith(f"Delete {ROUND1.folder} and re-run (what depends on them is re-run too)")
+    for ticket in (DENSE, REINIT1):  # a whole results tree of an older version: one folder to delete
+        drop_hash(ticket)
+    with pytest.raises(UserError) as info:
+        check_results(PARAMS)
+    assert one_line(info) == (
+        "1 trained result(s) on disk are not what they claim to be: results/toy was written by an older "
+        "ticketlens (no checkpoint hash). Delete results/toy and re-run (what depends on them is re-run too)"
+    )
 
 
 def test_the_hash_cache_skips_unchanged_files_but_not_a_cp_p_replacement(
