@@ -20,11 +20,12 @@ from typing import Any
 
 from ticketlens.errors import UserError
 from ticketlens.fileio import file_sha256, write_json
-from ticketlens.study import DENSE_ROUND, TICKET, TICKET_FILES, StudyParams, Ticket
+from ticketlens.study import DENSE_ROUND, TICKET, TICKET_FILES, DatasetFiles, StudyParams, Ticket
 
 IDENTITY_KEYS = ("dataset", "seed", "branch", "round")
 CHECKPOINT_SHA = "checkpoint_sha256"  # in metrics.json and saliency.npz
 PARENT_SHA = "parent_sha256"  # in checkpoint.pt and metrics.json
+_LEGACY = "no checkpoint hash"
 
 
 def identity(ticket: Ticket) -> dict[str, Any]:
@@ -149,7 +150,7 @@ def check_results(params: StudyParams, root: Path = Path("."), cache_path: Path 
     if problems:
         folders = sorted({folder for folder, _ in problems})
         raise UserError(
-            f"{len(problems)} result file(s) do not match what they were made from: "
+            f"{len(problems)} trained result(s) on disk are not what they claim to be: "
             + "; ".join(message for _, message in problems[:5])
             + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             + f". Delete {' '.join(folders)} and re-run (what depends on them is re-run too)"
@@ -157,6 +158,19 @@ def check_results(params: StudyParams, root: Path = Path("."), cache_path: Path 
 
 
 def _dataset_problems(
+    params: StudyParams, dataset: str, root: Path, cache: HashCache
+) -> list[tuple[str, str]]:
+    """(folder to delete, what is wrong) per ticket; results written entirely before hashes were recorded
+    are one problem for the whole dataset folder."""
+    problems = list(_ticket_problems(params, dataset, root, cache))
+    trained = [t for t in params.study.tickets(dataset) if (root / t.folder / TICKET_FILES.metrics).is_file()]
+    if problems and len(problems) == len(trained) and all(_LEGACY in message for _, message in problems):
+        folder = root / DatasetFiles(dataset).folder
+        return [(str(folder), f"{folder} was written by an older ticketlens ({_LEGACY})")]
+    return problems
+
+
+def _ticket_problems(
     params: StudyParams, dataset: str, root: Path, cache: HashCache
 ) -> Iterator[tuple[str, str]]:
     recorded: dict[Ticket, str | None] = {}
@@ -190,7 +204,7 @@ def _ticket_problem(
     check_identity(metrics, ticket, metrics_path, "the metrics of")
     own = metrics.get(CHECKPOINT_SHA)
     if own is None:
-        return f"{metrics_path} records no checkpoint hash (written by an older ticketlens)"
+        return f"{metrics_path} records {_LEGACY} (written by an older ticketlens)"
     checkpoint = folder / TICKET_FILES.checkpoint
     if checkpoint.is_file() and cache.sha256(checkpoint) != own:
         return _replaced(checkpoint)
