@@ -184,3 +184,22 @@ def test_check_params_on_a_folder_or_a_binary_file_is_one_line(tmp_path, capsys)
     ):
         assert main(["check-params", str(path), "--schema", str(SCHEMA)]) == 2
         assert capsys.readouterr().err.strip() == f"ticketlens check-params: error: {expected}"
+
+
+def test_nested_command_line_overrides_are_read_as_yaml():
+    """`snakemake --config study='{seeds: [0, 1, 2]}'` hands nested values over as strings."""
+    params = broken("study.seeds", ["0", "1", "2"])
+    params["study"]["rounds"] = "2"
+    params["datasets"]["mnist"]["training"]["lr"] = "0.01"
+    filled = validate_params(params, SCHEMA, source="params.yaml with command-line overrides")
+    assert filled["study"]["seeds"] == [0, 1, 2] and filled["study"]["rounds"] == 2
+    assert filled["datasets"]["mnist"]["training"]["lr"] == 0.01
+    with pytest.raises(
+        ConfigError
+    ) as info:  # a string that is no number stays an error, blamed on the override
+        validate_params(
+            broken("study.rounds", "many"), SCHEMA, source="params.yaml with command-line overrides"
+        )
+    assert str(info.value).startswith(
+        "params.yaml with command-line overrides: key 'study.rounds': got 'many'"
+    )

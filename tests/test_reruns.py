@@ -152,6 +152,13 @@ def test_a_checkpoint_replaced_with_cp_p_stops_snakemake_before_any_job(study: P
     assert planned_jobs(study) == {}  # restored: the study is whole again
 
 
+@pytest.mark.slow
+def test_the_readme_override_of_nested_numbers_works(study: Path) -> None:
+    result = snakemake(study, "-n", "--cores", "1", "--config", "study={seeds: [0, 1]}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^train_ticket\s+3\s*$", result.stdout + result.stderr, re.MULTILINE)  # seed 1 only
+
+
 def test_bird_attribute_names_with_parentheses_reach_their_jobs(tmp_path: Path) -> None:
     params = copy.deepcopy(STUDY)
     params["study"]["datasets"] = ["synthbirds"]
