@@ -206,12 +206,10 @@ def train_ticket(
     ticket_checkpoint: Path | None = None,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Train one ticket (or control) and write checkpoint.pt and metrics.json into its folder.
-
-    `previous` is the checkpoint a ticket round prunes; `ticket_checkpoint` the same round's ticket,
-    whose mask (reinit) or sparsity and init (randmask) a control takes. Both are checked to be those
-    tickets (identity and hash). `out_dir` defaults to the ticket's folder under results/.
-    """
+    """Train one ticket (or control) and write checkpoint.pt and metrics.json into its folder (`out_dir`,
+    default: under results/). `previous` is the checkpoint a ticket round prunes; `ticket_checkpoint` the
+    same round's ticket, whose mask (reinit) or sparsity and init (randmask) a control takes; both are
+    checked to be those tickets (identity and hash)."""
     out_dir = Path(out_dir) if out_dir is not None else ticket.folder
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
@@ -226,15 +224,14 @@ def train_ticket(
     state = _train_round(ticket, data, training, pruning, plan, out_dir, fingerprint)
     seconds = time.perf_counter() - started
     remove_masks(plan.model)
-    k = pruning.rewind_iteration
     rewind_file = out_dir / TICKET_FILES.rewind
-    rewind_state = plan.rewind_state or _stored_rewind_state(ticket, spec, k, rewind_file)
+    rewind_state = plan.rewind_state or _stored_rewind_state(
+        ticket, spec, pruning.rewind_iteration, rewind_file
+    )
     metrics = {
         **identity(ticket),
         **_test_metrics(plan.model, spec, state, training, data),
-        "val_curve": state.val_curve,
-        **early_stop(state.val_curve),
-        **_sparsity(plan.masks),
+        **_curve_metrics(state, plan.masks),
         **_timing(training, plan.start, seconds),
         PARENT_SHA: plan.parent_sha,
     }
@@ -247,19 +244,24 @@ def train_ticket(
         PARENT_SHA: plan.parent_sha,
         "data_sha256": data_sha,
     }
-    checkpoint_path = out_dir / TICKET_FILES.checkpoint
-    atomic_save(checkpoint, checkpoint_path)
-    metrics[CHECKPOINT_SHA] = file_sha256(checkpoint_path)
-    write_json(metrics, out_dir / TICKET_FILES.metrics, sort_keys=True)
-    for leftover in (out_dir / TICKET_FILES.resume, rewind_file):
-        leftover.unlink(missing_ok=True)
+    _write_round(checkpoint, metrics, out_dir)
     log.info(
-        "%s: test_acc %.4f, %.2f%% weights remaining",
+        "%s: test_acc %.4f, %.2f%% left",
         ticket,
         metrics["test_accuracy"],
         100 * metrics["remaining_fraction"],
     )
     return metrics
+
+
+def _write_round(checkpoint: dict[str, Any], metrics: dict[str, Any], out_dir: Path) -> None:
+    """checkpoint.pt, then metrics.json recording its sha256; the in-round files go last."""
+    checkpoint_path = out_dir / TICKET_FILES.checkpoint
+    atomic_save(checkpoint, checkpoint_path)
+    metrics[CHECKPOINT_SHA] = file_sha256(checkpoint_path)
+    write_json(metrics, out_dir / TICKET_FILES.metrics, sort_keys=True)
+    for leftover in (out_dir / TICKET_FILES.resume, out_dir / TICKET_FILES.rewind):
+        leftover.unlink(missing_ok=True)
 
 
 def _train_round(
@@ -323,9 +325,14 @@ def _test_metrics(
     }
 
 
-def _sparsity(masks: Masks) -> dict[str, Any]:
+def _curve_metrics(state: TrainState, masks: Masks) -> dict[str, Any]:
     remaining, per_layer = sparsity_report(masks)
-    return {"remaining_fraction": remaining, "remaining_per_layer": per_layer}
+    return {
+        "val_curve": state.val_curve,
+        **early_stop(state.val_curve),
+        "remaining_fraction": remaining,
+        "remaining_per_layer": per_layer,
+    }
 
 
 def _split(data: PreparedData, split: int) -> tuple[torch.Tensor, torch.Tensor]:

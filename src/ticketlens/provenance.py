@@ -114,9 +114,10 @@ class HashCache:
         self.entries: dict[str, list[Any]] = {}
         if self.path is not None and self.path.is_file():
             try:
-                self.entries = json.loads(self.path.read_text(encoding="utf-8"))
+                loaded = json.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
-                self.entries = {}  # a cache: rebuilt when unreadable
+                loaded = {}
+            self.entries = loaded if isinstance(loaded, dict) else {}  # a cache: rebuilt when unusable
         self.changed = False
 
     def sha256(self, path: Path) -> str:
@@ -124,7 +125,7 @@ class HashCache:
         stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
         key = str(path.resolve())
         entry = self.entries.get(key)
-        if entry is not None and entry[:4] == stamp:
+        if isinstance(entry, list) and len(entry) == 5 and entry[:4] == stamp:
             return entry[4]
         digest = file_sha256(path)
         self.entries[key] = [*stamp, digest]
