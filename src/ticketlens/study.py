@@ -292,7 +292,7 @@ class TrainingSettings(Settings):
 class ConceptOptions(Settings):
     min_certainty: int
     class_majority: bool
-    part_crops: bool
+    images: str  # part_patches | part_crops | whole (data/attribute_concepts.py)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ticketlens.data.concepts import texture_pattern
+from ticketlens.data.procedural import texture_pattern
 from ticketlens.data.synthbirds_classes import GROUPS, PART_ID, PART_NAMES
 
 SUPERSAMPLE = 2  # draw at 2x and downsample: anti-aliased edges, half-pixel boxes and part centres
@@ -226,6 +226,19 @@ def _draw_distractors(draw: Any, size: int, rng: np.random.Generator) -> None:
             )
 
 
+def draw_scene(scene: int, n_scenes: int, size: int, rng: np.random.Generator) -> Any:
+    """A bird-free scene with its clutter, as a PIL RGB image at SUPERSAMPLE x size (the canvas a bird
+    is drawn on; downsample with BOX to `size`)."""
+    from PIL import Image, ImageDraw
+
+    canvas = size * SUPERSAMPLE
+    # the background is smooth: draw it at the output size and upsample (a third of the cost)
+    background = Image.fromarray(draw_background(scene, n_scenes, size, rng))
+    image = background.resize((canvas, canvas), Image.Resampling.BILINEAR)
+    _draw_distractors(ImageDraw.Draw(image), canvas, rng)
+    return image
+
+
 @dataclass
 class Rendered:
     image: Any  # PIL RGB, size x size
@@ -239,10 +252,7 @@ def render_bird(bird: Bird, n_scenes: int, size: int, rng: np.random.Generator) 
     from PIL import Image, ImageDraw
 
     canvas = size * SUPERSAMPLE
-    # the background is smooth: draw it at the output size and upsample (a third of the cost)
-    background = Image.fromarray(draw_background(bird.scene, n_scenes, size, rng))
-    image = background.resize((canvas, canvas), Image.Resampling.BILINEAR)
-    _draw_distractors(ImageDraw.Draw(image), canvas, rng)
+    image = draw_scene(bird.scene, n_scenes, size, rng)
     labels = Image.new("L", (canvas, canvas), 0)
     shapes = bird_shapes(bird)
     matrix = _placement(bird, [poly for _, poly, _ in shapes], canvas)
