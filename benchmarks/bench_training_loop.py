@@ -89,6 +89,7 @@ def main() -> None:
         iterations=args.iterations,
         eval_every=args.iterations,
         checkpoint_every=args.iterations,  # no checkpoint path: never written
+        init="default",
     )
     shape = images.shape
     bare, ours = [], []

@@ -40,6 +40,7 @@ TOY = DatasetSettings(
         iterations=40,
         eval_every=20,
         checkpoint_every=20,
+        init="default",
     ),
 )
 TOY_PRUNING = PruningSettings(

@@ -143,7 +143,7 @@ def train_ticket(
     torch.use_deterministic_algorithms(True)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_prepared(data_path)
-    spec = model_spec(data, model, model_width)
+    spec = {**model_spec(data, model, model_width), "init": training.init}
     net, masks, rewind_state, start = _plan_masks(ticket, pruning, spec, previous, ticket_checkpoint)
     install_masks(net, masks)
     k = pruning.rewind_iteration

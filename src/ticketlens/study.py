@@ -286,6 +286,7 @@ class TrainingSettings(Settings):
     iterations: int
     eval_every: int
     checkpoint_every: int
+    init: str  # default | glorot_normal (models.build_model)
 
 
 @dataclass(frozen=True)
