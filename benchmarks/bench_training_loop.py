@@ -90,6 +90,7 @@ def main() -> None:
         eval_every=args.iterations,
         checkpoint_every=args.iterations,  # no checkpoint path: never written
         test_at="end",
+        init="default",
     )
     shape = images.shape
     bare, ours = [], []

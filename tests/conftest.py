@@ -41,6 +41,7 @@ TOY = DatasetSettings(
         eval_every=20,
         checkpoint_every=20,
         test_at="end",
+        init="default",
     ),
 )
 TOY_PRUNING = PruningSettings(

@@ -14,18 +14,16 @@ import torch
 from conftest import data_settings
 from ticketlens.data.cub import check_cub, read_cub
 from ticketlens.data.prepared import TEST, TRAIN, load_prepared
-from ticketlens.data.synthbirds import (
+from ticketlens.data.synthbirds import prepare_synthbirds
+from ticketlens.data.synthbirds_classes import (
     GROUP,
-    MANIFEST,
     PART_ID,
     PART_NAMES,
     class_definitions,
     class_table,
     defining_sizes,
-    ensure_generated,
-    generation_settings,
-    prepare_synthbirds,
 )
+from ticketlens.data.synthbirds_folder import MANIFEST, ensure_generated, generation_settings
 from ticketlens.errors import UserError
 from ticketlens.study import DataSettings
 

@@ -216,7 +216,7 @@ def train_ticket(
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_prepared(data_path)
     data_sha = file_sha256(Path(data_path))
-    spec = model_spec(data, model, model_width)
+    spec = {**model_spec(data, model, model_width), "init": training.init}
     plan = _plan(ticket, pruning, spec, previous, ticket_checkpoint)
     fingerprint = round_fingerprint(ticket, spec, training, pruning, plan.parent_sha, data_sha, threads)
     install_masks(plan.model, plan.masks)

@@ -287,13 +287,14 @@ class TrainingSettings(Settings):
     eval_every: int
     checkpoint_every: int
     test_at: str  # "end" or "early_stop": where the test accuracy of a round is taken
+    init: str  # default | glorot_normal (models.build_model)
 
 
 @dataclass(frozen=True)
 class ConceptOptions(Settings):
     min_certainty: int
     class_majority: bool
-    part_crops: bool
+    images: str  # part_patches | part_crops | whole (data/attribute_concepts.py)
 
 
 @dataclass(frozen=True)
