@@ -90,6 +90,7 @@ def main() -> None:
         eval_every=args.iterations,
         checkpoint_every=args.iterations,  # no checkpoint path: never written
         init="default",
+        test_at="end",
     )
     shape = images.shape
     bare, ours = [], []

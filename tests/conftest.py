@@ -41,6 +41,7 @@ TOY = DatasetSettings(
         eval_every=20,
         checkpoint_every=20,
         init="default",
+        test_at="end",
     ),
 )
 TOY_PRUNING = PruningSettings(

@@ -217,3 +217,12 @@ def test_default_demo_is_learnable(tmp_path: Path) -> None:
     with torch.no_grad():
         accuracy = (net(x[test]).argmax(1) == data.labels[test]).float().mean().item()
     assert accuracy >= 0.85
+
+
+def test_too_few_images_for_a_validation_split_are_refused(tmp_path: Path) -> None:
+    config = birds(root=str(tmp_path / "raw"), n_classes=2, images_per_class=4, validation_fraction=0.1)
+    out = tmp_path / "prepared" / "data.pt"
+    hint = "raise datasets.synthbirds.validation_fraction or datasets.synthbirds.images_per_class"
+    with pytest.raises(UserError, match=rf"validation split has 0 images for 2 classes .*{hint}\)$"):
+        prepare_synthbirds(config, out)
+    assert not out.exists() and not (out.parent / "meta.csv").exists()

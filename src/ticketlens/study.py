@@ -287,6 +287,7 @@ class TrainingSettings(Settings):
     eval_every: int
     checkpoint_every: int
     init: str  # default | glorot_normal (models.build_model)
+    test_at: str  # "end" or "early_stop": where the test accuracy of a round is taken
 
 
 @dataclass(frozen=True)
