@@ -286,8 +286,8 @@ class TrainingSettings(Settings):
     iterations: int
     eval_every: int
     checkpoint_every: int
-    test_at: str  # "end" or "early_stop": where the test accuracy of a round is taken
     init: str  # default | glorot_normal (models.build_model)
+    test_at: str  # "end" or "early_stop": where the test accuracy of a round is taken
 
 
 @dataclass(frozen=True)
