@@ -145,7 +145,7 @@ def test_planted_accuracy_drop_at_round_4_is_found() -> None:
     match = found[0]
     row = {r["round"]: r for r in match["per_round"]}[4]
     assert row["verdict"] == "fails" and row["ci_high"] < -SETTINGS.accuracy_margin
-    assert -1.0 <= row["ci_low"] and match["dense_ci_low"] >= 0.0 and match["dense_ci_high"] <= 1.0
+    assert row["ci_low"] >= -1.0 and match["dense_ci_low"] >= 0.0 and match["dense_ci_high"] <= 1.0
 
 
 def test_planted_drift_before_the_accuracy_drop_is_called_before() -> None:
