@@ -64,7 +64,8 @@ def estimate(
     """A two-sided `level` t-interval around `mean`, clipped to `bounds`; none below 3 seeds."""
     if n < MIN_SEEDS_FOR_TESTS or not np.isfinite(se) or not np.isfinite(mean):
         return Estimate(mean, se, df, n, math.nan, math.nan, level)
-    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    # Seeds that agree exactly give a zero-width interval (and no test: `Estimate.testable`).
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se if se > 0 else 0.0
     low, high = np.clip([mean - half, mean + half], *bounds)
     return Estimate(mean, se, df, n, float(low), float(high), level)
 
