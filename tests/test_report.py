@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from test_analysis import CLASSES, CONCEPTS, ToyStudy, make_results_tree
+from test_analysis import CLASSES, CONCEPTS, SETTINGS, ToyStudy, make_results_tree
 from ticketlens.cli import main
 from ticketlens.report import build_dataset_report, figures, grids, load_gallery_inputs
 from ticketlens.report.sentences import accuracy_sentences, headline
@@ -47,7 +47,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # Through the console script, as the workflow calls it, so the CLI contract is covered too.
     summarize_args = [
         "summarize-dataset", "--dataset", "toy", "--tickets", *map(str, study.tickets),
-        "--concepts", *study.concepts, "--alpha", "0.05",
+        "--concepts", *study.concepts, "--alpha", "0.05", "--settings", SETTINGS.to_json(),
         "--summary", str(study.output("summary")), "--aggregate", str(study.output("summary_agg")),
         "--tcav-summary", str(study.output("tcav_summary")), "--findings", str(study.output("findings")),
         "--metrics", str(study.output("metrics")),

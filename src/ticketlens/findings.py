@@ -134,7 +134,7 @@ def accuracy_match(
         "test": test_description(
             n_seeds,
             f"non-inferiority of the paired accuracy difference (ticket minus the dense net of the same seed) "
-            f"at margin {100 * settings.accuracy_margin:g} points: one-sided t-tests at alpha {settings.alpha:g} "
+            f"at a margin of {100 * settings.accuracy_margin:g} point(s): one-sided t-tests at alpha {settings.alpha:g} "
             f"({level} intervals), standard error over seeds plus test-set noise, fixed-sequence over rounds",
         ),
         "margin": settings.accuracy_margin,

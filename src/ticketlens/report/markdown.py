@@ -228,7 +228,7 @@ def dataset_markdown(
     lines.append(
         f"Seeds: {', '.join(map(str, findings['seeds']))}; pruning rounds: {findings['rounds']}; controls: "
         f"{', '.join(findings['controls']) or 'none'}; intervals: {findings['interval']}; findings tests at "
-        f"alpha {findings['alpha']:g}, accuracy margin {100 * findings['accuracy_margin']:g} points, "
+        f"alpha {findings['alpha']:g}, accuracy margin {100 * findings['accuracy_margin']:g} point(s), "
         f"consistency margin {findings['consistency_margin']:g} (params `findings`). "
         "Every sentence below is generated from `findings.json`."
     )

@@ -70,6 +70,14 @@ def _where(round_: int | None, remaining: float | None) -> str:
     return f"round {round_} ({format_percent(remaining)} of weights remaining)"
 
 
+def _side(difference: float) -> str:
+    return "below" if difference < 0 else "above"
+
+
+def _points(fraction: float) -> str:
+    return f"{100 * fraction:g} point" + ("" if 100 * fraction == 1 else "s")
+
+
 def _level(findings: dict[str, Any]) -> str:
     return f"{100 * (1 - 2 * findings['alpha']):g}%"
 
@@ -100,7 +108,7 @@ def accuracy_sentences(findings: dict[str, Any]) -> list[str]:
     out = [_dense_sentence(findings)]
     if not findings.get("tested", m["n_seeds"] >= 3):
         return out + _untested_accuracy(m) + [f"Test: {m['test']}."]
-    margin = f"{100 * m['margin']:g}-point margin"
+    margin = f"margin of {_points(m['margin'])}"
     rounds = {r["round"]: r for r in m["per_round"]}
     last, first = m["last_matching_round"], m["first_failing_round"]
     if last != DENSE_ROUND:
@@ -115,7 +123,8 @@ def accuracy_sentences(findings: dict[str, Any]) -> list[str]:
         row = rounds[first]
         out.append(
             f"From {_where(first, m['first_failing_remaining'])} on, tickets fail: accuracy is "
-            f"{format_points(row['difference'])} points from the dense net's ({_level(findings)} interval "
+            f"{abs(100 * row['difference']):.2f} points {_side(row['difference'])} the dense net's "
+            f"({_level(findings)} interval "
             f"{interval_text(row['ci_low'], row['ci_high'], 100, ' points')}), significantly beyond the {margin}."
         )
     undecided = [r for r in rounds if r > last and (first is None or r < first)]
@@ -152,7 +161,8 @@ def _drift_sentence(d: dict[str, Any], findings: dict[str, Any]) -> str:
     row = rounds[first]
     return (
         f"Tickets have drifted from {_where(first, d['first_drift_remaining'])} on: consistency with their "
-        f"own dense net is {row['difference']:+.3f} from the ceiling ({_level(findings)} interval "
+        f"own dense net is {abs(row['difference']):.3f} {_side(row['difference'])} the ceiling "
+        f"({_level(findings)} interval "
         f"{interval_text(row['ci_low'], row['ci_high'])}); the onset lies after round {last} and at or "
         f"before round {first}."
     )
