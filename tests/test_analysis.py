@@ -33,7 +33,9 @@ SETTINGS = FindingsSettings(alpha=0.05, accuracy_margin=0.01, consistency_margin
 # Dense nets of different seeds share this map and add their own part: Spearman about 0.7 between seeds.
 DENSE_BASE = np.random.default_rng(99).random((N_PROBE, SIZE, SIZE))
 DENSE_OWN = 0.65
-DIFFICULTY = np.random.default_rng(98).permutation((np.arange(N_TEST) + 0.5) / N_TEST)  # correct when below the accuracy
+DIFFICULTY = np.random.default_rng(98).permutation(
+    (np.arange(N_TEST) + 0.5) / N_TEST
+)  # correct when below the accuracy
 
 
 def ticket_accuracy(seed: int, branch: str, r: int) -> float:

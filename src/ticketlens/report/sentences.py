@@ -87,7 +87,7 @@ def _level(findings: dict[str, Any]) -> str:
 
 def _dense_sentence(findings: dict[str, Any]) -> str:
     m, n = findings["accuracy_match"], findings["n_seeds"]
-    if _finite(m.get("dense_ci_low")):
+    if _finite(m.get("dense_ci_low")) and findings.get("tested", n >= 3):
         noise = ", test-set noise included" if m.get("test_set_noise") else ""
         detail = (
             f"95% interval {format_accuracy(m['dense_ci_low'])} to {format_accuracy(m['dense_ci_high'])} "
@@ -106,7 +106,7 @@ def _untested_accuracy(m: dict[str, Any]) -> list[str]:
 def accuracy_sentences(findings: dict[str, Any]) -> list[str]:
     m = findings["accuracy_match"]
     out = [_dense_sentence(findings)]
-    if not findings.get("tested", m["n_seeds"] >= 3):
+    if not findings.get("tested", findings["n_seeds"] >= 3):
         return out + _untested_accuracy(m) + [f"Test: {m['test']}."]
     margin = f"margin of {_points(m['margin'])}"
     rounds = {r["round"]: r for r in m["per_round"]}
