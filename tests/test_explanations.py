@@ -203,7 +203,10 @@ class _PoolConvNet(torch.nn.Module):
 def test_gradcam_is_relu_at_layer_resolution_then_upsampling() -> None:
     pooled = np.array([[2.0, -2.0], [-2.0, 1.0]])
     x = torch.from_numpy(np.kron(pooled, np.ones((2, 2)))).float()[None, None].repeat(2, 1, 1, 1)
-    standard, signed = sal.gradcam_maps(_PoolConvNet().eval(), "conv", x, torch.tensor([0, 1]))
+    standard, signed = sal.gradcam_standard_and_signed(_PoolConvNet().eval(), "conv", x, torch.tensor([0, 1]))
+    np.testing.assert_array_equal(
+        standard, sal.gradcam_maps(_PoolConvNet().eval(), "conv", x, torch.tensor([0, 1]))
+    )
     # bilinear 2 -> 4 upsampling (half-pixel centres, edges clamped) is U @ cam @ U.T
     up = np.array([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
     for i, scale in enumerate([(1.0 + 0.5 * 2.0) / 4, (-1.0 + 0.5 * 1.0) / 4]):

@@ -39,6 +39,13 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.T
 
 def gradcam_maps(
     model: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor, batch_size: int = 128
+) -> np.ndarray:
+    """Standard Grad-CAM (ReLU at the layer's resolution, then upsampled): N x H x W, raw magnitudes."""
+    return gradcam_standard_and_signed(model, layer, x, target, batch_size)[0]
+
+
+def gradcam_standard_and_signed(
+    model: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor, batch_size: int = 128
 ) -> tuple[np.ndarray, np.ndarray]:
     """(standard, signed) Grad-CAM, both upsampled bilinearly to the input size: N x H x W, raw magnitudes.
 
@@ -82,7 +89,7 @@ def explain_probe(model: nn.Module, x: torch.Tensor, target: torch.Tensor, gradc
     as standard maps; `gradcam_signed` is Grad-CAM without its ReLU, kept for analysis, never compared."""
     maps = {}
     if gradcam_layer:
-        maps["gradcam"], maps["gradcam_signed"] = gradcam_maps(model, gradcam_layer, x, target)
+        maps["gradcam"], maps["gradcam_signed"] = gradcam_standard_and_signed(model, gradcam_layer, x, target)
     maps["saliency"] = gradient_maps(model, x, target)
     return maps
 
