@@ -166,15 +166,9 @@ def explain_ticket(
     all_maps = sal.explain_probe(model, x, target, layer)
     maps = sal.standard_maps(all_maps)
     test_indices, test_correct = test_correctness(model, data)
-    arrays = {
-        **all_maps,
-        "probe": probe,
-        "labels": labels_all[probe].astype(np.int64),
-        "preds": preds.astype(np.int64),
-        "logits": logits.numpy().astype(np.float32),
-        "test_indices": test_indices,
-        "test_correct": test_correct,
-    }
+    arrays = {**all_maps, "probe": probe, "labels": labels_all[probe].astype(np.int64)}
+    arrays |= {"preds": preds.astype(np.int64), "logits": logits.numpy().astype(np.float32)}
+    arrays |= {"test_indices": test_indices, "test_correct": test_correct}
     faith = {
         method: deletion_insertion(model, x, m, target, data.mean, FAITHFULNESS_STEPS)[:2]
         for method, m in maps.items()
