@@ -120,7 +120,7 @@ def _interval_note(n_seeds: int) -> str:
 
 def _dense_accuracy_marks(ax: Any, match: dict[str, Any]) -> None:
     """The dense net's interval (or value, with one seed) and the last matching round."""
-    if match.get("dense_ci_low") is not None:
+    if match.get("dense_ci_low") is not None and np.isfinite(match["dense_ci_low"]):
         ax.axhspan(
             100 * max(match["dense_ci_low"], 0.0),
             100 * min(match["dense_ci_high"], 1.0),
@@ -129,7 +129,7 @@ def _dense_accuracy_marks(ax: Any, match: dict[str, Any]) -> None:
             label="dense net, 95% interval",
         )
     elif match.get("dense_accuracy") is not None:
-        ax.axhline(100 * match["dense_accuracy"], color="grey", linestyle="-.", label="dense net (one seed)")
+        ax.axhline(100 * match["dense_accuracy"], color="grey", linestyle="-.", label="dense net (no interval)")
     last = match.get("last_matching_remaining")
     if last is not None:
         ax.axvline(
