@@ -1,24 +1,24 @@
 """Per-dataset tables: read every ticket folder into one row per ticket, and aggregate rows over seeds.
 
 `summarize_dataset` is the only function here that touches the file system: it reads the per-ticket
-targets of docs/architecture.md and writes summary.csv, summary_agg.csv, tcav_summary.csv, findings.json
-and metrics.json atomically. The claims themselves are computed from these tables in `findings`.
+targets of docs/architecture.md (the tables, and from saliency.npz the dense nets' maps for the seed-to-seed
+ceiling and every ticket's per-image test outcomes) and writes summary.csv, summary_agg.csv,
+tcav_summary.csv, findings.json and metrics.json atomically. The claims themselves are computed from these
+tables in `findings`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from ticketlens import fileio
+from ticketlens import fileio, inference
 from ticketlens.errors import UserError
 from ticketlens.explanations.tcav_stats import KEYS as TCAV_KEY  # noqa: F401 (findings imports it from here)
 from ticketlens.explanations.tcav_stats import (
@@ -29,9 +29,11 @@ from ticketlens.explanations.tcav_stats import (
 )
 from ticketlens.study import (
     DENSE_ROUND,
+    METRIC_RANGES,
     SIMILARITY_METRICS,
     TICKET,
     TICKET_FILES,
+    FindingsSettings,
     Ticket,
     branch_order,
     concept_slug,
@@ -45,6 +47,8 @@ FAITHFULNESS = ("deletion_auc", "insertion_auc")
 # Columns that identify a row rather than measure something: never averaged over seeds.
 ID_COLUMNS = ("seed", "branch", "round")
 TCAV_AGREEMENT = ("tcav_rank_corr_dense", "tcav_jaccard_dense", "tcav_n_changed")
+
+TicketKey = tuple[int, str, int]
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -100,7 +104,7 @@ def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "remaining_fraction": float(metrics["remaining_fraction"]),
         "test_accuracy": float(metrics["test_accuracy"]),
-        "test_loss": float(metrics.get("test_loss", np.nan)),
+        "test_loss": float(np.nan if metrics.get("test_loss") is None else metrics["test_loss"]),
         "early_stop_iteration": float(metrics.get("early_stop_iteration", np.nan)),
         "early_stop_val_accuracy": float(metrics.get("early_stop_val_accuracy", np.nan)),
     }
@@ -126,16 +130,20 @@ def consistency_columns(consistency: pd.DataFrame, is_dense: bool) -> dict[str, 
 
 
 def saliency_columns(saliency: pd.DataFrame) -> dict[str, float]:
-    """Localisation and faithfulness per method (mean over probe images) and probe accuracy."""
+    """Localisation and faithfulness per method (mean over probe images), the number of maps with no
+    positive cell per method (`empty_{method}`: Grad-CAM maps the ReLU emptied) and probe accuracy."""
     out: dict[str, float] = {}
     for method, group in saliency.groupby("method"):
         for prefix, columns in (("loc", LOCALISATION), ("faith", FAITHFULNESS)):
             for col in columns:
                 if col in group:
                     out[f"{prefix}_{method}_{col}"] = float(group[col].mean())
+        if "empty" in group:
+            out[f"empty_{method}"] = float(group["empty"].astype(bool).sum())
     if "correct" in saliency:
         # The same probe appears once per method: take one method so images are not double counted.
         first = saliency[saliency["method"] == saliency["method"].iloc[0]]
+        out["n_probe"] = float(len(first))
         out["probe_accuracy"] = float(first["correct"].astype(float).mean())
     return out
 
@@ -177,19 +185,17 @@ def tcav_agreement(table: pd.DataFrame, dense: pd.DataFrame) -> dict[str, float]
 # ----------------------------------------------------------------------------------- aggregation
 
 
-def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float, int]:
-    """Mean and two-sided t-interval over seeds; (mean, nan, nan, 1) when one seed gives no interval."""
-    data = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    n = len(data)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    mean = float(data.mean())
-    if n < 2:
-        return mean, float("nan"), float("nan"), n
-    # Not scipy's `t.interval(level, n - 1, loc=mean, scale=sem)`: it equals this only to the last bits
-    # (which findings.json records) and gives NaN rather than a zero-width interval when the seeds agree.
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * data.std(ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half, n
+def column_bounds(column: str) -> tuple[float, float]:
+    """The range a summary column can take, which no interval may leave."""
+    if column.startswith("cons_"):
+        return METRIC_RANGES.get(split_consistency_column(column)[2], (-1.0, 1.0))
+    if column in ("accuracy_change", "tcav_rank_corr_dense"):
+        return -1.0, 1.0
+    if column.startswith(("loc_", "faith_")) or "accuracy" in column or column in ("remaining_fraction",):
+        return 0.0, 1.0
+    if column == "tcav_jaccard_dense":
+        return 0.0, 1.0
+    return 0.0, np.inf  # counts, iterations, losses
 
 
 def measure_columns(summary: pd.DataFrame) -> list[str]:
@@ -203,7 +209,8 @@ def order_branches(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def aggregate_over_seeds(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per branch x round: `{col}_mean`, `{col}_ci_low`, `{col}_ci_high` and `n_seeds`."""
+    """One row per branch x round: `{col}_mean`, `{col}_ci_low`, `{col}_ci_high` (95% t-interval over seeds
+    clipped to the column's range; NaN below 3 seeds) and `n_seeds`."""
     rows = []
     for (branch, r), group in summary.groupby(["branch", "round"], sort=True):
         # Plain `remaining_fraction` (the seed mean; equal across seeds at a round) is the x column of the
@@ -215,8 +222,13 @@ def aggregate_over_seeds(summary: pd.DataFrame) -> pd.DataFrame:
             "n_seeds": int(group["seed"].nunique()),
         }
         for col in measure_columns(summary):
-            mean, low, high, _ = t_interval(group[col])
-            row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = mean, low, high
+            # Below 3 seeds no interval (numbers only): a t-interval on 1 degree of freedom says nothing.
+            est = inference.seed_mean(group[col].tolist(), 0.95, column_bounds(col))
+            row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = (
+                est.estimate,
+                est.ci_low,
+                est.ci_high,
+            )
         rows.append(row)
     return order_branches(pd.DataFrame(rows))
 
@@ -244,9 +256,11 @@ def add_accuracy_change(summary: pd.DataFrame) -> pd.DataFrame:
 def tcav_calibration(counts: list[dict[str, int]], alpha: float) -> dict[str, Any]:
     """The dataset's TCAV calibration (findings.json): held-out random sets run as concepts on every ticket,
     pooled, with the 99% binomial bound a calibrated test stays under."""
+    from scipy.stats import binom
+
     pooled = calibration_summary(counts)
     rows = pooled.get("rows", 0)
-    bound = float(stats.binom.ppf(0.99, rows, alpha)) / rows if rows else float("nan")
+    bound = float(binom.ppf(0.99, rows, alpha)) / rows if rows else float("nan")
     return {
         **pooled,
         "alpha": alpha,
@@ -322,11 +336,35 @@ def add_tcav_agreement(summary: pd.DataFrame, tcav_all: pd.DataFrame) -> pd.Data
     return pd.concat([summary.reset_index(drop=True), pd.DataFrame(out)], axis=1)
 
 
+def read_map_files(tickets: Sequence[Path]) -> tuple[dict[TicketKey, np.ndarray], pd.DataFrame]:
+    """From every ticket's saliency.npz: its per-image test outcomes (`test_correct`), and the dense
+    seed-to-seed consistency of the dense nets' standard maps (the ceiling; one row per seed pair x
+    method, `explanations.compare.dense_seed_consistency`)."""
+    from ticketlens.explanations.compare import dense_seed_consistency
+    from ticketlens.explanations.explain import load_standard_maps
+
+    outcomes: dict[TicketKey, np.ndarray] = {}
+    dense_maps: dict[int, dict[str, np.ndarray]] = {}
+    for folder in tickets:
+        ticket, path = Ticket.from_folder(folder), ticket_file(Path(folder), "saliency_maps")
+        npz = fileio.load_npz(path, "saliency maps", ("test_correct",))
+        if "test_correct" in npz:
+            outcomes[(ticket.seed, ticket.branch, ticket.round)] = npz["test_correct"].astype(bool)
+        if ticket.is_dense:
+            dense_maps[ticket.seed] = load_standard_maps(path)
+    try:
+        ceiling = dense_seed_consistency(dense_maps)
+    except ValueError as err:
+        raise UserError(f"{err}: re-run the explain step of every dense net with the same params") from None
+    return outcomes, ceiling
+
+
 def summarize_dataset(
     dataset: str,
     tickets: list[Path],
     concepts: Sequence[str],
     alpha: float,
+    settings: FindingsSettings,
     summary: Path,
     aggregate: Path,
     tcav_summary: Path,
@@ -334,13 +372,15 @@ def summarize_dataset(
     metrics: Path,
 ) -> dict[str, Any]:
     """Read the ticket folders; write summary.csv, summary_agg.csv, tcav_summary.csv, findings.json and
-    metrics.json to the given paths; return the findings."""
+    metrics.json to the given paths; return the findings. `alpha` is the TCAV level, `settings` the
+    findings' tests (params section `findings`)."""
     # findings.py computes its claims from this module's tables, so it is imported here, not at the top.
     from ticketlens.findings import compact_metrics, compute_findings
 
     table, tcav_all, calibration = ticket_tables(tickets, concepts, alpha)
     table = add_tcav_agreement(table, tcav_all)
-    result = compute_findings(table, tcav_all, dataset, alpha)
+    outcomes, ceiling = read_map_files(tickets)
+    result = compute_findings(table, tcav_all, dataset, settings, ceiling, outcomes, tcav_alpha=alpha)
     result["tcav_calibration"] = tcav_calibration(calibration, alpha)
     write_csv(table, Path(summary))
     write_csv(aggregate_over_seeds(table), Path(aggregate))

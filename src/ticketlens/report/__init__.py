@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ticketlens.errors import UserError
-from ticketlens.fileio import atomic_write_text, write_json
+from ticketlens.fileio import atomic_write_text, load_npz, write_json
 from ticketlens.report.markdown import STUDY_INTRO, dataset_markdown, study_dataset_markdown
 from ticketlens.report.sentences import headline
 from ticketlens.study import Ticket, branch_order
@@ -57,8 +57,7 @@ def load_gallery_inputs(
     for ticket, path in of_seed:
         if not path.is_file():
             raise UserError(f"{path} not found (run the explain step first)")
-        with np.load(path) as npz:
-            maps[(ticket.branch, ticket.round)] = {k: npz[k] for k in npz.files}
+        maps[(ticket.branch, ticket.round)] = load_npz(path, "saliency maps")
     if not maps:
         raise UserError(f"no saliency maps of seed {seed} among the {len(saliency_maps)} given")
     prepared = load_prepared(data)
@@ -85,7 +84,7 @@ def _write_figures(
 
     keep(figures.plot_accuracy(summary, findings), ACCURACY_FIGURE)
     for method in figures.consistency_methods(summary):
-        keep(figures.plot_consistency(summary, method, findings["n_seeds"]), f"consistency_{method}")
+        keep(figures.plot_consistency(summary, method, findings), f"consistency_{method}")
     seed = int(findings["seeds"][0])
     images, maps, class_names = load_gallery_inputs(data, saliency_maps, seed)
     keep(grids.plot_gallery(images, maps, class_names, seed), "gallery")
@@ -93,7 +92,8 @@ def _write_figures(
         for group in grids.heatmap_groups(tcav):
             whole = len(group) == len(tcav["target_class"].unique())
             name = "tcav" if whole else f"tcav_{group[0]}-{group[-1]}"
-            keep(grids.plot_tcav_heatmap(tcav, group, class_names, findings["alpha"]), name)
+            alpha = findings.get("tcav_alpha", findings["alpha"])
+            keep(grids.plot_tcav_heatmap(tcav, group, class_names, alpha), name)
     if figures.consistency_methods(summary):
         keep(figures.plot_scatter(summary, findings), "scatter_accuracy_consistency")
     return names
