@@ -285,11 +285,12 @@ def calibration_sentences(findings: dict[str, Any]) -> list[str]:
     cal = findings.get("tcav_calibration") or {}
     alpha = findings.get("tcav_alpha", findings["alpha"])
     method = (
-        "TCAV test: per concept, layer and class, the TCAV score (mean over K random counterparts) is ranked "
-        "against a permutation null of random sets drawn from the random pool together with the concept's own "
-        "images, each treated exactly like the concept (ties broken by the mean cosine between CAV and "
-        f"gradients); two-sided; Holm per ticket over concepts x layers x classes at alpha {alpha:g}; a concept "
-        "whose CAV is not more accurate than its null's is not learnable at that layer and never significant."
+        "TCAV test: per concept, layer and class, the mean cosine between the concept's CAVs (one against each "
+        "of K random counterparts) and the class's gradients is ranked against a permutation null of random "
+        "sets drawn from the random pool together with the concept's own images, each treated exactly like "
+        f"the concept; two-sided; Holm per ticket over concepts x layers x classes at alpha {alpha:g}; a "
+        "concept whose CAV is not more accurate than its null's is not learnable at that layer and never "
+        "significant. Scores shown are TCAV scores (share of inputs with a positive directional derivative)."
     )
     if not cal.get("rows"):
         return [method, "No calibration sets were run (explanations.tcav.n_calibration_sets is 0)."]
