@@ -1,8 +1,8 @@
 """Test and benchmark oracle: TCAV through captum's own `TCAV.interpret` loop, one concept at a time.
 
-Not part of the package: ticketlens computes TCAV from a per-ticket cache (`explanations.tcav`); this is
-the straightforward captum loop that path must reproduce (tests/test_tcav.py) and the baseline it is
-timed against (benchmarks/bench_tcav.py).
+Not part of the package: ticketlens fits every CAV of a ticket in one batched solve (`explanations.cav`);
+this is the straightforward captum loop that its "sgd" classifier must reproduce exactly
+(tests/test_tcav.py) and the baseline it is timed against (benchmarks/bench_tcav.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ticketlens.explanations.tcav import ROW_COLUMNS, make_classifier
+from ticketlens.explanations.sgd_reference import make_classifier
+
+ROW_COLUMNS = ["concept", "layer", "target_class", "random_set", "score", "cav_accuracy"]
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -37,7 +39,7 @@ def captum_tcav_rows(
 ) -> pd.DataFrame:
     """The straightforward loop: one captum `TCAV` per concept, `interpret` per class.
 
-    The reference our cached path must reproduce, and the benchmark baseline. Each concept gets its own
+    One row per CAV and class: the reference our "sgd" path must reproduce, and the benchmark baseline. Each concept gets its own
     save path under `save_root` and a fixed concept id (0; random sets 1..R), and the model id is a hash
     of the weights, so captum's on-disk cache can never serve CAVs of another model or concept.
     """

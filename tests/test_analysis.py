@@ -153,34 +153,25 @@ def write_ticket(folder: Path, seed: int, branch: str, r: int, concepts: list[st
         test_indices=np.arange(N_TEST, dtype=np.int64),
         test_correct=correct,
     )
-    null = [
-        {
-            "concept": f"random_{i}",
-            "layer": layer,
-            "target_class": target,
-            "random_set": f"random_{(i + 1) % N_RANDOM}",
-            "score": 0.5 + rng.normal(0, 0.03),
-            "cav_accuracy": 0.5 + rng.normal(0, 0.02),
-        }
-        for layer in LAYERS
-        for target in CLASSES
-        for i in range(N_RANDOM)
-    ]
-    pd.DataFrame(null).to_csv(folder / "tcav" / "random.csv", index=False)
-    for concept in concepts:
-        rows = [
+
+    def tcav_rows(concept: str, score: Any) -> list[dict[str, Any]]:
+        """Rows of the TCAV test (tcav_stats.TEST_COLUMNS): significant and up where the score is high."""
+        return [
             {
-                "concept": concept,
-                "layer": layer,
-                "target_class": target,
-                "random_set": f"random_{i}",
-                "score": tcav_score(concept, layer, target, branch, r) + rng.normal(0, 0.03),
-                "cav_accuracy": 0.85,
+                "concept": concept, "layer": layer, "target_class": target, "mean": score(layer, target),
+                "cosine": score(layer, target) - 0.5, "null_mean": 0.5, "effect": score(layer, target) - 0.5,
+                "effect_low": -0.3, "effect_high": 0.3, "p_value": 0.001 if score(layer, target) > 0.8 else 0.6,
+                "side": 1, "cav_accuracy": 0.85, "null_accuracy": 0.5, "p_learnable": 0.001, "n_null": 999,
+                "n_counterparts": 5, "classifier": "fastcav",
             }
             for layer in LAYERS
             for target in CLASSES
-            for i in range(N_RANDOM)
-        ]
+        ]  # fmt: skip
+
+    calibration = [row for i in range(N_RANDOM) for row in tcav_rows(f"random_{i}", lambda *_: 0.5)]
+    pd.DataFrame(calibration).to_csv(folder / "tcav" / "random.csv", index=False)
+    for concept in concepts:
+        rows = tcav_rows(concept, lambda layer, target, c=concept: tcav_score(c, layer, target, branch, r))
         pd.DataFrame(rows).to_csv(folder / "tcav" / f"{concept_slug(concept)}.csv", index=False)
 
 
@@ -367,7 +358,7 @@ def test_summarize_writes_every_target(summarized: tuple[Path, dict[str, Any]]) 
         assert column in summary, column
     empty = summary.set_index(["branch", "round", "seed"])["empty_gradcam"]
     assert empty[("ticket", 4, 0)] == 2 and empty[("ticket", 3, 0)] == 0 and empty[("reinit", 5, 1)] == 0
-    # stripes x class 0 x both layers: scores change significantly from round 3 on (Welch test per concept)
+    # stripes x class 0 x both layers: significant in the dense net, not from round 3 on (decisions change)
     changed = summary[(summary["branch"] == "ticket")].groupby("round")["tcav_n_changed"].mean()
     assert changed[0] == 0 and changed[1] == 0 and changed[3] >= 2
     dense = summary[(summary["branch"] == "ticket") & (summary["round"] == 0)]
@@ -471,3 +462,23 @@ def test_dense_nets_explaining_different_probe_images_are_refused(tmp_path: Path
     np.savez(path, **{**arrays, "probe": arrays["probe"] + 1})
     with pytest.raises(UserError, match="different probe images"):
         study.summarize()
+
+
+def test_tcav_calibration_in_findings_metrics_and_report(summarized: tuple[Path, dict[str, Any]]) -> None:
+    """Every ticket's calibration sets (tcav/random.csv) pooled per dataset; all were null-like here."""
+    results, findings = summarized
+    calibration = findings["tcav_calibration"]
+    assert (
+        calibration["rows"] == 48 * N_RANDOM * len(LAYERS) * len(CLASSES)
+        and calibration["sets"] == 48 * N_RANDOM
+    )
+    assert calibration["rate_uncorrected"] == calibration["rate_holm"] == 0.0
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert (
+        metrics["tcav_calibration_rows"] == calibration["rows"]
+        and metrics["tcav_calibration_rate_holm"] == 0.0
+    )
+    dense = findings["concepts_dense_significant"]
+    assert {(d["concept"], d["target_class"], d["direction"]) for d in dense} == {("stripes", 0, "up")}
+    lost = [c for c in findings["concept_changes"] if c["branch"] == "ticket"]
+    assert lost and all(c["change"] == "lost" and c["round"] == 3 for c in lost)

@@ -59,6 +59,16 @@ def test_shipped_params_are_valid_and_defaults_are_filled():
             r"key 'datasets.mnist.concepts': unknown concept 'stroke_zebra'",
         ),
         ("pruning.rewind_iteration", 10_000, r"key 'pruning.rewind_iteration': got 10000"),
+        (
+            "explanations.tcav.n_counterparts",
+            20,
+            r"key 'explanations.tcav.n_counterparts': got 20 \(allowed: 1 <= K <",
+        ),
+        (
+            "explanations.tcav.classifier",
+            "svm",
+            r"key 'explanations.tcav.classifier': got 'svm' \(allowed: 'fastcav'",
+        ),
     ],
 )
 def test_invalid_values_name_the_key_and_what_is_allowed(path, value, expected):

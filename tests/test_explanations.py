@@ -24,6 +24,7 @@ from ticketlens.explanations.compare import (
 from ticketlens.explanations.explain import CONSISTENCY_COLUMNS, SALIENCY_COLUMNS, explain_ticket
 from ticketlens.explanations.faithfulness import deletion_insertion, pixel_ranks
 from ticketlens.explanations.tcav import tcav_null
+from ticketlens.explanations.tcav_stats import TEST_COLUMNS
 from ticketlens.fileio import file_sha256
 from ticketlens.study import TICKET_FILES, TcavSettings, Ticket
 
@@ -266,7 +267,8 @@ def test_randomized_copy_keeps_zero_pattern_and_changes_weights(toy_model: torch
 # ---------------------------------------------------------------- one toy ticket end to end
 
 PROBE_PER_CLASS = 3
-TCAV = TcavSettings(layers=None, n_random_sets=3, set_size=12, inputs_per_class=8, alpha=0.05)
+TCAV = TcavSettings(layers=None, n_random_sets=3, set_size=12, inputs_per_class=8, alpha=0.05, classifier="fastcav",
+                    n_counterparts=1, n_null_draws=19, n_calibration_sets=1)  # fmt: skip
 
 
 def write_image_set(path: Path, name: str, images: torch.Tensor) -> Path:
@@ -278,7 +280,7 @@ def write_image_set(path: Path, name: str, images: torch.Tensor) -> Path:
 
 @pytest.fixture(scope="module")
 def toy_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A dense net and its round-1 ticket on the toy data, 3 random sets and one concept set."""
+    """A dense net and its round-1 ticket on the toy data, 3 random sets, a calibration set and a concept set."""
     from ticketlens.lottery import train_ticket
 
     root = tmp_path_factory.mktemp("study")
@@ -292,7 +294,7 @@ def toy_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     generator = torch.Generator().manual_seed(0)
     randoms = [
         write_image_set(root / f"random_{i}.pt", f"random_{i}", torch.randint(0, 256, (12, 1, 28, 28), generator=generator, dtype=torch.uint8))
-        for i in range(3)
+        for i in range(4)
     ]  # fmt: skip
     concept = write_image_set(root / "band0.pt", "band0", data.images[data.labels == 0][:12])
     return {"root": root, "data": root / "data.pt", "randoms": randoms, "concept": concept}
@@ -307,17 +309,10 @@ def explain(
 
 
 def null(study: dict, ticket: str, out: Path) -> None:
-    """tcav_null of ticket folder `ticket` into `out`'s tcav/ files."""
+    """tcav_null (the calibration sets through the concept test) of ticket folder `ticket` into `out`."""
     checkpoint = study["root"] / ticket / TICKET_FILES.checkpoint
-    tcav_null(
-        checkpoint,
-        study["data"],
-        study["randoms"],
-        TCAV.inputs_per_class,
-        TCAV.layers,
-        out / TICKET_FILES.tcav_cache,
-        out / TICKET_FILES.tcav_null,
-    )
+    randoms = study["randoms"]
+    tcav_null(checkpoint, study["data"], randoms[:3], randoms[3:], TCAV, out / TICKET_FILES.tcav_null)
 
 
 def test_explain_ticket_and_tcav_null_write_every_target_in_the_contract_format(toy_study: dict) -> None:
@@ -332,7 +327,6 @@ def test_explain_ticket_and_tcav_null_write_every_target_in_the_contract_format(
             "saliency.npz",
             "saliency.csv",
             "consistency.csv",
-            "tcav/activations.pt",
             "tcav/random.csv",
         ):
             assert (root / ticket / name).exists(), name
@@ -364,16 +358,9 @@ def test_explain_ticket_and_tcav_null_write_every_target_in_the_contract_format(
     means = ticket.groupby("reference")["spearman"].mean()
     assert means["dense"] > means["random"]  # a ticket is closer to its dense net than the random floor
     null_table = pd.read_csv(root / "r1" / "tcav" / "random.csv")
-    assert list(null_table.columns) == [
-        "concept",
-        "layer",
-        "target_class",
-        "random_set",
-        "score",
-        "cav_accuracy",
-    ]
-    assert len(null_table) == 2 * 2 * 4  # layers x (random sets - 1: the counterpart is fixed) x classes
-    assert set(null_table["concept"]) == {"random_0"} and "random_0" not in set(null_table["random_set"])
+    assert list(null_table.columns) == TEST_COLUMNS
+    assert len(null_table) == 2 * 4  # the calibration set x layers x classes
+    assert set(null_table["concept"]) == {"random_3"} and (null_table["n_null"] == 19).all()
 
 
 def test_explain_is_bitwise_repeatable(toy_study: dict, tmp_path: Path) -> None:

@@ -29,7 +29,14 @@ STUDY = {
     "pruning": {"rate_conv": 0.3, "rate_fc": 0.5, "rate_output": 0.2},
     "explanations": {
         "probe_per_class": 1,
-        "tcav": {"n_random_sets": 2, "set_size": 5, "inputs_per_class": 2},
+        "tcav": {
+            "n_random_sets": 3,
+            "set_size": 5,
+            "inputs_per_class": 2,
+            "n_counterparts": 1,
+            "n_null_draws": 19,
+            "n_calibration_sets": 1,
+        },
     },
     "datasets": {
         "mnist": {

@@ -33,7 +33,14 @@ TINY = {
     "pruning": {"rate_conv": 0.3, "rate_fc": 0.5, "rate_output": 0.2},
     "explanations": {
         "probe_per_class": 1,
-        "tcav": {"n_random_sets": 2, "set_size": 5, "inputs_per_class": 2},
+        "tcav": {
+            "n_random_sets": 3,
+            "set_size": 5,
+            "inputs_per_class": 2,
+            "n_counterparts": 1,
+            "n_null_draws": 19,
+            "n_calibration_sets": 1,
+        },
     },
     "datasets": {
         "mnist": {
@@ -96,7 +103,7 @@ def test_every_target_exists(study):
         for branch, r in (("ticket", 0), ("ticket", 1), ("reinit", 1), ("randmask", 1)):
             folder = base / "seed_0" / branch / f"round_{r}"
             for name in ("checkpoint.pt", "metrics.json", "saliency.npz", "saliency.csv", "consistency.csv",
-                         "tcav/activations.pt", "tcav/random.csv"):  # fmt: skip
+                         "tcav/random.csv"):  # fmt: skip
                 assert (folder / name).stat().st_size > 0, folder / name
             concept = TINY["datasets"][dataset]["concepts"][0]  # no "::": its file stem is its name
             assert (folder / "tcav" / f"{concept}.csv").stat().st_size > 0, folder

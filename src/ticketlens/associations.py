@@ -158,53 +158,67 @@ def within_seed_correlations(summary: pd.DataFrame, alpha: float) -> list[dict[s
 
 
 def concept_significance(tcav_summary: pd.DataFrame) -> pd.DataFrame:
-    """Per branch x round x concept x layer x class: share of seeds significant and the majority call."""
+    """Per branch x round x concept x layer x class: share of seeds significant, the majority call and its
+    direction ("up": the concept pushes the class's logit up; "down"; "" when not significant)."""
+    columns = ["branch", "round", *TCAV_KEY, "share", "significant", "direction", "mean"]
     if tcav_summary.empty:
-        return pd.DataFrame(columns=["branch", "round", *TCAV_KEY, "share", "significant", "mean"])
-    grouped = tcav_summary.assign(sig=tcav_summary["significant"].astype(float))
-    table = grouped.groupby(["branch", "round", *TCAV_KEY], as_index=False).agg(
-        share=("sig", "mean"), mean=("mean", "mean"), remaining=("remaining_fraction", "mean")
+        return pd.DataFrame(columns=columns)
+    significant = tcav_summary["significant"].astype(bool)
+    direction = tcav_summary.get("direction", pd.Series("", index=tcav_summary.index)).fillna("")
+    grouped = tcav_summary.assign(
+        sig=significant.astype(float), up=(significant & (direction == "up")).astype(float)
     )
-    # Significant for the branch when more than half of the seeds say so (one seed: that seed).
+    table = grouped.groupby(["branch", "round", *TCAV_KEY], as_index=False).agg(
+        share=("sig", "mean"),
+        up=("up", "mean"),
+        mean=("mean", "mean"),
+        remaining=("remaining_fraction", "mean"),
+    )
+    # Significant for the branch when more than half of the seeds say so (one seed: that seed), in the
+    # direction most of its significant seeds give.
     table["significant"] = table["share"] > 0.5
-    return table
+    table["direction"] = np.where(
+        table["significant"], np.where(2 * table["up"] >= table["share"], "up", "down"), ""
+    )
+    return table.drop(columns="up")
 
 
 def concept_changes(tcav_summary: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Concepts that lose or gain significance relative to the dense net, and the first round they do.
-
-    Returns (changes, dense significant set). Each branch is compared with the shared dense net.
-    """
+    """Concepts whose call (significant up, significant down, not significant) differs from the dense net's,
+    and the first round it does. Returns (changes, dense significant set with directions). Each branch is
+    compared with the shared dense net."""
     table = concept_significance(tcav_summary)
     if table.empty:
         return [], []
     dense = dense_rows(table)
-    dense_sig = {
-        tuple(k): bool(s)
-        for k, s in zip(dense[TCAV_KEY].to_numpy().tolist(), dense["significant"], strict=True)
+    dense_call = {
+        tuple(k): d for k, d in zip(dense[TCAV_KEY].to_numpy().tolist(), dense["direction"], strict=True)
     }
     changes = []
     pruned = table[table["round"] > DENSE_ROUND].sort_values("round")
     for (branch, *key), group in pruned.groupby(["branch", *TCAV_KEY], sort=True):
-        before = dense_sig.get(tuple(key))
+        before = dense_call.get(tuple(key))
         if before is None:
             continue
-        flipped = group[group["significant"] != before]
+        flipped = group[group["direction"] != before]
         if flipped.empty:
             continue
         first = flipped.iloc[0]
+        after = str(first["direction"])
         changes.append(
             {
                 **dict(zip(TCAV_KEY, key, strict=True)),
                 "branch": branch,
-                "change": "lost" if before else "gained",
+                "change": "gained" if not before else ("lost" if not after else "reversed"),
+                "dense_direction": before,
+                "direction": after,
                 "round": int(first["round"]),
                 "remaining": float(first["remaining"]),
                 "dense_score": float(dense.loc[(dense[TCAV_KEY] == key).all(axis=1), "mean"].iloc[0]),
                 "score": float(first["mean"]),
             }
         )
-    dense_list = [dict(zip(TCAV_KEY, k, strict=True)) for k, s in dense_sig.items() if s]
+    dense_list = [dict(zip(TCAV_KEY, k, strict=True)) | {"direction": d} for k, d in dense_call.items() if d]
     return changes, dense_list
 
 

@@ -102,16 +102,16 @@ COMMANDS: dict[str, Command] = {
         Arg("--previous", "previous_maps", Path, {"help": "saliency.npz of the previous round"}),
         Arg("--out-dir", convert=Path), THREADS,
     )),
-    "tcav-null": Command("ticketlens.explanations.tcav:tcav_null", "TCAV cache and random-vs-random null", (
+    "tcav-null": Command("ticketlens.explanations.tcav:tcav_null", "TCAV calibration: held-out random sets as concepts", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
         Arg("--random", "random_sets", _paths, PATHS),
-        Arg("--inputs-per-class", options={"type": int, "required": True}),
-        Arg("--layers", options={"nargs": "+", "default": None, "help": "default: the model's TCAV layers"}),
-        Arg("--cache", "cache_out", Path), Arg("--null", "null_out", Path), THREADS,
+        Arg("--calibration", "calibration_sets", _paths, {"nargs": "*", "default": []}),
+        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS,
     )),
-    "tcav-concept": Command("ticketlens.explanations.tcav:tcav_concept", "TCAV scores of one concept", (
-        Arg("--checkpoint", convert=Path), Arg("--concept", "concept_path", Path),
-        Arg("--cache", "cache_path", Path), Arg("--out", convert=Path), THREADS,
+    "tcav-concept": Command("ticketlens.explanations.tcav:tcav_concept", "calibrated TCAV test of one concept", (
+        Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
+        Arg("--random", "random_sets", _paths, PATHS), Arg("--concept", "concept_path", Path),
+        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS,
     )),
     "summarize-dataset": Command("ticketlens.summary:summarize_dataset", "tables and findings of one dataset", (
         Arg("--dataset"), Arg("--tickets", convert=_paths, options=PATHS),

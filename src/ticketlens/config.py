@@ -175,6 +175,12 @@ def _check_cross_keys(params: dict, source: str) -> None:
             f"{source}: the study expands to {jobs} jobs, more than study.max_jobs = {limit} "
             "(fewer seeds, rounds or concepts, or raise study.max_jobs)"
         )
+    tcav = params["explanations"]["tcav"]
+    if not tcav["n_counterparts"] < tcav["n_random_sets"]:
+        raise ConfigError(
+            f"{source}: key 'explanations.tcav.n_counterparts': got {tcav['n_counterparts']} (allowed: 1 <= K < "
+            f"explanations.tcav.n_random_sets = {tcav['n_random_sets']}; the other random sets are the null's pool)"
+        )
     rewind = params["pruning"]["rewind_iteration"]
     for name in params["study"]["datasets"]:
         iterations = configured[name]["training"]["iterations"]

@@ -92,7 +92,6 @@ class TicketFiles:
     saliency_maps: str = "saliency.npz"
     saliency_table: str = "saliency.csv"
     consistency: str = "consistency.csv"
-    tcav_cache: str = "tcav/activations.pt"
     tcav_null: str = "tcav/random.csv"
     tcav_concept: str = "tcav/{concept}.csv"
 
@@ -275,6 +274,10 @@ class TcavSettings(Settings):
     set_size: int
     inputs_per_class: int
     alpha: float
+    classifier: str
+    n_counterparts: int
+    n_null_draws: int
+    n_calibration_sets: int
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ticketlens import fileio, inference
 from ticketlens.errors import UserError
-from ticketlens.explanations.tcav import KEYS as TCAV_KEY
-from ticketlens.explanations.tcav import compare_tcav, summarize_tcav
+from ticketlens.explanations.tcav_stats import KEYS as TCAV_KEY  # noqa: F401 (findings imports it from here)
+from ticketlens.explanations.tcav_stats import (
+    calibration_rates,
+    calibration_summary,
+    compare_tcav,
+    summarize_tcav,
+)
 from ticketlens.study import (
     DENSE_ROUND,
     METRIC_RANGES,
@@ -36,14 +42,14 @@ from ticketlens.study import (
 
 log = logging.getLogger(__name__)
 
+TicketKey = tuple[int, str, int]  # (seed, branch, round)
+
 # box_area / part_area (share of the image) are the chance level of the matching mass.
 LOCALISATION = ("box_mass", "box_hit", "box_area", "part_mass", "part_hit", "part_area")
 FAITHFULNESS = ("deletion_auc", "insertion_auc")
 # Columns that identify a row rather than measure something: never averaged over seeds.
 ID_COLUMNS = ("seed", "branch", "round")
 TCAV_AGREEMENT = ("tcav_rank_corr_dense", "tcav_jaccard_dense", "tcav_n_changed")
-
-TicketKey = tuple[int, str, int]
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -145,15 +151,16 @@ def saliency_columns(saliency: pd.DataFrame) -> dict[str, float]:
 
 def read_ticket_tcav(
     folder: Path, concepts: Iterable[str], alpha: float
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per concept x layer x class summary, the raw concept rows) of one ticket."""
-    null_rows = _read_csv(ticket_file(folder, "tcav_null"))
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(per concept x layer x class decided summary, calibration counts) of one ticket.
+
+    The decision (Holm over the ticket's concepts x layers x classes, learnability, direction) needs all of
+    the ticket's concepts, so it is made here (`tcav_stats`); the calibration sets of tcav/random.csv are
+    judged as one more concept each."""
     frames = [_read_csv(ticket_file(folder, "tcav_concept", concept=concept_slug(c))) for c in concepts]
-    if not frames:
-        empty = pd.DataFrame(columns=[*TCAV_KEY, "mean", "p_value", "significant"])
-        return empty, pd.DataFrame(columns=[*TCAV_KEY, "random_set", "score", "cav_accuracy"])
-    rows = pd.concat(frames, ignore_index=True)
-    return summarize_tcav(rows, null_rows, alpha).reset_index(drop=True), rows
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    calibration = _read_csv(ticket_file(folder, "tcav_null"))
+    return summarize_tcav(rows, alpha), calibration_rates(rows, calibration, alpha)
 
 
 def tcav_count_columns(table: pd.DataFrame) -> dict[str, float]:
@@ -164,18 +171,15 @@ def tcav_count_columns(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def tcav_agreement(
-    table: pd.DataFrame, dense: pd.DataFrame, rows: pd.DataFrame, dense_rows: pd.DataFrame, alpha: float
-) -> dict[str, float]:
-    """Ticket vs dense net: rank correlation of concept scores, Jaccard of the significant sets (NaN when
-    both are empty) and the number of concept x layer x class scores that changed significantly
-    (Welch t-test per concept, Bonferroni), by `explanations.tcav.compare_tcav`."""
-    result = compare_tcav(table, dense, rows, dense_rows, alpha)
-    changes = result["changes"]
+def tcav_agreement(table: pd.DataFrame, dense: pd.DataFrame) -> dict[str, float]:
+    """Ticket vs dense net: rank correlation of concept statistics, Jaccard of the significant (concept,
+    layer, class, direction) sets (NaN when both are empty) and the number of concept x layer x class
+    decisions that differ, by `tcav_stats.compare_tcav` (no new test: the calibrated decisions compared)."""
+    result = compare_tcav(table, dense)
     return {
         "tcav_rank_corr_dense": float(result["spearman"]),
         "tcav_jaccard_dense": float(result["jaccard"]),
-        "tcav_n_changed": float(changes["changed"].astype(bool).sum()) if len(changes) else 0.0,
+        "tcav_n_changed": float(result["changes"]["changed"].sum()),
     }
 
 
@@ -247,6 +251,35 @@ def add_accuracy_change(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.assign(accuracy_change=summary["test_accuracy"] - summary["seed"].map(dense_acc))
 
 
+# ------------------------------------------------------------------------------- TCAV calibration
+
+
+def tcav_calibration(counts: list[dict[str, int]], alpha: float) -> dict[str, Any]:
+    """The dataset's TCAV calibration (findings.json): held-out random sets run as concepts on every ticket,
+    pooled, with the 99% binomial bound a calibrated test stays under."""
+    pooled = calibration_summary(counts)
+    rows = pooled.get("rows", 0)
+    bound = float(stats.binom.ppf(0.99, rows, alpha)) / rows if rows else float("nan")
+    return {
+        **pooled,
+        "alpha": alpha,
+        "upper_bound_99": bound,
+        "correction": "Holm per ticket over concepts x layers x classes, each calibration set as one more concept",
+        "learnability": "CAV held-out accuracy above its permutation null's (one-sided rank test at alpha)",
+    }
+
+
+def calibration_metrics(calibration: dict[str, Any]) -> dict[str, Any]:
+    """Flat keys for metrics.json (`dvc metrics`)."""
+    keys = ("rows", "rate_uncorrected", "rate_gated", "rate_holm", "rate_sets_flagged_holm")
+    values = {f"tcav_calibration_{key}": calibration.get(key, float("nan")) for key in keys}
+    return {
+        k: float(f"{v:.6g}") if isinstance(v, float) else v
+        for k, v in fileio.clean_json(values).items()
+        if v is not None
+    }
+
+
 # -------------------------------------------------------------------------------------- entry point
 
 
@@ -261,18 +294,18 @@ def ticket_row(ticket: Ticket, folder: Path) -> dict[str, Any]:
 
 def ticket_tables(
     tickets: Sequence[Path], concepts: Sequence[str], alpha: float
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[TicketKey, pd.DataFrame]]:
-    """Read every ticket folder: (summary without TCAV agreement, all tickets' TCAV summaries, raw TCAV
-    concept rows per (seed, branch, round)). Rows come in seed, branch, round order."""
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, int]]]:
+    """Read every ticket folder: (summary without TCAV agreement, all tickets' TCAV summaries, each
+    ticket's TCAV calibration counts). Rows come in seed, branch, round order."""
     parsed = sorted(
         ((Ticket.from_folder(folder), Path(folder)) for folder in tickets),
         key=lambda pair: (pair[0].seed, branch_order(pair[0].branch), pair[0].round),
     )
-    rows, tcav_frames, raw = [], [], {}
+    rows, tcav_frames, calibration = [], [], []
     for ticket, folder in parsed:
         row = ticket_row(ticket, folder)
-        key = (ticket.seed, ticket.branch, ticket.round)
-        tcav, raw[key] = read_ticket_tcav(folder, concepts, alpha)
+        tcav, counts = read_ticket_tcav(folder, concepts, alpha)
+        calibration.append(counts)
         row.update(tcav_count_columns(tcav))
         rows.append(row)
         tcav_frames.append(
@@ -286,12 +319,10 @@ def ticket_tables(
     tcav_all = pd.concat(tcav_frames, ignore_index=True) if tcav_frames else pd.DataFrame()
     first = ["seed", "branch", "round", "remaining_fraction"]
     tcav_all = tcav_all[first + [c for c in tcav_all.columns if c not in first]]
-    return pd.DataFrame(rows), tcav_all, raw
+    return pd.DataFrame(rows), tcav_all, calibration
 
 
-def add_tcav_agreement(
-    summary: pd.DataFrame, tcav_all: pd.DataFrame, raw: dict[TicketKey, pd.DataFrame], alpha: float
-) -> pd.DataFrame:
+def add_tcav_agreement(summary: pd.DataFrame, tcav_all: pd.DataFrame) -> pd.DataFrame:
     """TCAV agreement of every ticket with the dense net of the same seed (see `tcav_agreement`)."""
     tables = {key: group for key, group in tcav_all.groupby(["seed", "branch", "round"])}
     out = []
@@ -300,7 +331,7 @@ def add_tcav_agreement(
         if key not in tables or dense_key not in tables:
             out.append(dict.fromkeys(TCAV_AGREEMENT, np.nan))
         else:
-            out.append(tcav_agreement(tables[key], tables[dense_key], raw[key], raw[dense_key], alpha))
+            out.append(tcav_agreement(tables[key], tables[dense_key]))
     return pd.concat([summary.reset_index(drop=True), pd.DataFrame(out)], axis=1)
 
 
@@ -345,14 +376,17 @@ def summarize_dataset(
     # findings.py computes its claims from this module's tables, so it is imported here, not at the top.
     from ticketlens.findings import compact_metrics, compute_findings
 
-    table, tcav_all, raw = ticket_tables(tickets, concepts, alpha)
-    table = add_tcav_agreement(table, tcav_all, raw, alpha)
+    table, tcav_all, calibration = ticket_tables(tickets, concepts, alpha)
+    table = add_tcav_agreement(table, tcav_all)
     outcomes, ceiling = read_map_files(tickets)
     result = compute_findings(table, tcav_all, dataset, settings, ceiling, outcomes, tcav_alpha=alpha)
+    result["tcav_calibration"] = tcav_calibration(calibration, alpha)
     write_csv(table, Path(summary))
     write_csv(aggregate_over_seeds(table), Path(aggregate))
     write_csv(tcav_all, Path(tcav_summary))
     fileio.write_json(result, Path(findings))
-    fileio.write_json(compact_metrics(table, result), Path(metrics))
+    fileio.write_json(
+        {**compact_metrics(table, result), **calibration_metrics(result["tcav_calibration"])}, Path(metrics)
+    )
     log.info("%s: %d tickets summarised into %s", dataset, len(table), Path(summary).parent)
     return result

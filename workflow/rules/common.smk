@@ -35,7 +35,17 @@ def concept_name(dataset, slug):
 
 
 def random_set_files(dataset):
+    """The TCAV random sets: counterparts and the null's pool (explanations.tcav.n_random_sets)."""
     return [DatasetFiles(dataset).random_set(i) for i in range(TCAV.n_random_sets)]
+
+
+def calibration_set_files(dataset):
+    """Held-out random sets after them, never in the pool: run as concepts to calibrate the test."""
+    first = TCAV.n_random_sets
+    return [
+        DatasetFiles(dataset).random_set(i)
+        for i in range(first, first + TCAV.n_calibration_sets)
+    ]
 
 
 def optional_flag(flag, value):

@@ -18,11 +18,14 @@ rule make_random_sets:
     input:
         data=DATA.prepared_data,
     output:
-        [DATA.random_set(i) for i in range(TCAV.n_random_sets)],
+        [
+            DATA.random_set(i)
+            for i in range(TCAV.n_random_sets + TCAV.n_calibration_sets)
+        ],
     log:
         "logs/{dataset}/make_random_sets.log",
     params:
-        n=TCAV.n_random_sets,
+        n=TCAV.n_random_sets + TCAV.n_calibration_sets,
         size=TCAV.set_size,
     shell:
         "ticketlens --log {log:q} make-random-sets --data {input.data:q} --n {params.n}"
@@ -32,7 +35,8 @@ rule make_random_sets:
 rule make_concept_set:
     input:
         data=DATA.prepared_data,
-        random=lambda wc: random_set_files(wc.dataset),
+        random=lambda wc: random_set_files(wc.dataset)
+        + calibration_set_files(wc.dataset),
     output:
         DATA.concept_set("{concept}"),
     log:

@@ -1,5 +1,5 @@
 # Explanations per ticket: saliency maps compared with the dense net and the previous round;
-# the TCAV null (random vs random) with its cached activations; then one TCAV table per concept.
+# TCAV: one calibrated test table per concept, and the ticket's calibration (held-out random sets as concepts).
 
 
 def explain_ticket_inputs(wc):
@@ -47,33 +47,35 @@ rule tcav_null:
         checkpoint=ticket_pattern("checkpoint"),
         data=DATA.prepared_data,
         random=lambda wc: random_set_files(wc.dataset),
+        calibration=lambda wc: calibration_set_files(wc.dataset),
     output:
-        cache=ticket_pattern("tcav_cache"),
-        null=ticket_pattern("tcav_null"),
+        ticket_pattern("tcav_null"),
     log:
         ticket_log_pattern("tcav_null"),
     threads: STUDY.threads
     params:
-        layers=optional_flag("--layers", TCAV.layers),
-        # a param, not a value in the command text: Snakemake re-runs on a changed param only
-        inputs_per_class=TCAV.inputs_per_class,
+        tcav=TCAV.to_json(),
+        calibration=lambda wc, input: optional_flag("--calibration", input.calibration),
     shell:
         "ticketlens --log {log:q} tcav-null --checkpoint {input.checkpoint:q} --data {input.data:q}"
-        " --random {input.random:q} --inputs-per-class {params.inputs_per_class} {params.layers}"
-        " --cache {output.cache:q}"
-        " --null {output.null:q} --threads {threads}"
+        " --random {input.random:q} {params.calibration} --tcav {params.tcav:q}"
+        " --out {output:q} --threads {threads}"
 
 
 rule tcav_concept:
     input:
         checkpoint=ticket_pattern("checkpoint"),
+        data=DATA.prepared_data,
+        random=lambda wc: random_set_files(wc.dataset),
         concept=DATA.concept_set("{concept}"),
-        cache=ticket_pattern("tcav_cache"),
     output:
         ticket_pattern("tcav_concept"),
     log:
         ticket_log_pattern("tcav_{concept}"),
     threads: STUDY.threads
+    params:
+        tcav=TCAV.to_json(),
     shell:
-        "ticketlens --log {log:q} tcav-concept --checkpoint {input.checkpoint:q}"
-        " --concept {input.concept:q} --cache {input.cache:q} --out {output:q} --threads {threads}"
+        "ticketlens --log {log:q} tcav-concept --checkpoint {input.checkpoint:q} --data {input.data:q}"
+        " --random {input.random:q} --concept {input.concept:q} --tcav {params.tcav:q}"
+        " --out {output:q} --threads {threads}"

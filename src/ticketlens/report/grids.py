@@ -86,7 +86,7 @@ def plot_tcav_heatmap(
     """Concepts (x layer) by branch-round, one panel per target class; '*' marks significance.
 
     Colour is the seed-mean TCAV score (0.5 = no directional preference); '*' where more than half of the
-    seeds find the concept significant (Bonferroni-corrected t-test against random-vs-random CAVs).
+    seeds find the concept significant (the calibrated permutation test, Holm per ticket; see tcav_test).
     """
     table = concept_significance(tcav_summary)
     branch_rounds = order_branches(table[["branch", "round"]].drop_duplicates())
@@ -113,7 +113,9 @@ def plot_tcav_heatmap(
     if image is not None:
         bar = fig.colorbar(image, ax=list(axes.flat[: len(classes)]), shrink=0.8)
         bar.set_label("TCAV score (seed mean)")
-    fig.suptitle(f"TCAV scores; * = significant (Bonferroni, alpha {alpha:g}, majority of seeds)")
+    fig.suptitle(
+        f"TCAV scores; * = significant (permutation test, Holm per ticket, alpha {alpha:g}, majority of seeds)"
+    )
     return fig
 
 

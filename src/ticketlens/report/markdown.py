@@ -44,7 +44,8 @@ FINDINGS_TABLES = (
     (
         "Concept significance changes relative to the dense net",
         "concept_changes",
-        ["branch", "concept", "layer", "target_class", "change", "round", "remaining", "dense_score", "score"],
+        ["branch", "concept", "layer", "target_class", "change", "dense_direction", "direction", "round", "remaining",
+         "dense_score", "score"],
     ),
 )  # fmt: skip
 ACCURACY_COLUMNS = [

@@ -19,7 +19,7 @@ from ticketlens.study import (
 from ticketlens.summary import split_consistency_column
 
 # The sections of the study report that repeat a dataset's sentences (the others stay in its own report).
-STUDY_SECTIONS = ("Accuracy", "When explanations drift", "Controls at equal sparsity")
+STUDY_SECTIONS = ("Accuracy", "When explanations drift", "Controls at equal sparsity", "TCAV calibration")
 
 
 def method_name(method: str) -> str:
@@ -257,21 +257,51 @@ def concept_sentences(findings: dict[str, Any], limit: int = 8) -> list[str]:
         + ("combination" if len(dense) == 1 else "combinations")
         + (f" (concepts: {', '.join(names)})." if names else ".")
     ]
+    for d in dense[:limit]:
+        out.append(
+            f"In the dense network, concept {d['concept']} pushes class {d['target_class']} "
+            f"{d.get('direction') or 'up or down'} (layer {d['layer']})."
+        )
     changes = findings["concept_changes"]
     if not changes:
-        out.append("No concept loses or gains significance in any branch.")
+        out.append("No concept loses, gains or reverses significance in any branch.")
         return out
+    verbs = {"lost": "loses", "gained": "gains", "reversed": "reverses"}
     for ch in sorted(changes, key=lambda c: (c["branch"] != TICKET, c["round"]))[:limit]:
-        verb = "loses" if ch["change"] == "lost" else "gains"
+        pushed = f", now pushing the class {ch['direction']}" if ch.get("direction") else ""
         out.append(
             f"{branch_noun(ch['branch'])}: concept {ch['concept']} (layer {ch['layer']}, class "
-            f"{ch['target_class']}) {verb} significance at round {ch['round']} "
-            f"({format_percent(ch['remaining'])} remaining; score {ch['dense_score']:.2f} dense, "
+            f"{ch['target_class']}) {verbs.get(ch['change'], ch['change'])} significance at round {ch['round']}"
+            f"{pushed} ({format_percent(ch['remaining'])} remaining; score {ch['dense_score']:.2f} dense, "
             f"{ch['score']:.2f} then)."
         )
     if len(changes) > limit:
         out.append(f"{len(changes) - limit} further changes are listed in the table below.")
     return out
+
+
+def calibration_sentences(findings: dict[str, Any]) -> list[str]:
+    """How the TCAV test behaves on held-out random image sets run as concepts (its calibration)."""
+    cal = findings.get("tcav_calibration") or {}
+    alpha = findings["alpha"]
+    method = (
+        "TCAV test: per concept, layer and class, the TCAV score (mean over K random counterparts) is ranked "
+        "against a permutation null of random sets drawn from the random pool together with the concept's own "
+        "images, each treated exactly like the concept (ties broken by the mean cosine between CAV and "
+        f"gradients); two-sided; Holm per ticket over concepts x layers x classes at alpha {alpha:g}; a concept "
+        "whose CAV is not more accurate than its null's is not learnable at that layer and never significant."
+    )
+    if not cal.get("rows"):
+        return [method, "No calibration sets were run (explanations.tcav.n_calibration_sets is 0)."]
+    return [
+        method,
+        f"Calibration: {cal['sets']} held-out random image sets run as concepts ({cal['rows']} layer-class rows "
+        f"over all tickets) were rejected in {format_percent(cal['rate_uncorrected'])} of rows before correction "
+        f"(a calibrated test: about {alpha:g}; 99% binomial bound {format_percent(cal['upper_bound_99'])}), "
+        f"{format_percent(cal['rate_gated'])} with the learnability gate, and "
+        f"{format_percent(cal['rate_holm'])} after Holm; {format_percent(cal['rate_sets_flagged_holm'])} of the sets "
+        "had any significant row.",
+    ]
 
 
 def _gap_sentence(gap: dict[str, Any]) -> str:
@@ -321,6 +351,7 @@ def finding_sentences(findings: dict[str, Any]) -> dict[str, list[str]]:
         "When explanations drift": drift_sentences(findings) + empty_map_sentences(findings),
         "Exploratory: accuracy and consistency together": correlation_sentences(findings),
         "Concepts": concept_sentences(findings),
+        "TCAV calibration": calibration_sentences(findings),
         "Controls at equal sparsity": control_sentences(findings),
     }
     return {name: [_capitalise(s) for s in sentences] for name, sentences in sections.items()}

@@ -1,0 +1,158 @@
+"""The TCAV test of one concept on one ticket, calibrated by construction (a Monte Carlo permutation test).
+
+The reference TCAV test compares a concept's R scores (one positive set against R random counterparts)
+with random-vs-random scores in a t-test. The R scores share one positive set, so their spread understates
+how much a concept's score varies from one image set to another: a plain random image set run through the
+concept path is flagged far more often than alpha (docs/benchmarks.md, tests/test_tcav_test.py).
+
+Here, per layer:
+
+* The ticket's random sets are split into K counterparts (the first K) and a pool (the rest). A set's
+  statistic T (per class) is the mean over its K fits (the set against each counterpart, one seed per fit)
+  of the TCAV score, the share of the class's inputs with a positive directional derivative.
+* The null: N draws of n rows from the pool and the concept's own n rows together, each fitted and scored
+  exactly like the concept (same K counterparts, classifier and seed scheme). Under the null hypothesis the
+  concept's images are as exchangeable with the pool's as random training images are, so the concept set
+  is one more uniform draw from that union: T_concept and the N draws' T are exchangeable and a rank
+  p-value is exact whatever the classifier, the layer or the gradients. Including the concept's rows in
+  the union is what makes it exact for a concept that is not a subset of the pool (a fixed pool alone
+  gives a null that is slightly too narrow); the same holds for the CAV accuracy (the learnability test).
+* Two-sided equal-tailed rank p-value and its side (`tcav_stats`); Holm over the ticket's family comes
+  at summary time.
+
+Draws are shared by all layers (the concept is the same image set at every layer); fit seeds depend on the
+ticket's seed, the set, the counterpart and the layer (`cav.fit_seed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ticketlens.explanations.cav import (
+    LayerRows,
+    class_means,
+    class_scores,
+    fit_rows,
+    fit_seed,
+    seed_array,
+    seeded_permutations,
+)
+from ticketlens.explanations.tcav_stats import SetStatistics, layer_table
+
+DRAW_STREAM = 7  # splitmix64 stream of the null draws (the held-out splits use streams 0 and 1)
+
+
+@dataclass(frozen=True)
+class TestDesign:
+    """What the test needs from `explanations.tcav`: classifier, K, N and alpha (for the effect interval)."""
+
+    classifier: str
+    n_counterparts: int
+    n_null: int
+    alpha: float
+
+
+@dataclass(frozen=True)
+class LayerBase:
+    """One layer's concept-independent rows: K counterparts of M rows, then the pool's P rows.
+
+    `activations` (K M + P) x F, `gradients` I x F for the inputs of `input_classes`; `rows` their inner
+    products (`cav.LayerRows`), extended by each concept's rows.
+    """
+
+    activations: torch.Tensor
+    gradients: torch.Tensor
+    rows: LayerRows
+
+    @classmethod
+    def build(cls, activations: torch.Tensor, gradients: torch.Tensor, keep_features: bool) -> LayerBase:
+        return cls(
+            activations.float(), gradients.float(), LayerRows.build(activations, gradients, keep_features)
+        )
+
+    def with_concept(self, concept: torch.Tensor) -> LayerRows:
+        """The base rows followed by the concept's n rows (only the new blocks are computed)."""
+        x, c, g = self.activations, concept.float().to(self.activations.device), self.gradients
+        cross_block = (c @ x.T).double()
+        gram = torch.cat(
+            [torch.cat([self.rows.gram, cross_block.T], 1), torch.cat([cross_block, (c @ c.T).double()], 1)]
+        )
+        cross = torch.cat([self.rows.cross, (c @ g.T).double()])
+        kept = self.rows.activations is not None
+        return LayerRows(gram, cross, torch.cat([x, c]) if kept else None, g if kept else None)
+
+
+@dataclass(frozen=True)
+class TicketBase:
+    """Everything of one ticket the test of any concept reuses."""
+
+    ticket_seed: int
+    layers: dict[str, LayerBase]
+    counterpart_names: list[str]
+    set_size: int  # M, rows per counterpart
+    pool_size: int  # P
+    input_classes: torch.Tensor
+    classes: list[int]
+
+
+def null_draws(ticket_seed: int, concept: str, union: int, size: int, count: int) -> torch.Tensor:
+    """N uniform draws of `size` distinct positions out of `union` (N x size), seeded by ticket and concept."""
+    seeds = np.array(
+        [fit_seed(ticket_seed, concept, f"null_{j}", "draw") for j in range(count)], dtype=np.uint64
+    )
+    order = seeded_permutations(seeds, union, DRAW_STREAM)
+    return torch.from_numpy(np.sort(order[:, :size], axis=1).astype(np.int64))
+
+
+def set_statistics(
+    rows: LayerRows,
+    sets: torch.Tensor,
+    names: Sequence[str],
+    base: TicketBase,
+    layer: str,
+    design: TestDesign,
+) -> SetStatistics:
+    """Every set (row indices, S x n) against each of the K counterparts (the first K M rows of `rows`):
+    per set and class the mean over the K fits of the TCAV score and of the cosine(CAV, gradient)."""
+    k, m = len(base.counterpart_names), base.set_size
+    counterparts = torch.arange(k * m).view(k, m)
+    positive = sets.repeat_interleave(k, dim=0)
+    negative = counterparts.repeat(len(sets), 1)
+    seeds = [
+        fit_seed(base.ticket_seed, name, other, layer) for name in names for other in base.counterpart_names
+    ]
+    fit = fit_rows(rows, positive, negative, design.classifier, seed_array(seeds).tolist())
+    gradient_norm = base.layers[layer].gradients.double().norm(dim=1).to(fit.derivatives.device)
+    scale = fit.norm[:, None] * gradient_norm[None]
+    cosine = torch.where(scale > 0, fit.derivatives / scale.clamp_min(torch.finfo(scale.dtype).tiny), 0.0)
+    scores = class_scores(fit.derivatives, base.input_classes, base.classes)
+    cosines = class_means(cosine, base.input_classes, base.classes)
+    return SetStatistics(
+        scores=scores.view(len(sets), k, -1).mean(1).cpu().numpy(),
+        cosines=cosines.view(len(sets), k, -1).mean(1).cpu().numpy(),
+        accuracy=fit.accuracy.double().view(len(sets), k).mean(1).cpu().numpy(),
+    )
+
+
+def concept_test(
+    base: TicketBase, concept: str, activations: dict[str, torch.Tensor], design: TestDesign
+) -> pd.DataFrame:
+    """The test of one concept (its activations per layer, n x F) on one ticket: one row per layer x class."""
+    size = len(next(iter(activations.values())))
+    first_pool_row = len(base.counterpart_names) * base.set_size
+    union = base.pool_size + size
+    draws = null_draws(base.ticket_seed, concept, union, size, design.n_null) + first_pool_row
+    own = torch.arange(first_pool_row + base.pool_size, first_pool_row + union)[None]
+    sets = torch.cat([own, draws])
+    names = [concept, *(f"{concept}|null_{j}" for j in range(design.n_null))]
+    tables = []
+    for layer, layer_base in base.layers.items():
+        stats = set_statistics(layer_base.with_concept(activations[layer]), sets, names, base, layer, design)
+        tables.append(layer_table(concept, layer, base.classes, stats, design.alpha))
+    table = pd.concat(tables, ignore_index=True)
+    return table.assign(n_counterparts=len(base.counterpart_names), classifier=design.classifier)
