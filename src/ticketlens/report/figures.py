@@ -129,7 +129,9 @@ def _dense_accuracy_marks(ax: Any, match: dict[str, Any]) -> None:
             label="dense net, 95% interval",
         )
     elif match.get("dense_accuracy") is not None:
-        ax.axhline(100 * match["dense_accuracy"], color="grey", linestyle="-.", label="dense net (no interval)")
+        ax.axhline(
+            100 * match["dense_accuracy"], color="grey", linestyle="-.", label="dense net (no interval)"
+        )
     last = match.get("last_matching_remaining")
     if last is not None:
         ax.axvline(
