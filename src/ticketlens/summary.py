@@ -89,7 +89,7 @@ def consistency_columns_of(summary: pd.DataFrame, reference: str = "dense") -> l
 
 
 def split_consistency_column(column: str) -> tuple[str, str, str]:
-    """`cons_dense_gradcam_spearman_abs` -> (dense, gradcam, spearman_abs)."""
+    """`cons_dense_gradcam_iou_top10` -> (dense, gradcam, iou_top10)."""
     _, reference, rest = column.split("_", 2)
     for metric in SIMILARITY_METRICS:
         if rest.endswith("_" + metric):
