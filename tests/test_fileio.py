@@ -122,10 +122,10 @@ def test_npz_with_an_object_array_is_refused_without_unpickling(tmp_path):
         f"saliency maps {path} holds an object array (allowed: numeric and text arrays; "
         "it was not written by ticketlens): delete it and re-run"
     )
-    from ticketlens.explanations.explain import _load_reference
+    from ticketlens.explanations.explain import load_standard_maps
 
     with pytest.raises(UserError, match="holds an object array"):  # the explain step's reader
-        _load_reference(path, np.arange(3))
+        load_standard_maps(path, np.arange(3))
     (tmp_path / "text.npz").write_text("not an archive")
     with pytest.raises(UserError, match="is not an .npz archive: delete it and re-run"):
         fileio.load_npz(tmp_path / "text.npz", "saliency maps")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ticketlens import fileio, inference
 from ticketlens.errors import UserError
@@ -41,14 +42,14 @@ from ticketlens.study import (
 
 log = logging.getLogger(__name__)
 
+TicketKey = tuple[int, str, int]  # (seed, branch, round)
+
 # box_area / part_area (share of the image) are the chance level of the matching mass.
 LOCALISATION = ("box_mass", "box_hit", "box_area", "part_mass", "part_hit", "part_area")
 FAITHFULNESS = ("deletion_auc", "insertion_auc")
 # Columns that identify a row rather than measure something: never averaged over seeds.
 ID_COLUMNS = ("seed", "branch", "round")
 TCAV_AGREEMENT = ("tcav_rank_corr_dense", "tcav_jaccard_dense", "tcav_n_changed")
-
-TicketKey = tuple[int, str, int]
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -88,7 +89,7 @@ def consistency_columns_of(summary: pd.DataFrame, reference: str = "dense") -> l
 
 
 def split_consistency_column(column: str) -> tuple[str, str, str]:
-    """`cons_dense_gradcam_spearman_abs` -> (dense, gradcam, spearman_abs)."""
+    """`cons_dense_gradcam_iou_top10` -> (dense, gradcam, iou_top10)."""
     _, reference, rest = column.split("_", 2)
     for metric in SIMILARITY_METRICS:
         if rest.endswith("_" + metric):
@@ -256,11 +257,9 @@ def add_accuracy_change(summary: pd.DataFrame) -> pd.DataFrame:
 def tcav_calibration(counts: list[dict[str, int]], alpha: float) -> dict[str, Any]:
     """The dataset's TCAV calibration (findings.json): held-out random sets run as concepts on every ticket,
     pooled, with the 99% binomial bound a calibrated test stays under."""
-    from scipy.stats import binom
-
     pooled = calibration_summary(counts)
     rows = pooled.get("rows", 0)
-    bound = float(binom.ppf(0.99, rows, alpha)) / rows if rows else float("nan")
+    bound = float(stats.binom.ppf(0.99, rows, alpha)) / rows if rows else float("nan")
     return {
         **pooled,
         "alpha": alpha,

@@ -156,7 +156,10 @@ def _drift_sentence(d: dict[str, Any], findings: dict[str, Any]) -> str:
     first, last = d["first_drift_round"], d["last_not_drifted_round"]
     if first is None:
         if d["relation"] == "no drift observed in the rounds run":
-            return "No drift observed in the rounds run: at no round is it significantly below the ceiling."
+            return (
+                "No drift observed in the rounds run: at no round is consistency with the own dense net "
+                "significantly below the ceiling."
+            )
         return "Drift onset not determined: a drift at some round is not confirmed up to the last round."
     row = rounds[first]
     return (
@@ -239,8 +242,10 @@ def correlation_sentences(findings: dict[str, Any]) -> list[str]:
                 f"{format_p(c['p_holm'])} over {len(findings['correlations'])} metrics: {verdict} at alpha "
                 f"{findings['alpha']:g}"
             )
+        elif c["n_seeds"] < 3:
+            test = f"no test: {c['n_seeds']} seed(s) with a defined rho, a test needs at least 3"
         else:
-            test = "no test"
+            test = "no test: the same rho in every seed, so no spread to test against"
         out.append(
             f"Exploratory: within each seed, across pruned rounds, accuracy change and {what} have mean "
             f"Spearman rho = {c['mean_rho']:.2f} over {c['n_seeds']} seeds ({test}); both fall with "
