@@ -218,16 +218,29 @@ def _setup_logging(log_file: str | None) -> None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers)
+    # main() prints errors to stderr itself; this logger copies them into the --log file only, so that
+    # a failed job's message is in the rule's log even where stderr goes elsewhere (SLURM job logs).
+    errors = logging.getLogger("ticketlens.errors")
+    errors.propagate = False
+    errors.handlers = handlers[1:] or [logging.NullHandler()]
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     args = build_parser().parse_args(argv)
     _setup_logging(args.log)
+    errors = logging.getLogger("ticketlens.errors")
     try:
         args.handler(args)
     except (UserError, FileNotFoundError) as err:
-        print(f"ticketlens {args.command}: error: {err}", file=sys.stderr)
+        message = f"ticketlens {args.command}: error: {err}"
+        print(message, file=sys.stderr)
+        errors.error(message)
         return 2
+    except Exception:
+        errors.exception(f"ticketlens {args.command}: unexpected error")
+        raise
     return 0
 
 
