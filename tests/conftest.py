@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny learnable prepared dataset and the lottery config that trains on it in seconds."""
+"""Shared fixtures: a tiny learnable prepared dataset and the lottery config that trains on it in seconds;
+the tiny study run locally by Snakemake (test_workflow.py, test_slurm.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from ticketlens.data.prepared import PreparedData, channel_stats, save_prepared
+from tiny_study import make_study_dir, snakemake
 
 TOY_CONFIG = {
     "dataset": {
@@ -64,3 +66,12 @@ def toy_data_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def toy_config() -> dict:
     return copy.deepcopy(TOY_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Path:
+    """The tiny study (tiny_study.TINY) run locally on 2 cores: its working directory."""
+    workdir = make_study_dir(tmp_path_factory.mktemp("study"))
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
