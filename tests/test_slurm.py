@@ -274,7 +274,7 @@ def test_results_equal_the_local_run_except_timings(slurm_study, study):
     local_root, slurm_root = study / "results", slurm_study["workdir"] / "results"
     local_files = sorted(p.relative_to(local_root) for p in local_root.rglob("*") if p.is_file())
     slurm_files = sorted(p.relative_to(slurm_root) for p in slurm_root.rglob("*") if p.is_file())
-    assert slurm_files == local_files
+    assert slurm_files == local_files, f"only in one run: {sorted(set(local_files) ^ set(slurm_files))}"
     timed = 0
     for relative in local_files:
         a, b = (local_root / relative).read_bytes(), (slurm_root / relative).read_bytes()
