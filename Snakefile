@@ -8,9 +8,15 @@ from ticketlens.config import ConfigError, validate_params
 configfile: "params.yaml"
 
 
+# Name --config / --configfile overrides in errors, so a bad override is not blamed on params.yaml.
+SOURCE = "params.yaml" + (
+    " with command-line overrides" if workflow.config_settings.overwrite_config else ""
+)
+
+
 try:
     config = validate_params(
-        config, Path(workflow.basedir) / "workflow/schemas/params.schema.yaml"
+        config, Path(workflow.basedir) / "workflow/schemas/params.schema.yaml", SOURCE
     )
 except ConfigError as err:
     sys.exit(f"ticketlens: {err}")

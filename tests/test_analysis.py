@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +17,16 @@ import pandas as pd
 import pytest
 import torch
 
-from ticketlens import analysis
 from ticketlens.data.prepared import PreparedData, save_prepared
+from ticketlens.findings import accuracy_match, correlate, paired_gap, relation
+from ticketlens.study import BRANCHES, DATASET_OUTPUTS, Ticket, branch_rounds, concept_slug
+from ticketlens.summary import summarize_dataset, t_interval
 
 LAYERS = ["features.3", "features.6"]
 CLASSES = [0, 1, 2]
 CONCEPTS = ["stripes", "has_wing_color::blue"]
 METHODS = ["gradcam", "saliency"]
 N_PROBE, SIZE, N_RANDOM = 6, 8, 5
-
-
-def study_config(seeds: list[int], rounds: int = 5, concepts: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "dataset": "toy",
-        "study": {"datasets": ["toy"], "seeds": seeds, "rounds": rounds, "controls": ["reinit", "randmask"]},
-        "pruning": {"rate_conv": 0.4},
-        "explanations": {"tcav": {"alpha": 0.05, "n_random_sets": N_RANDOM}},
-        "concepts": CONCEPTS if concepts is None else concepts,
-    }
 
 
 def ticket_accuracy(seed: int, branch: str, r: int) -> float:
@@ -159,7 +152,7 @@ def write_ticket(folder: Path, seed: int, branch: str, r: int, concepts: list[st
             for target in CLASSES
             for i in range(N_RANDOM)
         ]
-        pd.DataFrame(rows).to_csv(folder / "tcav" / f"{analysis.concept_slug(concept)}.csv", index=False)
+        pd.DataFrame(rows).to_csv(folder / "tcav" / f"{concept_slug(concept)}.csv", index=False)
 
 
 def write_prepared(results: Path) -> None:
@@ -177,16 +170,47 @@ def write_prepared(results: Path) -> None:
     save_prepared(data, results / "prepared" / "data.pt")
 
 
+@dataclass(frozen=True)
+class ToyStudy:
+    """A synthetic results/toy tree: its folder, its ticket folders (seed, branch, round order) and concepts."""
+
+    results: Path
+    tickets: list[Path]
+    concepts: list[str]
+
+    def output(self, name: str) -> Path:
+        """A per-dataset output (`study.DATASET_OUTPUTS`) under this tree's results folder."""
+        return self.results / DATASET_OUTPUTS[name]
+
+    def summarize(self, alpha: float = 0.05) -> dict[str, Any]:
+        return summarize_dataset(
+            "toy",
+            self.tickets,
+            self.concepts,
+            alpha,
+            summary=self.output("summary"),
+            aggregate=self.output("summary_agg"),
+            tcav_summary=self.output("tcav_summary"),
+            findings=self.output("findings"),
+            metrics=self.output("metrics"),
+        )
+
+
 def make_results_tree(
     root: Path, seeds: list[int], rounds: int = 5, concepts: list[str] | None = None
-) -> tuple[Path, dict[str, Any]]:
-    """results/toy with every ticket folder of the config, in the contract's formats."""
-    config = study_config(seeds, rounds, concepts)
+) -> ToyStudy:
+    """results/toy with every ticket folder of the study (every branch), in the contract's formats."""
+    concepts = CONCEPTS if concepts is None else concepts
+    tickets = []
+    for seed in seeds:
+        for branch in BRANCHES:
+            for r in branch_rounds(branch, rounds):
+                folder = root / Ticket("toy", seed, branch, r).folder
+                write_ticket(folder, seed, branch, r, concepts)
+                tickets.append(folder)
     results = root / "results" / "toy"
-    for seed, branch, r, folder in analysis.ticket_folders(results, config):
-        write_ticket(folder, seed, branch, r, config["concepts"])
     write_prepared(results)
-    return results, config
+    return ToyStudy(results, tickets, list(concepts))
 
 
 # ------------------------------------------------------------------------------ constructed tables
@@ -210,7 +234,7 @@ def accuracy_table(drop_round: int, seeds: int = 3, rounds: int = 6) -> pd.DataF
 
 
 def test_accuracy_drop_at_round_4_gives_last_matching_3_first_failing_4() -> None:
-    match = analysis.accuracy_match(accuracy_table(drop_round=4))
+    match = accuracy_match(accuracy_table(drop_round=4))
     assert match["last_matching_round"] == 3
     assert match["first_failing_round"] == 4
     assert match["last_matching_remaining"] == pytest.approx(0.8**3)
@@ -218,7 +242,7 @@ def test_accuracy_drop_at_round_4_gives_last_matching_3_first_failing_4() -> Non
 
 
 def test_accuracy_that_never_drops_matches_at_every_round() -> None:
-    match = analysis.accuracy_match(accuracy_table(drop_round=99))
+    match = accuracy_match(accuracy_table(drop_round=99))
     assert match["first_failing_round"] is None
     assert match["last_matching_round"] == 6
 
@@ -226,15 +250,15 @@ def test_accuracy_that_never_drops_matches_at_every_round() -> None:
 def test_tickets_better_than_dense_still_match() -> None:
     table = accuracy_table(drop_round=99)
     table.loc[table["round"] == 2, "test_accuracy"] += 0.02
-    assert analysis.accuracy_match(table)["first_failing_round"] is None
+    assert accuracy_match(table)["first_failing_round"] is None
 
 
 def test_one_seed_uses_tolerance_and_says_so() -> None:
-    match = analysis.accuracy_match(accuracy_table(drop_round=4, seeds=1))
+    match = accuracy_match(accuracy_table(drop_round=4, seeds=1))
     assert match["first_failing_round"] == 4
     assert match["dense_ci_low"] is not None and math.isnan(match["dense_ci_low"])
     assert "no interval" in match["criterion"]
-    mean, low, high, n = analysis.t_interval([0.9])
+    mean, low, high, n = t_interval([0.9])
     assert (mean, n) == (0.9, 1) and math.isnan(low) and math.isnan(high)
 
 
@@ -243,7 +267,7 @@ def test_two_seeds_use_the_worse_dense_seed_not_a_vacuous_t_interval() -> None:
     # seeds 0.950 and 0.951 at dense; a 0.5-point drop at round 3 sits inside the t-interval
     # (mean +- 12.7 * 0.0007) but below the worse seed, so it must count as failing
     table.loc[table["round"] == 3, "test_accuracy"] -= 0.005
-    match = analysis.accuracy_match(table)
+    match = accuracy_match(table)
     assert match["first_failing_round"] == 3 and match["last_matching_round"] == 2
     assert match["threshold"] == pytest.approx(0.95)
     assert match["dense_ci_low"] < 0.945  # the interval itself would have called it a match
@@ -254,7 +278,7 @@ def test_t_interval_matches_scipy() -> None:
     from scipy import stats
 
     values = [0.90, 0.92, 0.95, 0.91]
-    mean, low, high, n = analysis.t_interval(values)
+    mean, low, high, n = t_interval(values)
     expected = stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
     assert n == 4 and (low, high) == pytest.approx(expected)
 
@@ -262,7 +286,7 @@ def test_t_interval_matches_scipy() -> None:
 def test_correlation_that_must_be_significant() -> None:
     x = pd.Series(np.linspace(-0.2, 0.0, 15))
     y = pd.Series(0.3 + 2 * x + 0.01 * np.sin(np.arange(15)))
-    result = analysis.correlate(x, y)
+    result = correlate(x, y)
     assert result["n"] == 15 and result["significant"]
     assert result["spearman_rho"] > 0.9 and result["spearman_p"] < 1e-4 and result["pearson_p"] < 1e-4
 
@@ -271,16 +295,14 @@ def test_correlation_that_must_not_be_significant() -> None:
     # A symmetric V shape: y depends on x, but neither monotonically nor linearly.
     x = pd.Series(np.linspace(-1, 1, 15))
     y = pd.Series(np.abs(np.linspace(-1, 1, 15)))
-    result = analysis.correlate(x, y)
+    result = correlate(x, y)
     assert not result["significant"]
     assert abs(result["spearman_rho"]) < 0.1 and result["spearman_p"] > 0.5
 
 
 def test_correlation_undefined_for_tiny_or_constant_input() -> None:
-    assert math.isnan(analysis.correlate(pd.Series([1.0, 2.0]), pd.Series([2.0, 3.0]))["spearman_rho"])
-    assert math.isnan(
-        analysis.correlate(pd.Series([1.0, 2.0, 3.0]), pd.Series([1.0, 1.0, 1.0]))["spearman_p"]
-    )
+    assert math.isnan(correlate(pd.Series([1.0, 2.0]), pd.Series([2.0, 3.0]))["spearman_rho"])
+    assert math.isnan(correlate(pd.Series([1.0, 2.0, 3.0]), pd.Series([1.0, 1.0, 1.0]))["spearman_p"])
 
 
 @pytest.mark.parametrize(
@@ -295,45 +317,16 @@ def test_correlation_undefined_for_tiny_or_constant_input() -> None:
     ],
 )
 def test_relation(consistency: int | None, accuracy: int | None, expected: str) -> None:
-    assert analysis.relation(consistency, accuracy) == expected
+    assert relation(consistency, accuracy) == expected
 
 
 def test_paired_gap_detects_control_deficit_and_handles_one_seed() -> None:
     control = pd.Series([0.80, 0.82, 0.79], index=[0, 1, 2])
     ticket = pd.Series([0.95, 0.96, 0.955], index=[0, 1, 2])
-    gap = analysis.paired_gap(control, ticket)
+    gap = paired_gap(control, ticket)
     assert gap["mean_gap"] == pytest.approx(-0.1517, abs=1e-3) and gap["p"] < 0.01 and gap["n"] == 3
-    single = analysis.paired_gap(control.iloc[:1], ticket.iloc[:1])
+    single = paired_gap(control.iloc[:1], ticket.iloc[:1])
     assert single["n"] == 1 and math.isnan(single["p"]) and "fewer than 2 seeds" in single["test"]
-
-
-def test_summarize_tcav_local_flags_strong_concept_only() -> None:
-    rng = np.random.default_rng(0)
-    null = pd.DataFrame(
-        {
-            "concept": "random_0",
-            "layer": "l",
-            "target_class": 0,
-            "random_set": "random_1",
-            "score": 0.5 + rng.normal(0, 0.03, 10),
-            "cav_accuracy": 0.5,
-        }
-    )
-    strong = pd.DataFrame(
-        {
-            "concept": "a",
-            "layer": "l",
-            "target_class": 0,
-            "random_set": "r",
-            "score": 0.9 + rng.normal(0, 0.03, 5),
-            "cav_accuracy": 0.9,
-        }
-    )
-    weak = strong.assign(concept="b", score=0.5 + rng.normal(0, 0.03, 5), cav_accuracy=0.52)
-    table = analysis._summarize_tcav_local(pd.concat([strong, weak]), null, 0.05).set_index("concept")
-    assert table.loc["a", "significant"] and not table.loc["b", "significant"]
-    assert table.loc["b", "near_chance"] and not table.loc["a", "near_chance"]
-    assert table.loc["a", "p_bonferroni"] == pytest.approx(min(1.0, 2 * table.loc["a", "p_value"]))
 
 
 # ---------------------------------------------------------------------------------- end to end
@@ -341,9 +334,8 @@ def test_summarize_tcav_local_flags_strong_concept_only() -> None:
 
 @pytest.fixture(scope="module")
 def summarized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    results, config = make_results_tree(tmp_path_factory.mktemp("study"), seeds=[0, 1, 2])
-    findings = analysis.summarize_dataset("toy", results, config)
-    return results, findings
+    study = make_results_tree(tmp_path_factory.mktemp("study"), seeds=[0, 1, 2])
+    return study.results, study.summarize()
 
 
 def test_summarize_writes_every_target(summarized: tuple[Path, dict[str, Any]]) -> None:
@@ -418,8 +410,9 @@ def test_metrics_json_is_numbers_only(summarized: tuple[Path, dict[str, Any]]) -
 
 
 def test_single_seed_study_summarizes(tmp_path: Path) -> None:
-    results, config = make_results_tree(tmp_path, seeds=[0], rounds=3, concepts=[])
-    findings = analysis.summarize_dataset("toy", results, config)
+    study = make_results_tree(tmp_path, seeds=[0], rounds=3, concepts=[])
+    findings = study.summarize()
+    results = study.results
     assert findings["n_seeds"] == 1 and "one seed" in findings["interval"]
     assert all(g["p"] is None or math.isnan(g["p"]) for g in findings["control_gaps"])
     on_disk = json.loads((results / "findings.json").read_text())
@@ -430,26 +423,7 @@ def test_single_seed_study_summarizes(tmp_path: Path) -> None:
 def test_missing_ticket_file_is_a_user_error(tmp_path: Path) -> None:
     from ticketlens.errors import UserError
 
-    results, config = make_results_tree(tmp_path, seeds=[0], rounds=1, concepts=[])
-    (results / "seed_0" / "reinit" / "round_1" / "consistency.csv").unlink()
+    study = make_results_tree(tmp_path, seeds=[0], rounds=1, concepts=[])
+    (study.results / "seed_0" / "reinit" / "round_1" / "consistency.csv").unlink()
     with pytest.raises(UserError, match="consistency.csv"):
-        analysis.summarize_dataset("toy", results, config)
-
-
-def test_local_tcav_statistics_agree_with_the_explanations_module(tmp_path: Path) -> None:
-    """The fallback used where the explanations module is absent gives the same answers."""
-    from ticketlens.explanations import tcav
-
-    results, config = make_results_tree(tmp_path, seeds=[0], rounds=3)
-    dense_dir, ticket_dir = results / "seed_0/ticket/round_0", results / "seed_0/ticket/round_3"
-    dense, dense_rows = analysis.read_ticket_tcav(dense_dir, CONCEPTS, 0.05)
-    ticket, ticket_rows = analysis.read_ticket_tcav(ticket_dir, CONCEPTS, 0.05)
-    null = pd.read_csv(dense_dir / "tcav" / "random.csv")
-    local = analysis._summarize_tcav_local(dense_rows, null, 0.05)
-    reference = tcav.summarize_tcav(dense_rows, null, 0.05)
-    assert list(local["significant"]) == list(reference["significant"])
-    assert np.allclose(local["p_bonferroni"], reference["p_bonferroni"])
-    mine = analysis._tcav_agreement_local(ticket, dense)
-    theirs = analysis.tcav_agreement(ticket, dense, ticket_rows, dense_rows, 0.05)
-    assert mine["tcav_rank_corr_dense"] == pytest.approx(theirs["tcav_rank_corr_dense"])
-    assert mine["tcav_jaccard_dense"] == pytest.approx(theirs["tcav_jaccard_dense"], nan_ok=True)
+        study.summarize()

@@ -23,10 +23,10 @@ def test_user_error_is_one_line_on_stderr_and_in_the_log(tmp_path, capsys):
 
 
 def test_unexpected_error_traceback_is_in_the_log(tmp_path, monkeypatch, capsys):
-    def broken(args):
+    def broken(name, args):
         raise RuntimeError("something nobody expected")
 
-    monkeypatch.setattr(cli, "_cmd_check_params", broken)
+    monkeypatch.setattr(cli, "run_command", broken)
     log = tmp_path / "check.log"
     with pytest.raises(RuntimeError):
         cli.main(["--log", str(log), "check-params"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_toy_data
+from conftest import data_settings, dataset_settings, make_toy_data
 from ticketlens.data.concepts import (
     STROKES,
     TEXTURES,
@@ -22,6 +22,7 @@ from ticketlens.data.concepts import (
 from ticketlens.data.prepared import TRAIN, load_prepared, save_prepared
 from ticketlens.data.synthbirds import prepare_synthbirds
 from ticketlens.errors import UserError
+from ticketlens.study import ConceptOptions
 
 BIRDS = {
     "n_classes": 4,
@@ -35,12 +36,14 @@ BIRDS = {
 }
 
 
-def _config(set_size: int = 10, **options: object) -> dict:
-    return {
-        "dataset": "synthbirds",
-        "explanations": {"tcav": {"set_size": set_size}},
-        "concept_options": options,
-    }
+SIZE = 10  # explanations.tcav.set_size
+
+
+def _options(**options: object) -> ConceptOptions:
+    """`datasets.synthbirds.concept_options`: the keys given, the rest from the schema."""
+    settings = dataset_settings("synthbirds", concept_options=options).concept_options
+    assert settings is not None
+    return settings
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def birds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     """Prepared synthbirds and 3 random sets of 10."""
     base = tmp_path_factory.mktemp("concepts")
     data = base / "data.pt"
-    prepare_synthbirds({**BIRDS, "root": str(base / "raw")}, data)
+    prepare_synthbirds(data_settings("synthbirds", **BIRDS, root=str(base / "raw")), data)
     randoms = [base / f"random_{i}.pt" for i in range(3)]
     make_random_sets(data, 3, 10, 0, randoms)
     return data, randoms
@@ -78,7 +81,7 @@ def test_attribute_concept(birds: tuple[Path, list[Path]], tmp_path: Path) -> No
     data_path, randoms = birds
     data = load_prepared(data_path)
     out = tmp_path / "has_wing_color__blue.pt"
-    make_concept_set(data_path, "has_wing_color::blue", _config(), randoms, out)
+    make_concept_set(data_path, "synthbirds", "has_wing_color::blue", SIZE, _options(), randoms, out)
     concept = _load(out)
     chosen = concept["indices"]
     assert concept["name"] == "has_wing_color::blue" and len(chosen) == 10
@@ -96,10 +99,10 @@ def test_deterministic_and_stable_when_a_concept_is_added(
     data_path, randoms = birds
     names = ["has_breast_pattern::striped", "texture_dotted"]
     for name in names:
-        make_concept_set(data_path, name, _config(), randoms, tmp_path / f"a_{name}.pt")
+        make_concept_set(data_path, "synthbirds", name, SIZE, _options(), randoms, tmp_path / f"a_{name}.pt")
     # a second study with one more concept, built first
     for name in ["has_wing_color::red", *reversed(names)]:
-        make_concept_set(data_path, name, _config(), randoms, tmp_path / f"b_{name}.pt")
+        make_concept_set(data_path, "synthbirds", name, SIZE, _options(), randoms, tmp_path / f"b_{name}.pt")
     for name in names:
         first, second = _load(tmp_path / f"a_{name}.pt"), _load(tmp_path / f"b_{name}.pt")
         assert torch.equal(first["images"], second["images"]) and torch.equal(
@@ -111,9 +114,8 @@ def test_class_majority_and_part_crops(birds: tuple[Path, list[Path]], tmp_path:
     data_path, randoms = birds
     data = load_prepared(data_path)
     out = tmp_path / "crops.pt"
-    make_concept_set(
-        data_path, "has_wing_color::blue", _config(class_majority=True, part_crops=True), randoms, out
-    )
+    options = _options(class_majority=True, part_crops=True)
+    make_concept_set(data_path, "synthbirds", "has_wing_color::blue", SIZE, options, randoms, out)
     concept = _load(out)
     assert concept["images"].shape == (10, 3, 24, 24) and "part crops" in concept["source"]
     assert "majority" in concept["source"]
@@ -121,23 +123,32 @@ def test_class_majority_and_part_crops(birds: tuple[Path, list[Path]], tmp_path:
     assert attribute_parts("has_wing_color::blue") == ("left wing", "right wing")
     assert attribute_parts("has_upper_tail_color::grey") == ("tail",)
     with pytest.raises(UserError, match="majority vote"):  # crown colour is random: no class holds it
-        make_concept_set(data_path, "has_crown_color::white", _config(class_majority=True), randoms, out)
+        make_concept_set(
+            data_path,
+            "synthbirds",
+            "has_crown_color::white",
+            SIZE,
+            _options(class_majority=True),
+            randoms,
+            out,
+        )
     with pytest.raises(UserError, match="part_crops needs"):
-        make_concept_set(data_path, "has_background::scene_0", _config(part_crops=True), randoms, out)
+        make_concept_set(
+            data_path, "synthbirds", "has_background::scene_0", SIZE, _options(part_crops=True), randoms, out
+        )
 
 
 def test_textures_and_strokes(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
     data_path, randoms = birds
     for name in TEXTURES:
-        make_concept_set(data_path, name, _config(7), randoms, tmp_path / "t.pt")
+        make_concept_set(data_path, "synthbirds", name, 7, _options(), randoms, tmp_path / "t.pt")
         texture = _load(tmp_path / "t.pt")
         assert texture["images"].shape == (7, 3, 24, 24) and texture["indices"].numel() == 0
         assert texture["images"].float().std() > 30  # a real two-tone pattern
     mnist = tmp_path / "mnist.pt"
     save_prepared(make_toy_data(n=40, size=28, channels=1), mnist)
     for name in STROKES:
-        config = {**_config(6), "dataset": "mnist"}
-        make_concept_set(mnist, name, config, [], tmp_path / "s.pt")
+        make_concept_set(mnist, "mnist", name, 6, None, [], tmp_path / "s.pt")
         strokes = _load(tmp_path / "s.pt")["images"]
         assert strokes.shape == (6, 1, 28, 28) and strokes.dtype == torch.uint8
         ink = (strokes > 128).float().mean(dim=(1, 2, 3))
@@ -149,13 +160,15 @@ def test_unknown_concepts(birds: tuple[Path, list[Path]], tmp_path: Path) -> Non
     data_path, randoms = birds
     out = tmp_path / "x.pt"
     with pytest.raises(UserError, match=r"unknown concept 'has_wing_color::plaid'.*has_wing_color::blue"):
-        make_concept_set(data_path, "has_wing_color::plaid", _config(), randoms, out)
+        make_concept_set(data_path, "synthbirds", "has_wing_color::plaid", SIZE, _options(), randoms, out)
     with pytest.raises(UserError, match="unknown concept 'texture_paisley'"):
-        make_concept_set(data_path, "texture_paisley", _config(), randoms, out)
+        make_concept_set(data_path, "synthbirds", "texture_paisley", SIZE, _options(), randoms, out)
     with pytest.raises(UserError, match="unknown concept 'stroke_loop' for dataset synthbirds"):
-        make_concept_set(data_path, "stroke_loop", _config(), randoms, out)
+        make_concept_set(data_path, "synthbirds", "stroke_loop", SIZE, _options(), randoms, out)
     with pytest.raises(UserError, match="only 0 train images"):  # exists, but never drawn with 4 classes
-        make_concept_set(data_path, "has_wing_color::purple", _config(), randoms, out)
+        make_concept_set(data_path, "synthbirds", "has_wing_color::purple", SIZE, _options(), randoms, out)
+    with pytest.raises(UserError, match="has no attributes"):  # attribute concepts need concept_options
+        make_concept_set(data_path, "synthbirds", "has_wing_color::blue", SIZE, None, randoms, out)
     assert not out.exists()
     with pytest.raises(UserError, match="unknown concept 'random_0'"):
         check_concept_names("mnist", ["random_0"])
@@ -167,7 +180,8 @@ def test_cli_concept_exit_code(
     from ticketlens.cli import main
 
     data_path, randoms = birds
-    argv = ["concept", "--data", str(data_path), "--concept", "has_wing_color::plaid", "--config", "{}"]
+    argv = ["make-concept-set", "--data", str(data_path), "--dataset", "synthbirds"]
+    argv += ["--concept", "has_wing_color::plaid", "--size", str(SIZE), "--options", _options().to_json()]
     assert main([*argv, "--random", *map(str, randoms), "--out", str(tmp_path / "x.pt")]) == 2
     assert "unknown concept 'has_wing_color::plaid'" in capsys.readouterr().err
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ticketlens.cli import main
-from ticketlens.config import ConfigError, load_params, validate_params
+from ticketlens.config import ConfigError, load_params, study_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/params.schema.yaml"
@@ -50,7 +50,7 @@ def test_shipped_params_are_valid_and_defaults_are_filled():
         (
             "study.rouns",
             3,
-            r"unknown key 'study.rouns' \(allowed keys: controls, datasets, rounds, seeds, threads\)",
+            r"unknown key 'study.rouns' \(allowed keys: controls, datasets, max_jobs, rounds, seeds, threads\)",
         ),
         ("study.seeds", KeyError, r"'seeds' is a required property"),
         (
@@ -73,6 +73,13 @@ def test_dataset_listed_but_not_configured():
     params["study"]["datasets"] = ["cub"]
     with pytest.raises(ConfigError, match=r"'datasets.cub' is missing"):
         validate_params(params, SCHEMA)
+
+
+def test_a_study_larger_than_max_jobs_stops_before_the_dag():
+    jobs = study_params(validate_params(PARAMS, SCHEMA)).job_count()
+    assert validate_params(broken("study.max_jobs", jobs), SCHEMA)["study"]["max_jobs"] == jobs
+    with pytest.raises(ConfigError, match=rf"expands to {jobs} jobs, more than study.max_jobs = {jobs - 1} "):
+        validate_params(broken("study.max_jobs", jobs - 1), SCHEMA)
 
 
 def test_check_params_command_exits_2_with_one_line(tmp_path, capsys):

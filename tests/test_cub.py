@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import data_settings
 from ticketlens.cli import main
 from ticketlens.data.cub import check_cub, prepare_cub, read_cub
 from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, load_prepared
@@ -62,7 +63,9 @@ def test_check_summary(cub: Path) -> None:
 
 def test_prepare_converts_grayscale_and_cmyk_and_maps_coordinates(cub: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared" / "data.pt"
-    prepare_cub({"root": str(cub), "image_size": 20, "crop_to_box": False, "validation_fraction": 0.1}, out)
+    prepare_cub(
+        data_settings("cub", root=str(cub), image_size=20, crop_to_box=False, validation_fraction=0.1), out
+    )
     data = load_prepared(out)
     assert data.name == "cub" and data.images.shape == (6, 3, 20, 20)
     assert set(data.split.tolist()) <= {TRAIN, VALIDATION, TEST} and (data.split == TEST).sum() == 3
@@ -80,7 +83,9 @@ def test_prepare_converts_grayscale_and_cmyk_and_maps_coordinates(cub: Path, tmp
 
 def test_crop_to_box_moves_parts_into_crop(cub: Path, tmp_path: Path) -> None:
     out = tmp_path / "data.pt"
-    prepare_cub({"root": str(cub), "image_size": 16, "crop_to_box": True, "validation_fraction": 0.1}, out)
+    prepare_cub(
+        data_settings("cub", root=str(cub), image_size=16, crop_to_box=True, validation_fraction=0.1), out
+    )
     data = load_prepared(out)
     boxes = data.extras["boxes"]
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 16 + 1e-4).all()

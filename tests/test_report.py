@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from test_analysis import CLASSES, CONCEPTS, make_results_tree
-from ticketlens import analysis, report
+from test_analysis import CLASSES, CONCEPTS, ToyStudy, make_results_tree
 from ticketlens.cli import main
+from ticketlens.report import build_dataset_report, figures, grids, load_gallery_inputs
+from ticketlens.report.sentences import accuracy_sentences, headline
+from ticketlens.study import SIMILARITY_METRICS
 
 FIGURES = [
     "accuracy_vs_remaining",
@@ -27,20 +29,34 @@ FIGURES = [
 ]
 
 
+def report_args(study: ToyStudy) -> list[str]:
+    """`ticketlens build-dataset-report` of a synthetic tree, with the files its rule declares."""
+    return [
+        "build-dataset-report", "--dataset", "toy",
+        "--summary", str(study.output("summary")), "--tcav-summary", str(study.output("tcav_summary")),
+        "--findings", str(study.output("findings")), "--data", str(study.results / "prepared" / "data.pt"),
+        "--saliency", *[str(t / "saliency.npz") for t in study.tickets],
+        "--report", str(study.output("report")), "--figures", str(study.output("figures")),
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    results, config = make_results_tree(tmp_path_factory.mktemp("report"), seeds=[0, 1, 2])
+    study = make_results_tree(tmp_path_factory.mktemp("report"), seeds=[0, 1, 2])
+    results = study.results
     # Through the console script, as the workflow calls it, so the CLI contract is covered too.
-    assert (
-        main(["summarize", "--dataset", "toy", "--results", str(results), "--config", json.dumps(config)])
-        == 0
-    )
-    assert (
-        main(["report", "--dataset", "toy", "--results", str(results), "--config", json.dumps(config)]) == 0
-    )
+    summarize_args = [
+        "summarize-dataset", "--dataset", "toy", "--tickets", *map(str, study.tickets),
+        "--concepts", *study.concepts, "--alpha", "0.05",
+        "--summary", str(study.output("summary")), "--aggregate", str(study.output("summary_agg")),
+        "--tcav-summary", str(study.output("tcav_summary")), "--findings", str(study.output("findings")),
+        "--metrics", str(study.output("metrics")),
+    ]  # fmt: skip
+    assert main(summarize_args) == 0
+    assert main(report_args(study)) == 0
     return {
         "results": results,
-        "config": config,
+        "study": study,
         "summary": pd.read_csv(results / "summary.csv"),
         "tcav": pd.read_csv(results / "tcav_summary.csv"),
         "findings": json.loads((results / "findings.json").read_text()),
@@ -69,7 +85,7 @@ def test_rendered_png_is_not_blank(built: dict[str, Any], name: str) -> None:
 
 
 def test_accuracy_figure_has_labels_legend_log_axis(built: dict[str, Any]) -> None:
-    fig = report.plot_accuracy(built["summary"], built["findings"])
+    fig = figures.plot_accuracy(built["summary"], built["findings"])
     (ax,) = fig.axes
     assert ax.get_xscale() == "log"
     assert "remaining" in ax.get_xlabel() and "accuracy" in ax.get_ylabel() and ax.get_title()
@@ -85,8 +101,8 @@ def test_accuracy_figure_has_labels_legend_log_axis(built: dict[str, Any]) -> No
 
 
 def test_consistency_figure_has_a_panel_per_metric_and_the_floor(built: dict[str, Any]) -> None:
-    fig = report.plot_consistency(built["summary"], "gradcam", 3)
-    assert len(fig.axes) == len(analysis.CONSISTENCY_METRICS)
+    fig = figures.plot_consistency(built["summary"], "gradcam", 3)
+    assert len(fig.axes) == len(SIMILARITY_METRICS)
     assert _axes_with_data(fig) == fig.axes, "empty panel"
     for ax in fig.axes:
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title() and ax.get_xscale() == "log"
@@ -99,7 +115,7 @@ def test_consistency_figure_has_a_panel_per_metric_and_the_floor(built: dict[str
 
 
 def test_tcav_heatmap_marks_significance(built: dict[str, Any]) -> None:
-    fig = report.plot_tcav_heatmap(built["tcav"], CLASSES, ["alpha", "beta", "gamma"], 0.05)
+    fig = grids.plot_tcav_heatmap(built["tcav"], CLASSES, ["alpha", "beta", "gamma"], 0.05)
     panels = [ax for ax in fig.axes if ax.get_title().startswith("target class")]
     assert len(panels) == len(CLASSES) and all(ax.images for ax in panels)
     first = panels[0]
@@ -113,10 +129,11 @@ def test_tcav_heatmap_marks_significance(built: dict[str, Any]) -> None:
 
 
 def test_gallery_has_every_branch_round_and_overlays(built: dict[str, Any]) -> None:
-    results, summary = built["results"], built["summary"]
-    images, maps, names = report.load_gallery_inputs(results, summary, seed=0)
+    study: ToyStudy = built["study"]
+    saliency = [t / "saliency.npz" for t in study.tickets]
+    images, maps, names = load_gallery_inputs(study.results / "prepared" / "data.pt", saliency, seed=0)
     assert len(maps) == 6 + 5 + 5 and images.shape[0] == 6
-    fig = report.plot_gallery(images, maps, names, seed=0)
+    fig = grids.plot_gallery(images, maps, names, seed=0)
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 6 * (len(maps) + 1)
     overlays = [ax for ax in panels if len(ax.images) == 2]
@@ -134,12 +151,12 @@ def test_gallery_falls_back_to_gradient_saliency() -> None:
         "probe": np.arange(3),
     }
     images = rng.integers(0, 255, (3, 3, 8, 8), dtype=np.uint8)  # RGB
-    fig = report.plot_gallery(images, {("ticket", 0): npz, ("ticket", 1): npz}, None, seed=0)
+    fig = grids.plot_gallery(images, {("ticket", 0): npz, ("ticket", 1): npz}, None, seed=0)
     assert any(ax.get_title().endswith("grad") for ax in fig.axes)
 
 
 def test_scatter_shows_points_and_correlation(built: dict[str, Any]) -> None:
-    fig = report.plot_scatter(built["summary"], built["findings"])
+    fig = figures.plot_scatter(built["summary"], built["findings"])
     assert len(fig.axes) == 2
     for ax in fig.axes:
         points = sum(len(c.get_offsets()) for c in ax.collections)
@@ -175,7 +192,7 @@ def test_sentences_follow_the_numbers() -> None:
         },
         "n_seeds": 1,
     }
-    sentences = report.accuracy_sentences(findings)
+    sentences = accuracy_sentences(findings)
     assert "one seed, so no interval" in sentences[0]
     assert "at every pruning round, down to round 5 (10% of weights remaining)" in sentences[1]
 
@@ -184,7 +201,11 @@ def test_study_report_merges_metrics_and_prints_summary(
     built: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = built["results"]
-    assert main(["report-all", "--datasets", str(results), "--out-dir", str(tmp_path)]) == 0
+    args = ["build-study-report", "--findings", str(results / "findings.json"),
+            "--metrics", str(results / "metrics.json"), "--reports", str(results / "report.md"),
+            "--report", str(tmp_path / "report.md"), "--metrics-out", str(tmp_path / "metrics.json"),
+            "--summary-out", str(tmp_path / "summary.txt")]  # fmt: skip
+    assert main(args) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[0].startswith("Report: ") and str(tmp_path / "report.md") in printed[0]
     assert printed[1].startswith("toy: dense 95.00%") and "fail from round 4" in printed[1]
@@ -196,9 +217,19 @@ def test_study_report_merges_metrics_and_prints_summary(
 
 
 def test_single_seed_report_builds(tmp_path: Path) -> None:
-    results, config = make_results_tree(tmp_path, seeds=[3], rounds=2, concepts=[])
-    analysis.summarize_dataset("toy", results, config)
-    report.build_dataset_report("toy", results, config)
+    study = make_results_tree(tmp_path, seeds=[3], rounds=2, concepts=[])
+    study.summarize()
+    build_dataset_report(
+        "toy",
+        summary=study.output("summary"),
+        tcav_summary=study.output("tcav_summary"),
+        findings=study.output("findings"),
+        data=study.results / "prepared" / "data.pt",
+        saliency_maps=[t / "saliency.npz" for t in study.tickets],
+        report=study.output("report"),
+        figures=study.output("figures"),
+    )
+    results = study.results
     text = (results / "report.md").read_text()
     assert "one seed, so no interval" in text and "no test: fewer than 2 seeds" in text
     assert (results / "figures" / "accuracy_vs_remaining.png").stat().st_size > 0
@@ -206,7 +237,8 @@ def test_single_seed_report_builds(tmp_path: Path) -> None:
 
 
 def test_missing_summary_is_a_user_error(tmp_path: Path) -> None:
-    assert main(["report", "--dataset", "toy", "--results", str(tmp_path), "--config", "{}"]) == 2
+    study = ToyStudy(tmp_path / "results" / "toy", [tmp_path / "results/toy/seed_0/ticket/round_0"], [])
+    assert main(report_args(study)) == 2
 
 
 def test_headline_when_nothing_falls() -> None:
@@ -218,7 +250,7 @@ def test_headline_when_nothing_falls() -> None:
         "consistency_onset": [{"column": "cons_dense_gradcam_spearman_abs", "method": "gradcam",
                                "relation": "neither falls"}],
     }  # fmt: skip
-    line = report.headline(findings)
+    line = headline(findings)
     assert line == (
         "toy: dense 90.00%; tickets match at every round (to 20% weights); "
         "neither accuracy nor Grad-CAM consistency falls after round 1"
@@ -227,14 +259,12 @@ def test_headline_when_nothing_falls() -> None:
 
 def test_saved_figures_are_byte_identical_across_runs(tmp_path: Path) -> None:
     """DVC pins figures by hash: the same plot must give the same bytes (no dates, fixed SVG ids)."""
-    from ticketlens.report import save_figure
-
     digests = []
     for run in ("a", "b"):
         fig, ax = plt.subplots()
         ax.plot([1, 2, 3], label="x")
         ax.legend()
-        save_figure(fig, tmp_path / run, "figure")
+        figures.save_figure(fig, tmp_path / run, "figure")
         plt.close(fig)
         digests.append([(tmp_path / run / f"figure.{ext}").read_bytes() for ext in ("png", "svg")])
     assert digests[0] == digests[1]

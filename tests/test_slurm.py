@@ -35,8 +35,8 @@ PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "srun")
 TIMING_FIELDS = {"train_seconds", "images_per_second"}  # the only fields allowed to differ
-THREADED_RULE = "random_sets"  # run with --set-threads {THREADED_RULE}=2: must get 2 CPUs
-LOCAL_RULES = {"prepare", "all"}  # never submitted
+THREADED_RULE = "make_random_sets"  # run with --set-threads {THREADED_RULE}=2: must get 2 CPUs
+LOCAL_RULES = {"prepare_dataset", "all"}  # never submitted
 
 
 def _missing_requirement() -> str | None:
@@ -226,7 +226,7 @@ def slurm_study(tmp_path_factory) -> dict:
         jobcomp = (base / "jobcomp.txt").read_text() if (base / "jobcomp.txt").exists() else ""
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
-    # "Job 7 has been submitted with SLURM jobid 12 (log: .../slurm_logs/rule_train/...)"
+    # "Job 7 has been submitted with SLURM jobid 12 (log: .../slurm_logs/rule_train_ticket/...)"
     submitted = {
         int(jobid): rule
         for jobid, rule in re.findall(
@@ -245,7 +245,7 @@ def test_every_rule_but_data_preparation_runs_as_a_slurm_job(slurm_study):
     table = output[output.index("Job stats:") :]
     counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table[: table.index("total")], re.M)}
     expected = sum(n for rule, n in counts.items() if rule not in LOCAL_RULES)
-    assert counts.get("prepare") and expected > 20, counts
+    assert counts.get("prepare_dataset") and expected > 20, counts
     assert not LOCAL_RULES & set(submitted.values()), sorted(submitted.values())
     assert len(submitted) == expected, sorted(submitted.values())
     # Slurm ran exactly these jobs, all to completion

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import data_settings
 from ticketlens.data.cub import check_cub, read_cub
 from ticketlens.data.prepared import TEST, TRAIN, load_prepared
 from ticketlens.data.synthbirds import (
@@ -24,6 +27,7 @@ from ticketlens.data.synthbirds import (
     prepare_synthbirds,
 )
 from ticketlens.errors import UserError
+from ticketlens.study import DataSettings
 
 SMALL = {
     "n_classes": 4,
@@ -37,10 +41,15 @@ SMALL = {
 }
 
 
+def birds(**changes: Any) -> DataSettings:
+    """The data settings of a `datasets.synthbirds` section: SMALL with `changes`, the rest from the schema."""
+    return data_settings("synthbirds", **{**SMALL, **changes})
+
+
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[DataSettings, Path]:
     base = tmp_path_factory.mktemp("synthbirds")
-    config = {**SMALL, "root": str(base / "raw")}
+    config = birds(root=str(base / "raw"))
     out = base / "prepared" / "data.pt"
     prepare_synthbirds(config, out)
     return config, out
@@ -57,9 +66,9 @@ def test_class_design() -> None:
     assert class_table(6)[1].split("\t")[1] == "Blue_winged_Solid_breasted_Bird"
 
 
-def test_reader_parses_generation(small: tuple[dict, Path]) -> None:
+def test_reader_parses_generation(small: tuple[DataSettings, Path]) -> None:
     config, _ = small
-    root = Path(config["root"])
+    root = Path(config.root)
     records = read_cub(root)
     n = SMALL["n_classes"] * SMALL["images_per_class"]
     assert len(records.paths) == n and len(records.class_folders) == SMALL["n_classes"]
@@ -71,7 +80,7 @@ def test_reader_parses_generation(small: tuple[dict, Path]) -> None:
     assert len(table) == SMALL["n_classes"] + 1
 
 
-def test_every_image_carries_its_class_definition(small: tuple[dict, Path]) -> None:
+def test_every_image_carries_its_class_definition(small: tuple[DataSettings, Path]) -> None:
     _, out = small
     data = load_prepared(out)
     names = data.extras["attribute_names"]
@@ -89,7 +98,7 @@ def test_every_image_carries_its_class_definition(small: tuple[dict, Path]) -> N
     assert (attributes[:, crown].sum(dim=0) > 0).sum() >= 3
 
 
-def test_boxes_parts_and_masks_agree(small: tuple[dict, Path]) -> None:
+def test_boxes_parts_and_masks_agree(small: tuple[DataSettings, Path]) -> None:
     _, out = small
     data = load_prepared(out)
     size = SMALL["image_size"]
@@ -111,7 +120,7 @@ def test_boxes_parts_and_masks_agree(small: tuple[dict, Path]) -> None:
         assert eyes.sum() == 1  # side view: one eye visible
 
 
-def test_prepared_fields(small: tuple[dict, Path]) -> None:
+def test_prepared_fields(small: tuple[DataSettings, Path]) -> None:
     _, out = small
     data = load_prepared(out)
     assert data.name == "synthbirds" and data.images.shape == (40, 3, 24, 24)
@@ -122,9 +131,9 @@ def test_prepared_fields(small: tuple[dict, Path]) -> None:
     assert len(meta) == 41 and meta[0].endswith("attributes,shortcut")
 
 
-def test_deterministic_and_reused(small: tuple[dict, Path], tmp_path: Path) -> None:
+def test_deterministic_and_reused(small: tuple[DataSettings, Path], tmp_path: Path) -> None:
     config, _ = small
-    root = Path(config["root"])
+    root = Path(config.root)
     settings = generation_settings(config)
     stamp = (root / "images.txt").stat().st_mtime_ns
     assert ensure_generated(root, settings) is False  # same settings: untouched
@@ -138,10 +147,10 @@ def test_deterministic_and_reused(small: tuple[dict, Path], tmp_path: Path) -> N
 
 
 def test_regenerates_own_folder_and_refuses_foreign(tmp_path: Path) -> None:
-    tiny = {**SMALL, "n_classes": 2, "images_per_class": 4}
+    tiny = birds(n_classes=2, images_per_class=4)
     root = tmp_path / "birds"
     ensure_generated(root, generation_settings(tiny))
-    assert ensure_generated(root, generation_settings({**tiny, "generator_seed": 9})) is True
+    assert ensure_generated(root, generation_settings(dataclasses.replace(tiny, generator_seed=9))) is True
     assert json.loads((root / MANIFEST).read_text())["generator_seed"] == 9
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -155,13 +164,7 @@ def test_regenerates_own_folder_and_refuses_foreign(tmp_path: Path) -> None:
 
 
 def test_shortcut_rate(tmp_path: Path) -> None:
-    config = {
-        **SMALL,
-        "n_classes": 3,
-        "images_per_class": 20,
-        "shortcut_rate": 1.0,
-        "root": str(tmp_path / "raw"),
-    }
+    config = birds(n_classes=3, images_per_class=20, shortcut_rate=1.0, root=str(tmp_path / "raw"))
     prepare_synthbirds(config, tmp_path / "data.pt")
     data = load_prepared(tmp_path / "data.pt")
     shortcut = data.extras["shortcut"]
@@ -174,9 +177,9 @@ def test_shortcut_rate(tmp_path: Path) -> None:
     assert (scene.argmax(dim=0)[shortcut == 1] == data.labels[shortcut == 1]).all()
 
 
-def test_crop_to_box(small: tuple[dict, Path], tmp_path: Path) -> None:
+def test_crop_to_box(small: tuple[DataSettings, Path], tmp_path: Path) -> None:
     config, _ = small
-    prepare_synthbirds({**config, "crop_to_box": True}, tmp_path / "data.pt")
+    prepare_synthbirds(dataclasses.replace(config, crop_to_box=True), tmp_path / "data.pt")
     data = load_prepared(tmp_path / "data.pt")
     bird_share = (data.extras["part_masks"] > 0).float().mean()
     assert bird_share > (load_prepared(small[1]).extras["part_masks"] > 0).float().mean()
@@ -185,8 +188,15 @@ def test_crop_to_box(small: tuple[dict, Path], tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_default_demo_is_learnable(tmp_path: Path) -> None:
     """The params default (6 classes x 100, 64 -> 32 px) is learned by a small conv net in seconds."""
-    config = {**SMALL, "n_classes": 6, "images_per_class": 100, "generate_size": 64, "image_size": 32}
-    config.update(generator_seed=0, validation_fraction=0.1, root=str(tmp_path / "raw"))
+    config = birds(
+        n_classes=6,
+        images_per_class=100,
+        generate_size=64,
+        image_size=32,
+        generator_seed=0,
+        validation_fraction=0.1,
+        root=str(tmp_path / "raw"),
+    )
     prepare_synthbirds(config, tmp_path / "data.pt")
     data = load_prepared(tmp_path / "data.pt")
     torch.manual_seed(0)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from captum_reference import captum_tcav_rows
 from ticketlens.errors import UserError
 from ticketlens.explanations import tcav
 
@@ -123,7 +124,7 @@ def cached_rows(setup: dict, model: torch.nn.Module | None = None) -> pd.DataFra
 def test_cached_path_reproduces_captum_tcav_exactly(small_setup: dict, tmp_path: Path) -> None:
     ours = cached_rows(small_setup)
     model = small_setup["model"]
-    theirs = tcav.captum_tcav_rows(
+    theirs = captum_tcav_rows(
         model,
         list(model.tcav_layers),
         [small_setup["concept"]],
@@ -159,18 +160,18 @@ def test_changed_weights_give_new_cavs_in_a_reused_captum_save_path(
     model = small_setup["model"]
     layers = list(model.tcav_layers)
     args = ([small_setup["concept"]], small_setup["randoms"], small_setup["inputs"], tmp_path)
-    before = tcav.captum_tcav_rows(model, layers, *args)
+    before = captum_tcav_rows(model, layers, *args)
     changed = copy.deepcopy(model)
     with torch.no_grad():
         for p in changed.parameters():
             p.mul_(-1.5)
-    after = tcav.captum_tcav_rows(changed, layers, *args)  # same save path on purpose
-    fresh = tcav.captum_tcav_rows(changed, layers, *args[:-1], tmp_path / "fresh")
+    after = captum_tcav_rows(changed, layers, *args)  # same save path on purpose
+    fresh = captum_tcav_rows(changed, layers, *args[:-1], tmp_path / "fresh")
     pd.testing.assert_frame_equal(after, fresh)
     assert not before["score"].equals(after["score"])
     # the trap the weight-derived model id avoids: with a fixed id the same folder serves stale CAVs
-    tcav.captum_tcav_rows(model, layers, *args[:-1], tmp_path / "trap", model_id="fixed")
-    stale = tcav.captum_tcav_rows(changed, layers, *args[:-1], tmp_path / "trap", model_id="fixed")
+    captum_tcav_rows(model, layers, *args[:-1], tmp_path / "trap", model_id="fixed")
+    stale = captum_tcav_rows(changed, layers, *args[:-1], tmp_path / "trap", model_id="fixed")
     assert not stale.equals(fresh)
 
 
@@ -189,6 +190,6 @@ def test_tcav_concept_refuses_a_cache_of_another_checkpoint(tmp_path: Path) -> N
         {"version": tcav.CACHE_VERSION, "checkpoint_sha256": "0" * 64, "layers": []}, tmp_path / "cache.pt"
     )
     with pytest.raises(UserError, match="another checkpoint"):
-        tcav.tcav_concept(checkpoint, tmp_path / "c.pt", tmp_path / "cache.pt", {}, tmp_path / "out.csv", 1)
+        tcav.tcav_concept(checkpoint, tmp_path / "c.pt", tmp_path / "cache.pt", tmp_path / "out.csv", 1)
     with pytest.raises(UserError, match="not found"):
-        tcav.tcav_concept(checkpoint, tmp_path / "c.pt", tmp_path / "missing.pt", {}, tmp_path / "out.csv", 1)
+        tcav.tcav_concept(checkpoint, tmp_path / "c.pt", tmp_path / "missing.pt", tmp_path / "out.csv", 1)

@@ -18,14 +18,24 @@ def test_every_target_exists(study):
         base = study / "results" / dataset
         for branch, r in (("ticket", 0), ("ticket", 1), ("reinit", 1), ("randmask", 1)):
             folder = base / "seed_0" / branch / f"round_{r}"
-            for name in ("checkpoint.pt", "metrics.json", "saliency.npz", "saliency.csv", "consistency.csv"):
+            for name in ("checkpoint.pt", "metrics.json", "saliency.npz", "saliency.csv", "consistency.csv",
+                         "tcav/activations.pt", "tcav/random.csv"):  # fmt: skip
                 assert (folder / name).stat().st_size > 0, folder / name
-            assert list((folder / "tcav").glob("*.csv")), folder
+            concept = TINY["datasets"][dataset]["concepts"][0]  # no "::": its file stem is its name
+            assert (folder / "tcav" / f"{concept}.csv").stat().st_size > 0, folder
         for name in ("summary.csv", "tcav_summary.csv", "findings.json", "report.md"):
             assert (base / name).stat().st_size > 0
     assert (study / "results" / "report.md").exists()
     assert (study / "results" / "metrics.json").exists()
-    assert list((study / "logs").rglob("train.log"))
+    # one log per rule and job: logs/{dataset}/{rule}.log, per ticket logs/{dataset}/seed_s/{branch}/round_r/
+    for dataset in ("mnist", "synthbirds"):
+        for rule in ("prepare_dataset", "make_random_sets", "summarize_dataset", "build_dataset_report"):
+            assert (study / "logs" / dataset / f"{rule}.log").exists(), (dataset, rule)
+        for branch, r in (("ticket", 0), ("ticket", 1), ("reinit", 1), ("randmask", 1)):
+            folder = study / "logs" / dataset / "seed_0" / branch / f"round_{r}"
+            for rule in ("train_ticket", "explain_ticket", "tcav_null"):
+                assert (folder / f"{rule}.log").stat().st_size > 0, folder / f"{rule}.log"
+    assert (study / "logs" / "build_study_report.log").exists()
 
 
 @pytest.mark.slow

@@ -1,213 +1,176 @@
-"""The `ticketlens` console script: one subcommand per workflow step.
+"""The `ticketlens` console script: one subcommand per workflow rule, named like the rule and the function
+it runs (rule `train_ticket` -> `ticketlens train-ticket` -> `ticketlens.lottery.train_ticket`).
 
-Imports are lazy so that e.g. `ticketlens train` never pays for captum or matplotlib.
-Every handler turns expected failures (bad data, bad params) into one line on stderr and exit 2.
+`COMMANDS` is the whole mapping: subcommand -> function, and per flag the parameter it fills and how the
+text becomes a value (a path, a list of paths, the JSON of a typed settings section of `ticketlens.study`).
+Functions are imported only when their command runs, so `train-ticket` never pays for captum or
+matplotlib. Every expected failure (bad data, bad params, a file that cannot be read or written) is one
+line on stderr and in the `--log` file, exit 2, no traceback (`--debug` shows it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ticketlens.errors import UserError
 
 
-def _json_arg(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
+def _settings(name: str) -> Callable[[str], Any]:
+    """Converter for the JSON of a settings section: `--training '{"lr": ...}'` -> TrainingSettings."""
+
+    def convert(text: str) -> Any:
+        from ticketlens import study
+
+        return getattr(study, name).from_json(text)
+
+    convert.__name__ = name
+    return convert
 
 
-def _cmd_prepare(args: argparse.Namespace) -> None:
-    from ticketlens.data import prepare_dataset
+def _ticket(folder: str) -> Any:
+    from ticketlens.study import Ticket
 
-    prepare_dataset(args.dataset, args.config, Path(args.out))
-
-
-def _cmd_data_check(args: argparse.Namespace) -> None:
-    from ticketlens.data.cub import check_cub
-
-    print(check_cub(Path(args.root)))
+    return Ticket.from_folder(folder)
 
 
-def _cmd_random_sets(args: argparse.Namespace) -> None:
-    from ticketlens.data.concepts import make_random_sets
+@dataclass(frozen=True)
+class Arg:
+    """One flag: the function parameter it fills, its converter and argparse keywords."""
 
-    make_random_sets(Path(args.data), args.n, args.size, args.seed, [Path(p) for p in args.out])
-
-
-def _cmd_concept(args: argparse.Namespace) -> None:
-    from ticketlens.data.concepts import make_concept_set
-
-    make_concept_set(
-        Path(args.data), args.concept, args.config, [Path(p) for p in args.random], Path(args.out)
-    )
+    flag: str
+    param: str | None = None  # None: the flag's own name (dashes -> underscores)
+    convert: Callable[[Any], Any] | None = None
+    options: dict[str, Any] = field(default_factory=lambda: {"required": True})
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
-    from ticketlens.lottery import run_round
-
-    run_round(
-        data_path=Path(args.data),
-        dataset=args.dataset,
-        seed=args.seed,
-        branch=args.branch,
-        round_index=args.round,
-        config=args.config,
-        out_dir=Path(args.out_dir),
-        previous=Path(args.previous) if args.previous else None,
-        ticket=Path(args.ticket) if args.ticket else None,
-        threads=args.threads,
-    )
+def _paths(values: list[str]) -> list[Path]:
+    return [Path(v) for v in values]
 
 
-def _cmd_explain(args: argparse.Namespace) -> None:
-    from ticketlens.explanations import explain_ticket
-
-    explain_ticket(
-        checkpoint=Path(args.checkpoint),
-        data_path=Path(args.data),
-        random_sets=[Path(p) for p in args.random],
-        config=args.config,
-        out_dir=Path(args.out_dir),
-        dense_dir=Path(args.dense_dir) if args.dense_dir else None,
-        previous_dir=Path(args.previous_dir) if args.previous_dir else None,
-        threads=args.threads,
-    )
+PATHS = {"nargs": "+", "required": True}
+OPTIONAL: dict[str, Any] = {}
+THREADS = Arg("--threads", options={"type": int, "default": 1})
 
 
-def _cmd_tcav(args: argparse.Namespace) -> None:
-    from ticketlens.explanations.tcav import tcav_concept
-
-    tcav_concept(
-        checkpoint=Path(args.checkpoint),
-        concept_path=Path(args.concept),
-        cache_path=Path(args.cache),
-        config=args.config,
-        out=Path(args.out),
-        threads=args.threads,
-    )
+@dataclass(frozen=True)
+class Command:
+    target: str  # "module:function"
+    help: str
+    args: tuple[Arg, ...]
 
 
-def _cmd_summarize(args: argparse.Namespace) -> None:
-    from ticketlens.analysis import summarize_dataset
+COMMANDS: dict[str, Command] = {
+    "check-params": Command("ticketlens.config:check_params", "validate a params file", (
+        Arg("params", "path", options={"nargs": "?", "default": "params.yaml"}),
+        Arg("--schema", "schema_path", options={"default": "workflow/schemas/params.schema.yaml"}),
+    )),
+    "prepare-dataset": Command("ticketlens.data:prepare_dataset", "prepare a dataset into a cached tensor file", (
+        Arg("--dataset", "name"), Arg("--settings", convert=_settings("DataSettings")), Arg("--out", convert=Path),
+    )),
+    "make-random-sets": Command("ticketlens.data.concepts:make_random_sets", "draw the R disjoint random image sets", (
+        Arg("--data", "data_path", Path), Arg("--n", options={"type": int, "required": True}),
+        Arg("--size", options={"type": int, "required": True}), Arg("--seed", options={"type": int, "default": 0}),
+        Arg("--out", "outs", _paths, PATHS),
+    )),
+    "make-concept-set": Command("ticketlens.data.concepts:make_concept_set", "the positive example set of one concept", (
+        Arg("--data", "data_path", Path), Arg("--dataset"), Arg("--concept"),
+        Arg("--size", "set_size", options={"type": int, "required": True}),
+        Arg("--options", convert=_settings("ConceptOptions"), options={"help": "concept_options JSON (birds)"}),
+        Arg("--random", "random_paths", _paths, PATHS), Arg("--out", convert=Path),
+    )),
+    "train-ticket": Command("ticketlens.lottery:train_ticket", "train one round of one branch (a ticket or a control)", (
+        Arg("--data", "data_path", Path), Arg("--model"),
+        Arg("--model-width", options={"type": float, "required": True}),
+        Arg("--training", convert=_settings("TrainingSettings")),
+        Arg("--pruning", convert=_settings("PruningSettings")),
+        Arg("--previous", convert=Path, options={"help": "checkpoint this ticket round prunes"}),
+        Arg("--ticket-checkpoint", convert=Path, options={"help": "the same round's ticket (controls)"}),
+        Arg("--out-dir", "ticket", _ticket, {"required": True, "help": "results/{dataset}/seed_{s}/{branch}/round_{r}"}),
+        THREADS,
+    )),
+    "explain-ticket": Command("ticketlens.explanations.explain:explain_ticket", "saliency maps and their comparisons", (
+        Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
+        Arg("--probe-per-class", options={"type": int, "required": True}),
+        Arg("--gradcam-layer", options=OPTIONAL),
+        Arg("--dense", "dense_maps", Path, {"help": "saliency.npz of the dense net of the same seed"}),
+        Arg("--previous", "previous_maps", Path, {"help": "saliency.npz of the previous round"}),
+        Arg("--out-dir", convert=Path), THREADS,
+    )),
+    "tcav-null": Command("ticketlens.explanations.tcav:tcav_null", "TCAV cache and random-vs-random null", (
+        Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
+        Arg("--random", "random_sets", _paths, PATHS),
+        Arg("--inputs-per-class", options={"type": int, "required": True}),
+        Arg("--layers", options={"nargs": "+", "default": None, "help": "default: the model's TCAV layers"}),
+        Arg("--cache", "cache_out", Path), Arg("--null", "null_out", Path), THREADS,
+    )),
+    "tcav-concept": Command("ticketlens.explanations.tcav:tcav_concept", "TCAV scores of one concept", (
+        Arg("--checkpoint", convert=Path), Arg("--concept", "concept_path", Path),
+        Arg("--cache", "cache_path", Path), Arg("--out", convert=Path), THREADS,
+    )),
+    "summarize-dataset": Command("ticketlens.summary:summarize_dataset", "tables and findings of one dataset", (
+        Arg("--dataset"), Arg("--tickets", convert=_paths, options=PATHS),
+        Arg("--concepts", options={"nargs": "*", "default": []}),
+        Arg("--alpha", options={"type": float, "required": True}),
+        Arg("--summary", convert=Path), Arg("--aggregate", convert=Path), Arg("--tcav-summary", convert=Path),
+        Arg("--findings", convert=Path), Arg("--metrics", convert=Path),
+    )),
+    "build-dataset-report": Command("ticketlens.report:build_dataset_report", "figures and report.md", (
+        Arg("--dataset"), Arg("--summary", convert=Path), Arg("--tcav-summary", convert=Path),
+        Arg("--findings", convert=Path), Arg("--data", convert=Path),
+        Arg("--saliency", "saliency_maps", _paths, PATHS), Arg("--report", convert=Path),
+        Arg("--figures", convert=Path),
+    )),
+    "build-study-report": Command("ticketlens.report:build_study_report", "the cross-dataset report", (
+        Arg("--findings", convert=_paths, options=PATHS), Arg("--metrics", convert=_paths, options=PATHS),
+        Arg("--reports", convert=_paths, options=PATHS), Arg("--report", convert=Path),
+        Arg("--metrics-out", convert=Path), Arg("--summary-out", convert=Path),
+    )),
+    "data-check": Command("ticketlens.data.cub:check_data", "validate a CUB-200-2011 copy, print its counts", (
+        Arg("--dataset", options={"choices": ["cub", "synthbirds"], "default": "cub"}),
+        Arg("--root", convert=Path),
+    )),
+}  # fmt: skip
 
-    summarize_dataset(args.dataset, Path(args.results), args.config)
 
-
-def _cmd_report(args: argparse.Namespace) -> None:
-    from ticketlens.report import build_dataset_report
-
-    build_dataset_report(args.dataset, Path(args.results), args.config)
-
-
-def _cmd_report_all(args: argparse.Namespace) -> None:
-    from ticketlens.report import build_study_report
-
-    build_study_report([Path(p) for p in args.datasets], Path(args.out_dir))
-
-
-def _cmd_check_params(args: argparse.Namespace) -> None:
-    from ticketlens.config import load_params
-
-    load_params(args.params, args.schema)
-    print(f"{args.params}: valid")
+def _param(arg: Arg) -> str:
+    return arg.param or arg.flag.lstrip("-").replace("-", "_")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ticketlens", description=__doc__.splitlines()[0])
-    parser.add_argument("--log", help="also write log lines to this file")
+    parser.add_argument("--log", help="also write log lines (and a failure's error line) to this file")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        p.set_defaults(handler=handler)
-        return p
-
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=_json_arg, required=True, help="JSON object of the validated params")
-
-    p = command("check-params", _cmd_check_params, "validate a params file")
-    p.add_argument("params", nargs="?", default="params.yaml")
-    p.add_argument("--schema", default="workflow/schemas/params.schema.yaml")
-
-    p = command("prepare", _cmd_prepare, "prepare a dataset into a cached tensor file")
-    p.add_argument("--dataset", required=True)
-    with_config(p)
-    p.add_argument("--out", required=True)
-
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help)
+        for arg in command.args:
+            positional = not arg.flag.startswith("-")
+            p.add_argument(arg.flag, **({} if positional else {"dest": _param(arg)}), **arg.options)
+    # `ticketlens data check` is the documented spelling of `data-check`.
     data = sub.add_parser("data", help="dataset utilities")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
-    p = data_sub.add_parser("check", help="validate a CUB-200-2011 copy and print its counts")
-    p.set_defaults(handler=_cmd_data_check)
-    p.add_argument("--dataset", choices=["cub", "synthbirds"], default="cub")
-    p.add_argument("--root", required=True)
-
-    p = command("random-sets", _cmd_random_sets, "draw the R disjoint random image sets for TCAV")
-    p.add_argument("--data", required=True)
-    p.add_argument("--n", type=int, required=True)
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", nargs="+", required=True)
-
-    p = command("concept", _cmd_concept, "build the positive example set of one concept")
-    p.add_argument("--data", required=True)
-    p.add_argument("--concept", required=True)
-    with_config(p)
-    p.add_argument("--random", nargs="+", required=True, help="random set files to stay disjoint from")
-    p.add_argument("--out", required=True)
-
-    p = command("train", _cmd_train, "train one round of one branch (a ticket or a control)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--branch", choices=["ticket", "reinit", "randmask"], required=True)
-    p.add_argument("--round", type=int, required=True)
-    with_config(p)
-    p.add_argument("--previous", help="checkpoint of the round this one prunes from (ticket, round >= 1)")
-    p.add_argument("--ticket", help="ticket checkpoint of the same round (controls)")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, default=1)
-
-    p = command("explain", _cmd_explain, "saliency maps, their comparisons and the TCAV null for one ticket")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--random", nargs="+", required=True)
-    with_config(p)
-    p.add_argument("--dense-dir", help="round-0 folder of the same seed (absent for the dense net itself)")
-    p.add_argument("--previous-dir", help="previous round's folder of the same branch")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, default=1)
-
-    p = command("tcav", _cmd_tcav, "TCAV scores of one concept for one ticket")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--concept", required=True)
-    p.add_argument("--cache", required=True, help="tcav/activations.pt of the same ticket")
-    with_config(p)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
-
-    p = command("summarize", _cmd_summarize, "tables and findings for one dataset")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--results", required=True, help="results/{dataset}")
-    with_config(p)
-
-    p = command("report", _cmd_report, "figures and report.md for one dataset")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--results", required=True)
-    with_config(p)
-
-    p = command("report-all", _cmd_report_all, "the cross-dataset report and metrics")
-    p.add_argument("--datasets", nargs="+", required=True, help="results/{dataset} folders")
-    p.add_argument("--out-dir", required=True)
+    check = data.add_subparsers(dest="data_command", required=True).add_parser(
+        "check", help=COMMANDS["data-check"].help
+    )
+    for arg in COMMANDS["data-check"].args:
+        check.add_argument(arg.flag, dest=_param(arg), **arg.options)
     return parser
+
+
+def run_command(name: str, args: argparse.Namespace) -> Any:
+    """Import the command's function and call it with the converted arguments."""
+    command = COMMANDS[name]
+    module, function = command.target.split(":")
+    kwargs = {}
+    for arg in command.args:
+        value = getattr(args, _param(arg) if arg.flag.startswith("-") else arg.flag)
+        kwargs[_param(arg)] = arg.convert(value) if arg.convert and value is not None else value
+    return getattr(importlib.import_module(module), function)(**kwargs)
 
 
 def _setup_logging(log_file: str | None) -> None:
@@ -225,21 +188,31 @@ def _setup_logging(log_file: str | None) -> None:
     errors.handlers = handlers[1:] or [logging.NullHandler()]
 
 
+def _describe(err: BaseException) -> str:
+    """One line naming the file and what happened, for errors the user can act on."""
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or type(err).__name__}"
+    return str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     import logging
 
     args = build_parser().parse_args(argv)
+    name = "data-check" if args.command == "data" else args.command
     _setup_logging(args.log)
     errors = logging.getLogger("ticketlens.errors")
     try:
-        args.handler(args)
-    except (UserError, FileNotFoundError) as err:
-        message = f"ticketlens {args.command}: error: {err}"
+        run_command(name, args)
+    except (UserError, OSError) as err:
+        message = f"ticketlens {name}: error: {_describe(err)}"
         print(message, file=sys.stderr)
         errors.error(message)
+        if args.debug:
+            raise
         return 2
     except Exception:
-        errors.exception(f"ticketlens {args.command}: unexpected error")
+        errors.exception(f"ticketlens {name}: unexpected error")
         raise
     return 0
 

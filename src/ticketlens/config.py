@@ -11,6 +11,7 @@ import jsonschema
 import yaml
 
 from ticketlens.errors import UserError
+from ticketlens.study import StudyParams
 
 
 class ConfigError(UserError):
@@ -66,40 +67,66 @@ def format_error(error: jsonschema.ValidationError, source: str = "params.yaml")
     return f"{source}: key '{where}': {detail}" + (f" ({allowed})" if allowed else f" ({error.message})")
 
 
-def _iter_default_properties(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    for key, sub in schema.get("properties", {}).items():
-        if "$ref" in sub:
-            ref = sub["$ref"].split("/")[-1]
-            sub = {**root["$defs"][ref], **{k: v for k, v in sub.items() if k != "$ref"}}
-        yield key, sub
+def _filling_defaults(validator_class: Any) -> Any:
+    """jsonschema's documented default-filling pattern: a validator that sets each missing property's
+    schema `default` before descending, so nested sections (and their `$ref`s) get theirs too."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: Mapping[str, Any], instance: Any, schema: Any) -> Iterator:
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-def _fill_defaults(instance: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> None:
-    """Set schema defaults for missing keys, recursing into nested objects."""
-    if not isinstance(instance, dict):
-        return
-    for key, sub in _iter_default_properties(schema, root):
-        if key not in instance and "default" in sub:
-            instance[key] = copy.deepcopy(sub["default"])
-        elif key not in instance and sub.get("type") == "object" and not sub.get("required"):
-            instance[key] = {}  # an optional section: materialise it so its defaults apply
-        if key in instance and sub.get("type") == "object":
-            _fill_defaults(instance[key], sub, root)
+_Validator = _filling_defaults(jsonschema.Draft202012Validator)
 
 
 def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: str = "params.yaml") -> dict:
     """Validate, fill defaults and run the cross-key checks; raise ConfigError on the first problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    filled = copy.deepcopy(dict(params))
+    _read_command_line_strings(filled, schema)
     errors = sorted(
-        validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+        _Validator(schema).iter_errors(filled),
+        key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
     )
     if errors:
         raise ConfigError(format_error(errors[0], source))
-    filled = copy.deepcopy(dict(params))
-    _fill_defaults(filled, schema, schema)
     _check_cross_keys(filled, source)
     return filled
+
+
+def _read_command_line_strings(params: dict, schema: Mapping[str, Any]) -> None:
+    """Snakemake passes nested `--config` values as strings (`study='{seeds: [0, 1]}'` gives ['0', '1']):
+    read a string as YAML wherever the schema asks for another type and the YAML value fits."""
+    validator = jsonschema.Draft202012Validator(schema)
+    while True:
+        fixes = []
+        for error in validator.iter_errors(params):
+            if error.validator == "type" and isinstance(error.instance, str) and error.absolute_path:
+                try:
+                    value = yaml.safe_load(error.instance)
+                except yaml.YAMLError:
+                    continue
+                if not isinstance(value, str) and validator.is_type(value, error.validator_value):
+                    fixes.append((list(error.absolute_path), value))
+        if not fixes:
+            return
+        for path, value in fixes:
+            *parents, last = path
+            target = params
+            for key in parents:
+                target = target[key]
+            target[last] = value
+
+
+def study_params(params: Mapping[str, Any]) -> StudyParams:
+    """The typed settings of validated params (see `ticketlens.study`)."""
+    return StudyParams.from_dict(dict(params))
 
 
 def _check_cross_keys(params: dict, source: str) -> None:
@@ -113,9 +140,15 @@ def _check_cross_keys(params: dict, source: str) -> None:
                 f"(configured: {', '.join(sorted(configured)) or 'none'})"
             )
         try:
-            check_concept_names(name, configured[name].get("concepts", []))
+            check_concept_names(name, configured[name]["concepts"])
         except UserError as err:
             raise ConfigError(f"{source}: key 'datasets.{name}.concepts': {err}") from None
+    jobs, limit = study_params(params).job_count(), params["study"]["max_jobs"]
+    if jobs > limit:
+        raise ConfigError(
+            f"{source}: the study expands to {jobs} jobs, more than study.max_jobs = {limit} "
+            "(fewer seeds, rounds or concepts, or raise study.max_jobs)"
+        )
     rewind = params["pruning"]["rewind_iteration"]
     for name in params["study"]["datasets"]:
         iterations = configured[name]["training"]["iterations"]
@@ -126,6 +159,12 @@ def _check_cross_keys(params: dict, source: str) -> None:
             )
 
 
+def check_params(path: str | Path, schema_path: str | Path) -> None:
+    """`ticketlens check-params`: validate a params file without running anything."""
+    load_params(path, schema_path)
+    print(f"{path}: valid")
+
+
 def load_params(path: str | Path, schema_path: str | Path) -> dict:
     """Read a params YAML file and validate it."""
     path = Path(path)
@@ -133,6 +172,10 @@ def load_params(path: str | Path, schema_path: str | Path) -> dict:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file (a params file is YAML)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a params file") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     return validate_params(raw or {}, schema_path, source=str(path))

@@ -8,6 +8,7 @@ lazily: this module is also used by steps that never need it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -50,6 +51,23 @@ def atomic_save(obj: Any, path: Path) -> None:
             torch.save(obj, handle)
 
     atomic_write(path, write)
+
+
+def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
+    def write(tmp: Path) -> None:
+        # a file object, because np.savez appends ".npz" to names that lack it
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    atomic_write(path, write)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

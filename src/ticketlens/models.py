@@ -171,3 +171,12 @@ def prunable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, 
         for name, module in model.named_modules()
         if isinstance(module, nn.Conv2d | nn.Linear) and name not in exclude
     }
+
+
+def get_module(model: nn.Module, dotted: str) -> nn.Module:
+    """The layer named `dotted` (e.g. "features.3"), or a one-line error listing the model's layers."""
+    try:
+        return model.get_submodule(dotted)
+    except AttributeError:
+        names = [name for name, _ in model.named_modules() if name]
+        raise UserError(f"model has no layer '{dotted}' (layers: {', '.join(names)})") from None

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ticketlens.models import TicketNet, prunable_layers
+from ticketlens.study import PruningSettings
 
 Masks = dict[str, torch.Tensor]
 
@@ -28,8 +29,8 @@ class PruningRates:
     output: float
 
     @classmethod
-    def from_config(cls, pruning: Mapping) -> PruningRates:
-        return cls(pruning["rate_conv"], pruning["rate_fc"], pruning["rate_output"])
+    def from_settings(cls, pruning: PruningSettings) -> PruningRates:
+        return cls(pruning.rate_conv, pruning.rate_fc, pruning.rate_output)
 
     def for_kind(self, kind: str) -> float:
         return getattr(self, kind)

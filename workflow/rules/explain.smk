@@ -1,67 +1,77 @@
-# Explanations per ticket: saliency maps compared with the dense net and the previous round,
-# the TCAV null (random vs random) with cached activations, then one TCAV table per concept.
+# Explanations per ticket: saliency maps compared with the dense net and the previous round;
+# the TCAV null (random vs random) with its cached activations; then one TCAV table per concept.
 
 
-def explain_inputs(wc):
-    r = int(wc.round)
+def explain_ticket_inputs(wc):
+    ticket = ticket_of(wc)
     inputs = {
-        "checkpoint": TICKET_DIR.format(**wc) + "/checkpoint.pt",
-        "data": f"results/{wc.dataset}/prepared/data.pt",
-        "random": random_set_files(wc.dataset),
+        "checkpoint": ticket.file("checkpoint"),
+        "data": DatasetFiles(ticket.dataset).prepared_data,
     }
-    if r >= 1:
-        dense = TICKET_DIR.format(**{**wc, "branch": "ticket", "round": 0})
-        previous_branch = wc.branch if r >= 2 else "ticket"
-        previous = TICKET_DIR.format(
-            **{**wc, "branch": previous_branch, "round": r - 1}
-        )
-        inputs["dense"] = dense + "/saliency.npz"
-        inputs["previous"] = previous + "/saliency.npz"
+    if ticket.round > DENSE_ROUND:
+        previous_branch = ticket.branch if ticket.round >= 2 else TICKET
+        previous = ticket.at(branch=previous_branch, round=ticket.round - 1)
+        inputs["dense"] = ticket.dense.file("saliency_maps")
+        inputs["previous"] = previous.file("saliency_maps")
     return inputs
 
 
-def parent_flag(flag, path):
-    return optional_flag(flag, os.path.dirname(path) if path else None)
-
-
-rule explain:
+rule explain_ticket:
     input:
-        unpack(explain_inputs),
+        unpack(explain_ticket_inputs),
     output:
-        saliency=TICKET_DIR + "/saliency.npz",
-        table=TICKET_DIR + "/saliency.csv",
-        consistency=TICKET_DIR + "/consistency.csv",
-        cache=TICKET_DIR + "/tcav/activations.pt",
-        null=TICKET_DIR + "/tcav/random.csv",
+        saliency=ticket_pattern("saliency_maps"),
+        table=ticket_pattern("saliency_table"),
+        consistency=ticket_pattern("consistency"),
     log:
-        TICKET_DIR.replace("results/", "logs/") + "/explain.log",
-    threads: THREADS
+        ticket_log_pattern("explain_ticket"),
+    threads: STUDY.threads
     params:
-        config=lambda wc: explain_config(wc.dataset),
+        out_dir=lambda wc: ticket_of(wc).folder,
+        probe_per_class=PARAMS.explanations.probe_per_class,
+        layer=optional_flag("--gradcam-layer", PARAMS.explanations.gradcam_layer),
         links=lambda wc, input: " ".join(
             [
-                parent_flag("--dense-dir", input.get("dense")),
-                parent_flag("--previous-dir", input.get("previous")),
+                optional_flag("--dense", input.get("dense")),
+                optional_flag("--previous", input.get("previous")),
             ]
         ),
     shell:
-        "ticketlens --log {log:q} explain --checkpoint {input.checkpoint:q} --data {input.data:q}"
-        " --random {input.random:q} --config {params.config:q} {params.links}"
-        " --out-dir $(dirname {output.saliency:q}) --threads {threads}"
+        "ticketlens --log {log:q} explain-ticket --checkpoint {input.checkpoint:q} --data {input.data:q}"
+        " --probe-per-class {params.probe_per_class} {params.layer} {params.links}"
+        " --out-dir {params.out_dir:q} --threads {threads}"
 
 
-rule tcav:
+rule tcav_null:
     input:
-        checkpoint=TICKET_DIR + "/checkpoint.pt",
-        concept="results/{dataset}/concepts/{concept}.pt",
-        cache=TICKET_DIR + "/tcav/activations.pt",
+        checkpoint=ticket_pattern("checkpoint"),
+        data=DATA.prepared_data,
+        random=lambda wc: random_set_files(wc.dataset),
     output:
-        TICKET_DIR + "/tcav/{concept}.csv",
+        cache=ticket_pattern("tcav_cache"),
+        null=ticket_pattern("tcav_null"),
     log:
-        TICKET_DIR.replace("results/", "logs/") + "/tcav_{concept}.log",
-    threads: THREADS
+        ticket_log_pattern("tcav_null"),
+    threads: STUDY.threads
     params:
-        config=lambda wc: explain_config(wc.dataset),
+        layers=optional_flag("--layers", TCAV.layers),
     shell:
-        "ticketlens --log {log:q} tcav --checkpoint {input.checkpoint:q} --concept {input.concept:q}"
-        " --cache {input.cache:q} --config {params.config:q} --out {output:q} --threads {threads}"
+        "ticketlens --log {log:q} tcav-null --checkpoint {input.checkpoint:q} --data {input.data:q}"
+        " --random {input.random:q} --inputs-per-class {TCAV.inputs_per_class} {params.layers}"
+        " --cache {output.cache:q}"
+        " --null {output.null:q} --threads {threads}"
+
+
+rule tcav_concept:
+    input:
+        checkpoint=ticket_pattern("checkpoint"),
+        concept=DATA.concept_set("{concept}"),
+        cache=ticket_pattern("tcav_cache"),
+    output:
+        ticket_pattern("tcav_concept"),
+    log:
+        ticket_log_pattern("tcav_{concept}"),
+    threads: STUDY.threads
+    shell:
+        "ticketlens --log {log:q} tcav-concept --checkpoint {input.checkpoint:q}"
+        " --concept {input.concept:q} --cache {input.cache:q} --out {output:q} --threads {threads}"

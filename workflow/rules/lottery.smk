@@ -2,40 +2,39 @@
 # controls (reinit, randmask) take the ticket of the same round and change init or mask.
 
 
-def train_inputs(wc):
-    inputs = {"data": f"results/{wc.dataset}/prepared/data.pt"}
-    r = int(wc.round)
-    if wc.branch == "ticket" and r >= 1:
-        parent = 0 if config["pruning"]["one_shot"] else r - 1
-        inputs["previous"] = (
-            TICKET_DIR.format(**{**wc, "round": parent}) + "/checkpoint.pt"
-        )
-    elif wc.branch != "ticket":
-        inputs["ticket"] = (
-            TICKET_DIR.format(**{**wc, "branch": "ticket"}) + "/checkpoint.pt"
-        )
+def train_ticket_inputs(wc):
+    ticket = ticket_of(wc)
+    inputs = {"data": DatasetFiles(ticket.dataset).prepared_data}
+    if ticket.branch == TICKET and ticket.round > DENSE_ROUND:
+        parent = DENSE_ROUND if PARAMS.pruning.one_shot else ticket.round - 1
+        inputs["previous"] = ticket.at(round=parent).file("checkpoint")
+    elif ticket.branch != TICKET:
+        inputs["ticket"] = ticket.at(branch=TICKET).file("checkpoint")
     return inputs
 
 
-rule train:
+rule train_ticket:
     input:
-        unpack(train_inputs),
+        unpack(train_ticket_inputs),
     output:
-        checkpoint=TICKET_DIR + "/checkpoint.pt",
-        metrics=TICKET_DIR + "/metrics.json",
+        checkpoint=ticket_pattern("checkpoint"),
+        metrics=ticket_pattern("metrics"),
     log:
-        TICKET_DIR.replace("results/", "logs/") + "/train.log",
-    threads: THREADS
+        ticket_log_pattern("train_ticket"),
+    threads: STUDY.threads
     params:
-        config=lambda wc: train_config(wc.dataset),
+        out_dir=lambda wc: ticket_of(wc).folder,
+        model=lambda wc: PARAMS.datasets[wc.dataset].model,
+        width=lambda wc: PARAMS.datasets[wc.dataset].model_width,
+        training=lambda wc: PARAMS.datasets[wc.dataset].training.to_json(),
+        pruning=PARAMS.pruning.to_json(),
         links=lambda wc, input: " ".join(
             [
                 optional_flag("--previous", input.get("previous")),
-                optional_flag("--ticket", input.get("ticket")),
+                optional_flag("--ticket-checkpoint", input.get("ticket")),
             ]
         ),
     shell:
-        "ticketlens --log {log:q} train --data {input.data:q} --dataset {wildcards.dataset:q}"
-        " --seed {wildcards.seed} --branch {wildcards.branch} --round {wildcards.round}"
-        " --config {params.config:q} {params.links} --out-dir $(dirname {output.checkpoint:q})"
-        " --threads {threads}"
+        "ticketlens --log {log:q} train-ticket --data {input.data:q} --model {params.model:q}"
+        " --model-width {params.width} --training {params.training:q} --pruning {params.pruning:q}"
+        " {params.links} --out-dir {params.out_dir:q} --threads {threads}"

@@ -1,100 +1,83 @@
 # Report: per-dataset tables and findings, figures and report.md, then the cross-dataset summary.
 
 
-def dataset_targets(wc):
-    dirs = ticket_dirs(wc.dataset)
+def summarize_dataset_inputs(wc):
+    tickets = STUDY.tickets(wc.dataset)
+    slugs = [concept_slug(c) for c in PARAMS.datasets[wc.dataset].concepts]
     return {
-        "metrics": [f"{d}/metrics.json" for d in dirs],
-        "saliency": [f"{d}/saliency.csv" for d in dirs],
-        "consistency": [f"{d}/consistency.csv" for d in dirs],
-        "null": [f"{d}/tcav/random.csv" for d in dirs],
-        "tcav": [
-            f"{d}/tcav/{slug}.csv" for d in dirs for slug in concept_slugs(wc.dataset)
-        ],
+        "metrics": [t.file("metrics") for t in tickets],
+        "saliency": [t.file("saliency_table") for t in tickets],
+        "consistency": [t.file("consistency") for t in tickets],
+        "null": [t.file("tcav_null") for t in tickets],
+        "tcav": [t.file("tcav_concept", concept=s) for t in tickets for s in slugs],
     }
 
 
-def study_config(dataset):
-    return as_json(
-        {
-            "dataset": dataset,
-            "study": config["study"],
-            "pruning": config["pruning"],
-            "explanations": config["explanations"],
-            "concepts": config["datasets"][dataset].get("concepts", []),
-        }
+def report_table(name, caption):
+    return report(
+        getattr(DATA, name), caption=caption, category="{dataset}", subcategory="tables"
     )
 
 
-rule summarize:
+rule summarize_dataset:
     input:
-        unpack(dataset_targets),
+        unpack(summarize_dataset_inputs),
     output:
-        summary=report(
-            "results/{dataset}/summary.csv",
-            caption="../report/summary.rst",
-            category="{dataset}",
-            subcategory="tables",
-        ),
-        aggregate=report(
-            "results/{dataset}/summary_agg.csv",
-            caption="../report/summary_agg.rst",
-            category="{dataset}",
-            subcategory="tables",
-        ),
-        tcav=report(
-            "results/{dataset}/tcav_summary.csv",
-            caption="../report/tcav_summary.rst",
-            category="{dataset}",
-            subcategory="tables",
-        ),
-        findings="results/{dataset}/findings.json",
-        metrics="results/{dataset}/metrics.json",
+        summary=report_table("summary", "../report/summary.rst"),
+        aggregate=report_table("summary_agg", "../report/summary_agg.rst"),
+        tcav=report_table("tcav_summary", "../report/tcav_summary.rst"),
+        findings=DATA.findings,
+        metrics=DATA.metrics,
     log:
-        "logs/{dataset}/summarize.log",
+        "logs/{dataset}/summarize_dataset.log",
     params:
-        config=lambda wc: study_config(wc.dataset),
+        tickets=lambda wc: [str(t.folder) for t in STUDY.tickets(wc.dataset)],
+        concepts=lambda wc: PARAMS.datasets[wc.dataset].concepts,
+        alpha=TCAV.alpha,
     shell:
-        "ticketlens --log {log:q} summarize --dataset {wildcards.dataset:q}"
-        " --results results/{wildcards.dataset:q} --config {params.config:q}"
+        "ticketlens --log {log:q} summarize-dataset --dataset {wildcards.dataset:q}"
+        " --tickets {params.tickets:q} --concepts {params.concepts:q} --alpha {params.alpha}"
+        " --summary {output.summary:q} --aggregate {output.aggregate:q}"
+        " --tcav-summary {output.tcav:q} --findings {output.findings:q} --metrics {output.metrics:q}"
 
 
-rule report:
+rule build_dataset_report:
     input:
-        summary="results/{dataset}/summary.csv",
-        aggregate="results/{dataset}/summary_agg.csv",
-        tcav="results/{dataset}/tcav_summary.csv",
-        findings="results/{dataset}/findings.json",
-        saliency=lambda wc: [f"{d}/saliency.npz" for d in ticket_dirs(wc.dataset)],
+        summary=DATA.summary,
+        tcav=DATA.tcav_summary,
+        findings=DATA.findings,
+        data=DATA.prepared_data,
+        saliency=lambda wc: [t.file("saliency_maps") for t in STUDY.tickets(wc.dataset)],
     output:
-        report="results/{dataset}/report.md",
+        report=DATA.report,
         figures=report(
-            directory("results/{dataset}/figures"),
+            directory(DATA.figures),
             patterns=["{name}.png"],
             caption="../report/figure.rst",
             category="{dataset}",
             subcategory="figures",
         ),
     log:
-        "logs/{dataset}/report.log",
-    params:
-        config=lambda wc: study_config(wc.dataset),
+        "logs/{dataset}/build_dataset_report.log",
     shell:
-        "ticketlens --log {log:q} report --dataset {wildcards.dataset:q}"
-        " --results results/{wildcards.dataset:q} --config {params.config:q}"
+        "ticketlens --log {log:q} build-dataset-report --dataset {wildcards.dataset:q}"
+        " --summary {input.summary:q} --tcav-summary {input.tcav:q} --findings {input.findings:q}"
+        " --data {input.data:q} --saliency {input.saliency:q} --report {output.report:q}"
+        " --figures {output.figures:q}"
 
 
-rule report_all:
+rule build_study_report:
     input:
-        reports=expand("results/{dataset}/report.md", dataset=DATASETS),
-        metrics=expand("results/{dataset}/metrics.json", dataset=DATASETS),
+        reports=[DatasetFiles(d).report for d in STUDY.datasets],
+        findings=[DatasetFiles(d).findings for d in STUDY.datasets],
+        metrics=[DatasetFiles(d).metrics for d in STUDY.datasets],
     output:
         report="results/report.md",
         metrics="results/metrics.json",
         summary="results/summary.txt",
     log:
-        "logs/report_all.log",
-    params:
-        folders=expand("results/{dataset}", dataset=DATASETS),
+        "logs/build_study_report.log",
     shell:
-        "ticketlens --log {log:q} report-all --datasets {params.folders:q} --out-dir results"
+        "ticketlens --log {log:q} build-study-report --findings {input.findings:q}"
+        " --metrics {input.metrics:q} --reports {input.reports:q} --report {output.report:q}"
+        " --metrics-out {output.metrics:q} --summary-out {output.summary:q}"

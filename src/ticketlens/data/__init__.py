@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ticketlens.errors import UserError
+
+if TYPE_CHECKING:
+    from ticketlens.study import DataSettings
 
 DATASETS = ("mnist", "synthbirds", "cub")
 
 
-def prepare_dataset(name: str, config: dict[str, Any], out: Path) -> None:
-    """Prepare dataset `name` with its params section into `out` (data.pt) and `meta.csv` beside it."""
+def prepare_dataset(name: str, settings: DataSettings, out: Path) -> None:
+    """Prepare dataset `name` with its data settings into `out` (data.pt) and `meta.csv` beside it."""
     if name == "mnist":
         from ticketlens.data.mnist import prepare_mnist as prepare
     elif name == "synthbirds":
@@ -20,4 +23,4 @@ def prepare_dataset(name: str, config: dict[str, Any], out: Path) -> None:
         from ticketlens.data.cub import prepare_cub as prepare
     else:
         raise UserError(f"unknown dataset '{name}' (allowed: {', '.join(DATASETS)})")
-    prepare(config, Path(out))
+    prepare(settings, Path(out))

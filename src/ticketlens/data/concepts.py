@@ -10,9 +10,12 @@ import logging
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ticketlens.errors import UserError
+
+if TYPE_CHECKING:
+    from ticketlens.study import ConceptOptions
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +226,7 @@ def _excluded(random_paths: Iterable[Path], n: int) -> Any:
     return mask
 
 
-def _attribute_candidates(data: Any, concept: str, options: dict[str, Any]) -> tuple[Any, str]:
+def _attribute_candidates(data: Any, concept: str, options: ConceptOptions) -> tuple[Any, str]:
     """Boolean mask of the train images that show an attribute, and a description of the rule."""
     import math
 
@@ -245,8 +248,8 @@ def _attribute_candidates(data: Any, concept: str, options: dict[str, Any]) -> t
     labels = data.labels.numpy()
     train = data.split.numpy() == TRAIN
     present = data.extras["attributes"][:, a].numpy() == 1
-    if not options.get("class_majority", False):
-        min_certainty = int(options.get("min_certainty", 3))
+    if not options.class_majority:
+        min_certainty = options.min_certainty
         certain = data.extras["certainty"][:, a].numpy() >= min_certainty
         return train & present & certain, f"image label, certainty >= {min_certainty}"
     # CBM: an attribute belongs to a class when most of its train images show it; keep attributes
@@ -299,13 +302,19 @@ def _has_visible_parts(data: Any, concept: str) -> Any:
 
 
 def make_concept_set(
-    data_path: Path, concept: str, config: dict[str, Any], random_paths: list[Path], out: Path
+    data_path: Path,
+    dataset: str,
+    concept: str,
+    set_size: int,
+    options: ConceptOptions | None,
+    random_paths: list[Path],
+    out: Path,
 ) -> None:
     """Positive example set of one concept, per docs/architecture.md (deterministic per concept).
 
-    config: {"dataset": name, "explanations": {"tcav": {"set_size": ...}}, "concept_options": {...}}.
     Attribute concepts take train images, disjoint from every random set; strokes and textures are
-    drawn at the dataset's image size and channels.
+    drawn at the dataset's image size and channels. `options` (birds only) choose which images show an
+    attribute.
     """
     import numpy as np
 
@@ -313,10 +322,7 @@ def make_concept_set(
     from ticketlens.fileio import atomic_save
 
     data = load_prepared(Path(data_path))
-    dataset = config.get("dataset")
-    check_concept_names(dataset if isinstance(dataset, str) else data.name, [concept])
-    set_size = int(config.get("explanations", {}).get("tcav", {}).get("set_size", 30))
-    options = config.get("concept_options") or {}
+    check_concept_names(dataset, [concept])
     rng = np.random.default_rng(concept_seed(concept))
     size, channels = data.image_size, data.in_channels
     if concept in STROKES:
@@ -327,9 +333,11 @@ def make_concept_set(
         images = texture_images(concept.split("_", 1)[1], set_size, size, channels, rng)
         atomic_save(_set_dict(concept, images, [], "procedural textures"), Path(out))
         return
+    if options is None:
+        raise UserError(f"concept '{concept}': dataset {dataset} has no attributes (concept_options)")
     positive, rule = _attribute_candidates(data, concept, options)
     positive &= ~_excluded(random_paths, len(positive))
-    crops = bool(options.get("part_crops", False))
+    crops = options.part_crops
     if crops:
         positive &= _has_visible_parts(data, concept)
     candidates = np.flatnonzero(positive)
@@ -344,3 +352,19 @@ def make_concept_set(
     images = _part_crops(data, chosen, concept) if crops else data.images[chosen]
     source = f"attribute {concept}: train images, {rule}, disjoint from {len(random_paths)} random sets"
     atomic_save(_set_dict(concept, images, chosen, source + (", part crops" if crops else "")), Path(out))
+
+
+def load_image_set(path: Path) -> tuple[str, Any]:
+    """A concept or random set file: (name, float images in [0, 1])."""
+    import torch
+
+    from ticketlens.fileio import load_torch
+
+    raw = load_torch(path, "image set", "run the concept set step first")
+    if "images" not in raw:
+        raise UserError(f"image set {path} has no 'images' entry: delete it and re-run")
+    images = raw["images"]
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255.0)
+    name = str(raw.get("name") or Path(path).stem)
+    return name, images.float()

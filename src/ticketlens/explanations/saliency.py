@@ -6,11 +6,11 @@ import copy
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ticketlens.explanations._io import get_module
-
-TEST_SPLIT = 2
+from ticketlens.data.prepared import TEST
+from ticketlens.models import get_module
 
 
 def stratified_indices(labels: np.ndarray, split: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -19,7 +19,7 @@ def stratified_indices(labels: np.ndarray, split: np.ndarray, per_class: int, se
     Depends only on the data (never on a model), so every round, branch and seed explains the same images.
     """
     labels = np.asarray(labels)
-    test = np.flatnonzero(np.asarray(split) == TEST_SPLIT)
+    test = np.flatnonzero(np.asarray(split) == TEST)
     chosen = []
     for k in np.unique(labels[test]):
         members = test[labels[test] == k]
@@ -120,9 +120,10 @@ def part_masks_for(
 def _resize_nearest(label_map: np.ndarray, height: int, width: int) -> np.ndarray:
     if label_map.shape == (height, width):
         return label_map
-    rows = (np.arange(height) * label_map.shape[0] / height).astype(int)
-    cols = (np.arange(width) * label_map.shape[1] / width).astype(int)
-    return label_map[np.ix_(rows, cols)]
+    resized = F.interpolate(
+        torch.from_numpy(label_map)[None, None].float(), size=(height, width), mode="nearest"
+    )
+    return resized[0, 0].numpy().astype(label_map.dtype)
 
 
 def mass_share(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Concept-level explanations: TCAV (Kim et al. 2018) with captum's pieces, computed from a per-ticket cache.
 
-Everything that does not depend on the concept is computed once per ticket by `explain_ticket` and kept
+Everything that does not depend on the concept is computed once per ticket by `tcav_null` and kept
 in `tcav/activations.pt`: the activations of the R random sets and the gradients of each class's logit
 with respect to each layer for that class's inputs. A concept job then only needs the concept's own
 activations and R classifier fits. Because nothing goes through captum's on-disk CAV store, its
@@ -23,16 +23,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ticketlens.data.concepts import load_image_set
 from ticketlens.errors import UserError
-from ticketlens.explanations._io import (
-    file_sha256,
-    get_module,
-    load_image_set,
-    load_model,
-    load_torch,
-    seed_everything,
-    write_csv,
-)
+from ticketlens.explanations import seed_everything
+from ticketlens.fileio import atomic_save, file_sha256, load_torch, write_csv
+from ticketlens.lottery import load_model
+from ticketlens.models import get_module
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +37,6 @@ INPUT_SEED = 1  # picks the per-class TCAV inputs (the probe set uses seed 0)
 NEAR_CHANCE = 0.6  # held-out CAV accuracy below this: the layer hardly separates concept from random
 ROW_COLUMNS = ["concept", "layer", "target_class", "random_set", "score", "cav_accuracy"]
 CACHE_VERSION = 1
-
-
-def _classifier_base() -> type:
-    from captum.concept._utils.classifier import Classifier
-
-    return Classifier
 
 
 def make_classifier(seed: int = CAV_SEED) -> Any:
@@ -130,11 +120,6 @@ def layer_gradients(model: nn.Module, layer: str, x: torch.Tensor, target: int) 
     return grads.reshape(len(grads), -1).detach().float()
 
 
-def tcav_layers(model: nn.Module, config: dict) -> list[str]:
-    layers = (config.get("explanations", {}).get("tcav", {}) or {}).get("layers")
-    return list(layers) if layers else list(model.tcav_layers)
-
-
 def build_cache(
     model: nn.Module,
     layers: list[str],
@@ -195,25 +180,63 @@ def null_rows(cache: dict) -> pd.DataFrame:
 
 
 def load_cache(cache_path: Path) -> dict:
-    cache = load_torch(cache_path, "TCAV cache", "run the explain step first")
+    cache = load_torch(cache_path, "TCAV cache", "run the tcav_null step first")
     if cache.get("version") != CACHE_VERSION:
-        raise UserError(f"TCAV cache {cache_path} has an old format: delete it and re-run the explain step")
+        raise UserError(f"TCAV cache {cache_path} has an old format: delete it and re-run the tcav_null step")
     return cache
 
 
-def tcav_concept(
-    checkpoint: Path, concept_path: Path, cache_path: Path, config: dict, out: Path, threads: int
+def class_inputs(data: Any, inputs_per_class: int) -> dict[int, tuple[np.ndarray, torch.Tensor]]:
+    """Per target class: (indices into data.pt, float images) of the test inputs whose gradients TCAV uses."""
+    from ticketlens.explanations.saliency import stratified_indices
+
+    labels = data.labels.numpy()
+    chosen = stratified_indices(labels, data.split.numpy(), inputs_per_class, INPUT_SEED)
+    return {
+        int(k): (
+            chosen[labels[chosen] == k],
+            data.float_images(torch.from_numpy(chosen[labels[chosen] == k])),
+        )
+        for k in np.unique(labels[chosen])
+    }
+
+
+def tcav_null(
+    checkpoint: Path,
+    data_path: Path,
+    random_sets: list[Path],
+    inputs_per_class: int,
+    layers: list[str] | None,
+    cache_out: Path,
+    null_out: Path,
+    threads: int = 1,
 ) -> None:
+    """The concept-independent part of TCAV for one ticket: the activation/gradient cache
+    (tcav/activations.pt) and the random-vs-random null (tcav/random.csv)."""
+    from ticketlens.data.prepared import load_prepared
+
+    torch.set_num_threads(max(1, int(threads)))
+    seed_everything(CAV_SEED)
+    data = load_prepared(Path(data_path))
+    model = load_model(Path(checkpoint))
+    layers = list(layers or model.tcav_layers)
+    randoms = [load_image_set(Path(p)) for p in random_sets]
+    inputs = class_inputs(data, inputs_per_class)
+    cache = build_cache(model, layers, randoms, inputs, file_sha256(Path(checkpoint)))
+    null = null_rows(cache)
+    atomic_save(cache, Path(cache_out))
+    write_csv(null, Path(null_out))
+    log.info("TCAV null of %s: %d random sets, layers %s", checkpoint, len(randoms), layers)
+
+
+def tcav_concept(checkpoint: Path, concept_path: Path, cache_path: Path, out: Path, threads: int = 1) -> None:
     """TCAV scores of one concept for one ticket, written to `out` (tcav/{slug}.csv)."""
     torch.set_num_threads(max(1, int(threads)))
     seed_everything(CAV_SEED)
     cache = load_cache(Path(cache_path))
     digest = file_sha256(Path(checkpoint))
     if cache["checkpoint_sha256"] and cache["checkpoint_sha256"] != digest:
-        raise UserError(f"TCAV cache {cache_path} was made for another checkpoint: re-run the explain step")
-    wanted = (config.get("explanations", {}).get("tcav", {}) or {}).get("layers")
-    if wanted and list(wanted) != cache["layers"]:
-        raise UserError(f"TCAV cache {cache_path} holds layers {cache['layers']}, config asks {list(wanted)}")
+        raise UserError(f"TCAV cache {cache_path} was made for another checkpoint: re-run the tcav_null step")
     model = load_model(Path(checkpoint))
     name, images = load_image_set(Path(concept_path))
     acts = layer_activations(model, cache["layers"], images)
@@ -333,44 +356,3 @@ def compare_tcav(
         "n_significant_dense": len(sig_dense),
         "changes": changes,
     }
-
-
-# ---------------------------------------------------------------- captum reference loop
-
-
-def captum_tcav_rows(
-    model: nn.Module,
-    layers: list[str],
-    concepts: list[tuple[str, torch.Tensor]],
-    random_sets: list[tuple[str, torch.Tensor]],
-    class_inputs: dict[int, torch.Tensor],
-    save_root: Path,
-    model_id: str | None = None,
-) -> pd.DataFrame:
-    """The straightforward loop: one captum `TCAV` per concept, `interpret` per class.
-
-    The reference our cached path must reproduce, and the benchmark baseline. Each concept gets its own
-    save path under `save_root` and a fixed concept id (0; random sets 1..R), and the model id is a hash
-    of the weights, so captum's on-disk cache can never serve CAVs of another model or concept.
-    """
-    from captum.concept import TCAV, Concept
-
-    from ticketlens.explanations._io import weights_fingerprint
-
-    model_id = model_id or f"model-{weights_fingerprint(model)}"
-    randoms = [Concept(i + 1, name, [images]) for i, (name, images) in enumerate(random_sets)]
-    rows = []
-    for c, (name, images) in enumerate(concepts):
-        concept = Concept(0, name, [images])
-        save_path = Path(save_root) / f"concept_{c}"
-        tcav = TCAV(model, layers, model_id=model_id, classifier=make_classifier(), save_path=str(save_path))
-        sets = [[concept, rnd] for rnd in randoms]
-        for k, inputs in sorted(class_inputs.items()):
-            scores = tcav.interpret(inputs, sets, target=int(k))
-            for rnd in randoms:
-                key = f"{concept.id}-{rnd.id}"
-                for layer in layers:
-                    stats = tcav.cavs[key][layer].stats
-                    score = float(scores[key][layer]["sign_count"][0])
-                    rows.append((name, layer, int(k), rnd.name, score, float(stats["accs"])))
-    return pd.DataFrame(rows, columns=ROW_COLUMNS)

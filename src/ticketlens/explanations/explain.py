@@ -1,0 +1,167 @@
+"""Pixel-level explanations of one ticket: Grad-CAM and gradient saliency on a fixed probe set, their
+localisation and faithfulness, and their consistency with the dense net, the previous round and a
+randomised-weights floor. `explain_ticket` writes saliency.npz, saliency.csv and consistency.csv
+(docs/architecture.md); the concept level is `tcav.tcav_null` / `tcav.tcav_concept`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ticketlens.errors import UserError
+from ticketlens.study import SIMILARITY_METRICS, TICKET_FILES
+
+log = logging.getLogger(__name__)
+
+EXPLAIN_SEED = 0
+PROBE_SEED = 0
+RANDOM_MODEL_SEED = 1234  # the randomised-weights floor is the same draw for every ticket
+FAITHFULNESS_STEPS = 20
+SALIENCY_COLUMNS = ["probe", "label", "pred", "correct", "method", "box_mass", "box_hit", "part_mass",
+                    "part_hit", "deletion_auc", "insertion_auc", "box_area", "part_area"]  # fmt: skip
+CONSISTENCY_COLUMNS = ["probe", "method", "reference", *SIMILARITY_METRICS]
+
+
+def localisation_table(
+    maps: dict[str, np.ndarray],
+    probe: np.ndarray,
+    labels: np.ndarray,
+    preds: np.ndarray,
+    extras: dict[str, Any],
+    faithfulness: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> pd.DataFrame:
+    """saliency.csv: one row per probe image x method (NaN where the data has no boxes or part masks)."""
+    from ticketlens.explanations import saliency as sal
+
+    n = len(probe)
+    height, width = next(iter(maps.values())).shape[-2:]
+    nan = np.full(n, np.nan)
+    boxes = extras.get("boxes")
+    box = sal.box_masks(np.asarray(boxes)[probe], height, width) if boxes is not None else None
+    part = None
+    if extras.get("part_masks") is not None and extras.get("defining_parts") is not None:
+        part_maps = np.asarray(extras["part_masks"])[probe]
+        part = sal.part_masks_for(part_maps, labels, extras["defining_parts"], height, width)
+    frames = []
+    for method, m in maps.items():
+        deletion, insertion = faithfulness[method]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "probe": probe,
+                    "label": labels,
+                    "pred": preds,
+                    "correct": labels == preds,
+                    "method": method,
+                    "box_mass": sal.mass_share(m, box) if box is not None else nan,
+                    "box_hit": sal.pointing_hit(m, box) if box is not None else nan,
+                    "part_mass": sal.mass_share(m, part) if part is not None else nan,
+                    "part_hit": sal.pointing_hit(m, part) if part is not None else nan,
+                    "deletion_auc": deletion,
+                    "insertion_auc": insertion,
+                    "box_area": sal.area_share(box) if box is not None else nan,
+                    "part_area": sal.area_share(part) if part is not None else nan,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)[SALIENCY_COLUMNS]
+
+
+def _load_reference(path: Path, probe: np.ndarray) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise UserError(f"reference maps {path} not found (explain that ticket first)")
+    with np.load(path) as ref:
+        if not np.array_equal(ref["probe"], probe):
+            raise UserError(
+                f"{path} explains other probe images: re-run it with the same explanations params"
+            )
+        return {m: ref[m] for m in ("gradcam", "saliency") if m in ref.files}
+
+
+def consistency_table(
+    probe: np.ndarray, maps: dict[str, np.ndarray], references: dict[str, dict[str, np.ndarray]]
+) -> pd.DataFrame:
+    """consistency.csv: similarity of every method's maps with each reference that has that method."""
+    from ticketlens.explanations.compare import compare_maps
+
+    frames = []
+    for reference, ref_maps in references.items():
+        for method, m in maps.items():
+            if method not in ref_maps:
+                continue
+            scores = compare_maps(m, ref_maps[method])
+            scores.insert(0, "reference", reference)
+            scores.insert(0, "method", method)
+            scores.insert(0, "probe", probe)
+            frames.append(scores)
+    if not frames:
+        return pd.DataFrame(columns=CONSISTENCY_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[CONSISTENCY_COLUMNS]
+
+
+def explain_ticket(
+    checkpoint: Path,
+    data_path: Path,
+    probe_per_class: int,
+    gradcam_layer: str | None,
+    out_dir: Path,
+    dense_maps: Path | None = None,
+    previous_maps: Path | None = None,
+    threads: int = 1,
+) -> None:
+    """Pixel-level explanations of one ticket and their comparisons with the references given.
+
+    `gradcam_layer` None means the model's last conv block; `dense_maps` / `previous_maps` are the
+    saliency.npz of the dense net of the same seed and of the previous round (absent for round 0).
+    """
+    from ticketlens.data.prepared import load_prepared
+    from ticketlens.explanations import saliency as sal
+    from ticketlens.explanations import seed_everything
+    from ticketlens.explanations.faithfulness import deletion_insertion
+    from ticketlens.fileio import write_csv, write_npz
+    from ticketlens.lottery import load_model
+
+    torch.set_num_threads(max(1, int(threads)))
+    seed_everything(EXPLAIN_SEED)
+    out_dir = Path(out_dir)
+    data = load_prepared(Path(data_path))
+    model = load_model(Path(checkpoint))
+    labels_all = data.labels.numpy()
+    probe = sal.stratified_indices(labels_all, data.split.numpy(), probe_per_class, PROBE_SEED)
+    if len(probe) == 0:
+        raise UserError(f"{data_path} has no test images to explain")
+    x = data.float_images(torch.from_numpy(probe))
+    target = torch.from_numpy(labels_all[probe])
+    logits = sal.predict(model, x)
+    preds = logits.argmax(dim=1).numpy()
+    layer = gradcam_layer or getattr(model, "gradcam_layer", None)
+    maps = sal.explain_probe(model, x, target, layer)
+    arrays = {
+        **maps,
+        "probe": probe,
+        "labels": labels_all[probe].astype(np.int64),
+        "preds": preds.astype(np.int64),
+        "logits": logits.numpy().astype(np.float32),
+    }
+    faith = {
+        method: deletion_insertion(model, x, m, target, data.mean, FAITHFULNESS_STEPS)[:2]
+        for method, m in maps.items()
+    }
+    table = localisation_table(maps, probe, labels_all[probe], preds, data.extras, faith)
+    random_model = sal.randomized_copy(model, RANDOM_MODEL_SEED)
+    references = {"random": sal.explain_probe(random_model, x, target, layer)}
+    for name, path in (("dense", dense_maps), ("previous", previous_maps)):
+        if path is not None:
+            references[name] = _load_reference(Path(path), probe)
+    consistency = consistency_table(probe, maps, references)
+    # maps first, tables after: every target is written atomically, so a killed job leaves none half-done
+    write_npz(arrays, out_dir / TICKET_FILES.saliency_maps)
+    write_csv(table, out_dir / TICKET_FILES.saliency_table)
+    write_csv(consistency, out_dir / TICKET_FILES.consistency)
+    log.info("explained %s: %d probe images, methods %s", checkpoint, len(probe), list(maps))

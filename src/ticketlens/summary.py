@@ -1,0 +1,322 @@
+"""Per-dataset tables: read every ticket folder into one row per ticket, and aggregate rows over seeds.
+
+`summarize_dataset` is the only function here that touches the file system: it reads the per-ticket
+targets of docs/architecture.md and writes summary.csv, summary_agg.csv, tcav_summary.csv, findings.json
+and metrics.json atomically. The claims themselves are computed from these tables in `findings`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ticketlens import fileio
+from ticketlens.errors import UserError
+from ticketlens.explanations.tcav import KEYS as TCAV_KEY
+from ticketlens.explanations.tcav import compare_tcav, summarize_tcav
+from ticketlens.study import (
+    DENSE_ROUND,
+    SIMILARITY_METRICS,
+    TICKET,
+    TICKET_FILES,
+    Ticket,
+    branch_order,
+    concept_slug,
+)
+
+log = logging.getLogger(__name__)
+
+# box_area / part_area (share of the image) are the chance level of the matching mass.
+LOCALISATION = ("box_mass", "box_hit", "box_area", "part_mass", "part_hit", "part_area")
+FAITHFULNESS = ("deletion_auc", "insertion_auc")
+# Columns that identify a row rather than measure something: never averaged over seeds.
+ID_COLUMNS = ("seed", "branch", "round")
+TCAV_AGREEMENT = ("tcav_rank_corr_dense", "tcav_jaccard_dense", "tcav_n_changed")
+
+TicketKey = tuple[int, str, int]
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    fileio.write_csv(frame, path, float_format="%.6g")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError(f"{path} not found (run the explain / tcav steps for this ticket first)")
+    return pd.read_csv(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"{path} not found (run the train step for this ticket first)")
+    return json.loads(path.read_text())
+
+
+def ticket_file(folder: Path, name: str, **fields: str) -> Path:
+    """A named ticket file (`study.TicketFiles`) under the folder as given, whatever its prefix."""
+    return Path(folder) / getattr(TICKET_FILES, name).format(**fields)
+
+
+# ------------------------------------------------------------------------------------- column names
+
+
+def consistency_column(reference: str, method: str, metric: str) -> str:
+    return f"cons_{reference}_{method}_{metric}"
+
+
+def consistency_columns_of(summary: pd.DataFrame, reference: str = "dense") -> list[str]:
+    prefix = f"cons_{reference}_"
+    return [c for c in summary.columns if c.startswith(prefix) and summary[c].notna().any()]
+
+
+def split_consistency_column(column: str) -> tuple[str, str, str]:
+    """`cons_dense_gradcam_spearman_abs` -> (dense, gradcam, spearman_abs)."""
+    _, reference, rest = column.split("_", 2)
+    for metric in SIMILARITY_METRICS:
+        if rest.endswith("_" + metric):
+            return reference, rest[: -len(metric) - 1], metric
+    method, metric = rest.rsplit("_", 1)
+    return reference, method, metric
+
+
+# ----------------------------------------------------------------------------------- per ticket
+
+
+def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "remaining_fraction": float(metrics["remaining_fraction"]),
+        "test_accuracy": float(metrics["test_accuracy"]),
+        "test_loss": float(metrics.get("test_loss", np.nan)),
+        "early_stop_iteration": float(metrics.get("early_stop_iteration", np.nan)),
+        "early_stop_val_accuracy": float(metrics.get("early_stop_val_accuracy", np.nan)),
+    }
+
+
+def consistency_columns(consistency: pd.DataFrame, is_dense: bool) -> dict[str, float]:
+    """Mean over probe images of each reference x method x metric: `cons_{reference}_{method}_{metric}`.
+
+    The dense net compared with itself is identical by definition, so its missing `dense` rows are 1.0:
+    this anchors the consistency curves at round 0 without a self-comparison file.
+    """
+    out: dict[str, float] = {}
+    metrics = [m for m in SIMILARITY_METRICS if m in consistency.columns]
+    means = consistency.groupby(["reference", "method"])[metrics].mean()
+    for (reference, method), row in means.iterrows():
+        for metric in metrics:
+            out[consistency_column(reference, method, metric)] = float(row[metric])
+    if is_dense:
+        for method in consistency["method"].unique():
+            for metric in metrics:
+                out.setdefault(consistency_column("dense", method, metric), 1.0)
+    return out
+
+
+def saliency_columns(saliency: pd.DataFrame) -> dict[str, float]:
+    """Localisation and faithfulness per method (mean over probe images) and probe accuracy."""
+    out: dict[str, float] = {}
+    for method, group in saliency.groupby("method"):
+        for prefix, columns in (("loc", LOCALISATION), ("faith", FAITHFULNESS)):
+            for col in columns:
+                if col in group:
+                    out[f"{prefix}_{method}_{col}"] = float(group[col].mean())
+    if "correct" in saliency:
+        # The same probe appears once per method: take one method so images are not double counted.
+        first = saliency[saliency["method"] == saliency["method"].iloc[0]]
+        out["probe_accuracy"] = float(first["correct"].astype(float).mean())
+    return out
+
+
+def read_ticket_tcav(
+    folder: Path, concepts: Iterable[str], alpha: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per concept x layer x class summary, the raw concept rows) of one ticket."""
+    null_rows = _read_csv(ticket_file(folder, "tcav_null"))
+    frames = [_read_csv(ticket_file(folder, "tcav_concept", concept=concept_slug(c))) for c in concepts]
+    if not frames:
+        empty = pd.DataFrame(columns=[*TCAV_KEY, "mean", "p_value", "significant"])
+        return empty, pd.DataFrame(columns=[*TCAV_KEY, "random_set", "score", "cav_accuracy"])
+    rows = pd.concat(frames, ignore_index=True)
+    return summarize_tcav(rows, null_rows, alpha).reset_index(drop=True), rows
+
+
+def tcav_count_columns(table: pd.DataFrame) -> dict[str, float]:
+    significant = table[table["significant"].astype(bool)] if len(table) else table
+    return {
+        "tcav_n_significant": float(len(significant)),
+        "tcav_n_concepts_significant": float(significant["concept"].nunique()) if len(table) else 0.0,
+    }
+
+
+def tcav_agreement(
+    table: pd.DataFrame, dense: pd.DataFrame, rows: pd.DataFrame, dense_rows: pd.DataFrame, alpha: float
+) -> dict[str, float]:
+    """Ticket vs dense net: rank correlation of concept scores, Jaccard of the significant sets (NaN when
+    both are empty) and the number of concept x layer x class scores that changed significantly
+    (Welch t-test per concept, Bonferroni), by `explanations.tcav.compare_tcav`."""
+    result = compare_tcav(table, dense, rows, dense_rows, alpha)
+    changes = result["changes"]
+    return {
+        "tcav_rank_corr_dense": float(result["spearman"]),
+        "tcav_jaccard_dense": float(result["jaccard"]),
+        "tcav_n_changed": float(changes["changed"].astype(bool).sum()) if len(changes) else 0.0,
+    }
+
+
+# ----------------------------------------------------------------------------------- aggregation
+
+
+def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean and two-sided t-interval over seeds; (mean, nan, nan, 1) when one seed gives no interval."""
+    data = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(data)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = float(data.mean())
+    if n < 2:
+        return mean, float("nan"), float("nan"), n
+    # Not scipy's `t.interval(level, n - 1, loc=mean, scale=sem)`: it equals this only to the last bits
+    # (which findings.json records) and gives NaN rather than a zero-width interval when the seeds agree.
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * data.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half, n
+
+
+def measure_columns(summary: pd.DataFrame) -> list[str]:
+    return [c for c in summary.columns if c not in ID_COLUMNS and pd.api.types.is_numeric_dtype(summary[c])]
+
+
+def order_branches(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the study's branch order (`study.BRANCHES`), then by round."""
+    key = frame["branch"].map(branch_order)
+    return frame.assign(_k=key).sort_values(["_k", "round"]).drop(columns="_k").reset_index(drop=True)
+
+
+def aggregate_over_seeds(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per branch x round: `{col}_mean`, `{col}_ci_low`, `{col}_ci_high` and `n_seeds`."""
+    rows = []
+    for (branch, r), group in summary.groupby(["branch", "round"], sort=True):
+        # Plain `remaining_fraction` (the seed mean; equal across seeds at a round) is the x column of the
+        # DVC plot in dvc.yaml.
+        row: dict[str, Any] = {
+            "branch": branch,
+            "round": int(r),
+            "remaining_fraction": float(group["remaining_fraction"].mean()),
+            "n_seeds": int(group["seed"].nunique()),
+        }
+        for col in measure_columns(summary):
+            mean, low, high, _ = t_interval(group[col])
+            row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = mean, low, high
+        rows.append(row)
+    return order_branches(pd.DataFrame(rows))
+
+
+def dense_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary[(summary["branch"] == TICKET) & (summary["round"] == DENSE_ROUND)]
+
+
+def with_dense_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every branch's curve starts at the shared dense net: copy ticket round 0 into each control."""
+    dense = dense_rows(summary)
+    copies = [dense.assign(branch=b) for b in summary["branch"].unique() if b != TICKET]
+    return pd.concat([summary, *copies], ignore_index=True)
+
+
+def add_accuracy_change(summary: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy minus the dense accuracy of the same seed (paired, so seed-to-seed noise cancels)."""
+    dense_acc = dense_rows(summary).set_index("seed")["test_accuracy"]
+    return summary.assign(accuracy_change=summary["test_accuracy"] - summary["seed"].map(dense_acc))
+
+
+# -------------------------------------------------------------------------------------- entry point
+
+
+def ticket_row(ticket: Ticket, folder: Path) -> dict[str, Any]:
+    """One summary row without TCAV: identity, metrics.json, consistency.csv and saliency.csv columns."""
+    row: dict[str, Any] = {"seed": ticket.seed, "branch": ticket.branch, "round": ticket.round}
+    row.update(metrics_columns(_read_json(ticket_file(folder, "metrics"))))
+    row.update(consistency_columns(_read_csv(ticket_file(folder, "consistency")), ticket.is_dense))
+    row.update(saliency_columns(_read_csv(ticket_file(folder, "saliency_table"))))
+    return row
+
+
+def ticket_tables(
+    tickets: Sequence[Path], concepts: Sequence[str], alpha: float
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[TicketKey, pd.DataFrame]]:
+    """Read every ticket folder: (summary without TCAV agreement, all tickets' TCAV summaries, raw TCAV
+    concept rows per (seed, branch, round)). Rows come in seed, branch, round order."""
+    parsed = sorted(
+        ((Ticket.from_folder(folder), Path(folder)) for folder in tickets),
+        key=lambda pair: (pair[0].seed, branch_order(pair[0].branch), pair[0].round),
+    )
+    rows, tcav_frames, raw = [], [], {}
+    for ticket, folder in parsed:
+        row = ticket_row(ticket, folder)
+        key = (ticket.seed, ticket.branch, ticket.round)
+        tcav, raw[key] = read_ticket_tcav(folder, concepts, alpha)
+        row.update(tcav_count_columns(tcav))
+        rows.append(row)
+        tcav_frames.append(
+            tcav.assign(
+                seed=ticket.seed,
+                branch=ticket.branch,
+                round=ticket.round,
+                remaining_fraction=row["remaining_fraction"],
+            )
+        )
+    tcav_all = pd.concat(tcav_frames, ignore_index=True) if tcav_frames else pd.DataFrame()
+    first = ["seed", "branch", "round", "remaining_fraction"]
+    tcav_all = tcav_all[first + [c for c in tcav_all.columns if c not in first]]
+    return pd.DataFrame(rows), tcav_all, raw
+
+
+def add_tcav_agreement(
+    summary: pd.DataFrame, tcav_all: pd.DataFrame, raw: dict[TicketKey, pd.DataFrame], alpha: float
+) -> pd.DataFrame:
+    """TCAV agreement of every ticket with the dense net of the same seed (see `tcav_agreement`)."""
+    tables = {key: group for key, group in tcav_all.groupby(["seed", "branch", "round"])}
+    out = []
+    for seed, branch, r in summary[["seed", "branch", "round"]].itertuples(index=False, name=None):
+        key, dense_key = (seed, branch, r), (seed, TICKET, DENSE_ROUND)
+        if key not in tables or dense_key not in tables:
+            out.append(dict.fromkeys(TCAV_AGREEMENT, np.nan))
+        else:
+            out.append(tcav_agreement(tables[key], tables[dense_key], raw[key], raw[dense_key], alpha))
+    return pd.concat([summary.reset_index(drop=True), pd.DataFrame(out)], axis=1)
+
+
+def summarize_dataset(
+    dataset: str,
+    tickets: list[Path],
+    concepts: Sequence[str],
+    alpha: float,
+    summary: Path,
+    aggregate: Path,
+    tcav_summary: Path,
+    findings: Path,
+    metrics: Path,
+) -> dict[str, Any]:
+    """Read the ticket folders; write summary.csv, summary_agg.csv, tcav_summary.csv, findings.json and
+    metrics.json to the given paths; return the findings."""
+    # findings.py computes its claims from this module's tables, so it is imported here, not at the top.
+    from ticketlens.findings import compact_metrics, compute_findings
+
+    table, tcav_all, raw = ticket_tables(tickets, concepts, alpha)
+    table = add_tcav_agreement(table, tcav_all, raw, alpha)
+    result = compute_findings(table, tcav_all, dataset, alpha)
+    write_csv(table, Path(summary))
+    write_csv(aggregate_over_seeds(table), Path(aggregate))
+    write_csv(tcav_all, Path(tcav_summary))
+    fileio.write_json(result, Path(findings))
+    fileio.write_json(compact_metrics(table, result), Path(metrics))
+    log.info("%s: %d tickets summarised into %s", dataset, len(table), Path(summary).parent)
+    return result
