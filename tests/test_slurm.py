@@ -1,10 +1,11 @@
-"""The tiny study through workflow/profiles/slurm on a real one-node Slurm, compared with the local run.
+"""The SLURM profile (workflow/profiles/slurm): the tiny study on a real one-node Slurm, compared with the
+local run; a failing job's error in the rule's own log; the per-ticket groups in dry runs.
 
-The cluster is private to the test: Debian's slurm-wlm and munge (Slurm 22.05), daemons started as root
+The cluster is private to the tests: Debian's slurm-wlm and munge (Slurm 22.05), daemons started as root
 with a slurm.conf, munge key and socket in a temporary folder that SLURM_CONF points to; /etc/slurm and
-the system munged are never touched. Without root, the packages or working daemons the tests skip and
-say why (.ci/run installs the packages). The daemons run only while the workflow runs and are stopped
-in a `finally`, also when it fails.
+the system munged are never touched. Without root, the packages or working daemons the cluster tests
+skip and say why (.ci/run installs the packages). The daemons run while this module's cluster tests run
+and are stopped in a `finally`, also when they fail. The dry-run tests need no cluster.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from tiny_study import ROOT, make_study_dir, snakemake
+from tiny_study import ROOT, TINY, make_study_dir, snakemake
 
 # One cluster at a time, on the worker that also holds the local run of the tiny study (`study`).
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("tiny_study")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_study")]
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -37,6 +38,9 @@ CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "srun")
 TIMING_FIELDS = {"train_seconds", "images_per_second"}  # the only fields allowed to differ
 THREADED_RULE = "make_random_sets"  # run with --set-threads {THREADED_RULE}=2: must get 2 CPUs
 LOCAL_RULES = {"prepare_dataset", "all"}  # never submitted
+GROUPED_RULES = {"explain_ticket", "tcav_null", "tcav_concept"}  # one submission per ticket
+TICKETS = [(dataset, branch, r) for dataset in ("mnist", "synthbirds")
+           for branch, r in (("ticket", 0), ("ticket", 1), ("reinit", 1), ("randmask", 1))]  # fmt: skip
 
 
 def _missing_requirement() -> str | None:
@@ -208,58 +212,100 @@ def slurm_cluster() -> Iterator[tuple[dict[str, str], Path]]:
 
 
 @pytest.fixture(scope="module")
-def slurm_study(tmp_path_factory) -> dict:
-    """The tiny study run through the SLURM profile: its folder, snakemake's output and the jobs Slurm ran."""
-    workdir = make_study_dir(tmp_path_factory.mktemp("slurm_study"))
-    with slurm_cluster() as (env, base):
-        started = time.monotonic()
-        result = snakemake(
-            workdir,
-            "--workflow-profile",
-            str(PROFILE),
-            "--set-threads",
-            f"{THREADED_RULE}=2",
-            env=env,
-            timeout=1200,
-        )
-        seconds = time.monotonic() - started
-        jobcomp = (base / "jobcomp.txt").read_text() if (base / "jobcomp.txt").exists() else ""
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    # "Job 7 has been submitted with SLURM jobid 12 (log: .../slurm_logs/rule_train_ticket/...)"
-    submitted = {
-        int(jobid): rule
-        for jobid, rule in re.findall(
-            r"submitted with SLURM jobid (\d+) \(log: \S*?/rule_([A-Za-z0-9_]+)/", output
+def cluster() -> Iterator[tuple[dict[str, str], Path]]:
+    """A private one-node Slurm for this module's cluster tests: (env for clients, state folder)."""
+    with slurm_cluster() as running:
+        yield running
+
+
+def _submissions(output: str) -> dict[int, str]:
+    """SLURM job id -> what it ran: `rule_<rule>` or `group_<group>`, from the plugin's log lines.
+
+    "Job 7 has been submitted with SLURM jobid 12 (log: .../slurm_logs/rule_train_ticket/...)"
+    """
+    return {
+        int(jobid): kind
+        for jobid, kind in re.findall(
+            r"submitted with SLURM jobid (\d+) \(log: \S*?/slurm_logs/((?:rule|group)_[A-Za-z0-9_]+)/", output
         )
     }
+
+
+def _job_stats(output: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table: rule -> number of jobs."""
+    table = output[output.index("Job stats:") :]
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table[: table.index("total")], re.M)}
+
+
+def _group_name(dataset: str, branch: str, r: int, seed: int = 0) -> str:
+    return f"explain_{dataset}_seed{seed}_{branch}_round{r}"  # the profile's `groups:` pattern
+
+
+@pytest.fixture(scope="module")
+def slurm_study(cluster, tmp_path_factory) -> dict:
+    """The tiny study run through the SLURM profile: its folder, snakemake's output and the jobs Slurm ran."""
+    env, base = cluster
+    workdir = make_study_dir(tmp_path_factory.mktemp("slurm_study"))
+    started = time.monotonic()
+    result = snakemake(
+        workdir,
+        "--workflow-profile",
+        str(PROFILE),
+        "--set-threads",
+        f"{THREADED_RULE}=2",
+        env=env,
+        timeout=1200,
+    )
+    seconds = time.monotonic() - started
+    jobcomp = (base / "jobcomp.txt").read_text() if (base / "jobcomp.txt").exists() else ""
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    submitted = _submissions(output)
     cpus = {int(j): int(c) for j, c in re.findall(r"JobId=(\d+) .*?\bProcCnt=(\d+)", jobcomp)}
     states = dict(re.findall(r"JobId=(\d+) .*?\bJobState=(\S+)", jobcomp))
     print(f"SLURM run: {seconds:.0f} s, {len(submitted)} SLURM jobs")
     return {"workdir": workdir, "output": output, "submitted": submitted, "cpus": cpus, "states": states}
 
 
-def test_every_rule_but_data_preparation_runs_as_a_slurm_job(slurm_study):
+@pytest.mark.slurm
+def test_each_tickets_explanations_are_one_submission_the_rest_one_job_each(slurm_study):
     output, submitted = slurm_study["output"], slurm_study["submitted"]
-    # snakemake's "Job stats" table: rule and count per line, up to "total"
-    table = output[output.index("Job stats:") :]
-    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table[: table.index("total")], re.M)}
-    expected = sum(n for rule, n in counts.items() if rule not in LOCAL_RULES)
-    assert counts.get("prepare_dataset") and expected > 20, counts
-    assert not LOCAL_RULES & set(submitted.values()), sorted(submitted.values())
-    assert len(submitted) == expected, sorted(submitted.values())
+    counts = _job_stats(output)
+    assert counts.get("prepare_dataset") and set(counts) >= GROUPED_RULES, counts
+    plain = {rule: n for rule, n in counts.items() if rule not in LOCAL_RULES | GROUPED_RULES}
+    kinds = sorted(submitted.values())
+    # data preparation runs on the submitting host; every other rule outside the groups is one job each
+    assert not {f"rule_{r}" for r in LOCAL_RULES | GROUPED_RULES} & set(kinds), kinds
+    assert {k: kinds.count(f"rule_{k}") for k in plain} == plain, kinds
+    # one submission per ticket for its explain_ticket, tcav_null and tcav_concept jobs
+    groups = [k for k in kinds if k.startswith("group_")]  # group_<group>_<its rules, sorted>
+    rules = "_".join(sorted(GROUPED_RULES))
+    assert sorted(groups) == sorted(f"group_{_group_name(*ticket)}_{rules}" for ticket in TICKETS)
+    grouped_jobs = sum(counts[rule] for rule in GROUPED_RULES)
+    assert grouped_jobs == 3 * len(TICKETS)  # one concept per dataset in the tiny study
+    assert len(submitted) == sum(plain.values()) + len(TICKETS) < sum(plain.values()) + grouped_jobs
+    # ... and every job of a group ran: each rule wrote its own log in the ticket's log folder
+    workdir = slurm_study["workdir"]
+    for dataset, branch, r in TICKETS:
+        folder = workdir / "logs" / dataset / "seed_0" / branch / f"round_{r}"
+        concept = TINY["datasets"][dataset]["concepts"][0]
+        for log in ("explain_ticket.log", "tcav_null.log", f"tcav_{concept}.log"):
+            assert (folder / log).stat().st_size > 0, folder / log
     # Slurm ran exactly these jobs, all to completion
     assert set(slurm_study["cpus"]) == set(submitted)
     assert set(slurm_study["states"].values()) == {"COMPLETED"}
 
 
+@pytest.mark.slurm
 def test_each_job_gets_its_rules_threads_as_cpus(slurm_study):
     cpus = slurm_study["cpus"]
-    by_rule: dict[str, set[int]] = {}
-    for jobid, rule in slurm_study["submitted"].items():
-        by_rule.setdefault(rule, set()).add(cpus[jobid])
-    assert by_rule.pop(THREADED_RULE) == {2}, "threads: 2 must give --cpus-per-task=2"
-    assert set().union(*by_rule.values()) == {1}, by_rule  # study.threads = 1 in the tiny study
+    by_kind: dict[str, set[int]] = {}
+    for jobid, kind in slurm_study["submitted"].items():
+        by_kind.setdefault("group" if kind.startswith("group_") else kind, set()).add(cpus[jobid])
+    assert by_kind.pop(f"rule_{THREADED_RULE}") == {2}, "threads: 2 must give --cpus-per-task=2"
+    # a group asks for what runs side by side in it: explain_ticket and tcav_null, one thread each
+    assert by_kind.pop("group") == {2}, "a ticket's group must run explain_ticket and tcav_null side by side"
+    assert set().union(*by_kind.values()) == {1}, by_kind  # study.threads = 1 in the tiny study
 
 
 def _without_timing(value):
@@ -270,6 +316,7 @@ def _without_timing(value):
     return value
 
 
+@pytest.mark.slurm
 def test_results_equal_the_local_run_except_timings(slurm_study, study):
     local_root, slurm_root = study / "results", slurm_study["workdir"] / "results"
     local_files = sorted(p.relative_to(local_root) for p in local_root.rglob("*") if p.is_file())
@@ -287,3 +334,98 @@ def test_results_equal_the_local_run_except_timings(slurm_study, study):
         timed += 1
     assert any(p.suffix == ".pt" for p in local_files) and any(p.suffix == ".npz" for p in local_files)
     assert timed <= 8  # one metrics.json per ticket: 2 datasets x (dense, ticket, reinit, randmask)
+
+
+@pytest.mark.slurm
+def test_a_failed_jobs_error_is_in_its_rules_log_and_shown(cluster, tmp_path):
+    """A job that fails on the cluster, alone and inside a ticket's group: its one-line error is in the
+    rule's logs/... file (SLURM sends stderr to .snakemake/slurm_logs) and Snakemake shows it."""
+    env, _ = cluster
+    workdir = make_study_dir(tmp_path)
+    dense = "results/mnist/seed_0/ticket/round_0"
+    # the dense net and the random sets, built locally in seconds; then a corrupt dense checkpoint
+    local = snakemake(workdir, "--cores", "2", f"{dense}/checkpoint.pt", "results/mnist/concepts/random_0.pt")
+    assert local.returncode == 0, local.stderr[-4000:]
+    (workdir / dense / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    # both read the checkpoint: train_ticket of round 1 (a job of its own), tcav_null (in the dense group)
+    result = snakemake(
+        workdir, "--workflow-profile", str(PROFILE), "--keep-going",
+        "results/mnist/seed_0/ticket/round_1/checkpoint.pt", f"{dense}/tcav/random.csv",
+        env=env, timeout=600,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-4000:]
+    group = f"group_{_group_name('mnist', 'ticket', 0)}_tcav_null"  # group_<group>_<its rules>
+    assert sorted(_submissions(output).values()) == [group, "rule_train_ticket"]
+    for log, command in (
+        ("logs/mnist/seed_0/ticket/round_1/train_ticket.log", "train-ticket"),
+        ("logs/mnist/seed_0/ticket/round_0/tcav_null.log", "tcav-null"),
+    ):
+        errors = [line for line in (workdir / log).read_text().splitlines() if ": error: " in line]
+        assert len(errors) == 1, (log, errors)
+        line = errors[0][errors[0].index(f"ticketlens {command}: error: ") :]
+        assert f"{dense}/checkpoint.pt" in line, line
+        assert line in output, f"--show-failed-logs did not show {log}"  # snakemake printed the rule's log
+
+
+def _dry_run_groups(output: str) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
+    """From a dry run's job list: group name -> [(rule, wildcards)], and the rules of ungrouped jobs.
+
+    Asserts that no group name stands for two group jobs (two submissions)."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    ungrouped: list[str] = []
+    current: list[tuple[str, str]] | None = None
+    rule = ""
+    for line in output.splitlines():
+        header = re.search(r"Group job (\S+) \(", line)
+        if header:
+            assert header[1] not in groups, f"group {header[1]} is more than one submission"
+            current = groups[header[1]] = []
+        elif line and not line[0].isspace():
+            current = None  # an unindented line: a job outside any group
+        if match := re.match(r"^(\s*)rule (\w+):", line):
+            rule = match[2]
+            if current is None:
+                ungrouped.append(rule)
+        elif (match := re.match(r"^\s+wildcards: (.*)$", line)) and current is not None:
+            current.append((rule, match[1]))
+    return groups, ungrouped
+
+
+def test_slurm_profile_groups_each_tickets_explanation_jobs(tmp_path):
+    """Dry runs (no cluster): one group per ticket with exactly its explain_ticket, tcav_null and
+    tcav_concept jobs under the SLURM profile; no group under the workstation profile."""
+    workdir = make_study_dir(tmp_path)
+    result = snakemake(workdir, "-n", "--workflow-profile", str(PROFILE))
+    assert result.returncode == 0, result.stderr[-4000:]
+    groups, ungrouped = _dry_run_groups(result.stdout + result.stderr)
+    assert sorted(groups) == sorted(_group_name(*ticket) for ticket in TICKETS)
+    for dataset, branch, r in TICKETS:
+        jobs = groups[_group_name(dataset, branch, r)]
+        assert sorted(rule for rule, _ in jobs) == sorted(GROUPED_RULES), jobs
+        for _, wildcards in jobs:
+            assert wildcards.startswith(f"dataset={dataset}, seed=0, branch={branch}, round={r}"), wildcards
+    assert not GROUPED_RULES & set(ungrouped) and "train_ticket" in ungrouped, ungrouped
+
+    local = snakemake(workdir, "-n", "--workflow-profile", str(ROOT / "workflow" / "profiles" / "default"))
+    assert local.returncode == 0, local.stderr[-4000:]
+    assert "Group job" not in local.stdout + local.stderr
+
+
+def test_an_added_concepts_tables_join_one_submission_per_ticket(study, tmp_path):
+    """After the study ran, two more concepts: per ticket only their two TCAV tables run (two separate
+    pieces of the DAG, tcav_null being done) and group-components still makes them one submission."""
+    extra = tmp_path / "more_concepts.yaml"
+    extra.write_text("datasets:\n  mnist:\n    concepts: [stroke_horizontal, stroke_vertical, stroke_loop]\n")
+    result = snakemake(study, "-n", "--workflow-profile", str(PROFILE), "--configfile", str(extra))
+    assert result.returncode == 0, result.stderr[-4000:]
+    groups, ungrouped = _dry_run_groups(result.stdout + result.stderr)
+    mnist = [ticket for ticket in TICKETS if ticket[0] == "mnist"]
+    assert sorted(groups) == sorted(_group_name(*ticket) for ticket in mnist)
+    for ticket in mnist:
+        jobs = groups[_group_name(*ticket)]
+        assert sorted(wildcards.rsplit("concept=", 1)[1] for rule, wildcards in jobs if rule == "tcav_concept") == [
+            "stroke_loop", "stroke_vertical"
+        ], jobs  # fmt: skip
+        assert len(jobs) == 2, jobs
+    assert not GROUPED_RULES & set(ungrouped), ungrouped
