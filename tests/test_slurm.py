@@ -3,8 +3,9 @@ local run; a failing job's error in the rule's own log; the per-ticket groups in
 
 The cluster is private to the tests: Debian's slurm-wlm and munge (Slurm 22.05), daemons started as root
 with a slurm.conf, munge key and socket in a temporary folder that SLURM_CONF points to; /etc/slurm and
-the system munged are never touched. Without root, the packages or working daemons the cluster tests
-skip and say why (.ci/run installs the packages). The daemons run while this module's cluster tests run
+the system munged are never touched. Where Slurm is not installed (no slurmctld) or there is no root,
+the cluster tests skip and say why (.ci/run installs the packages as root); an installed Slurm that
+does not start fails them. The daemons run while this module's cluster tests run
 and are stopped in a `finally`, also when they fail. The dry-run tests need no cluster.
 """
 
@@ -43,19 +44,27 @@ TICKETS = [(dataset, branch, r) for dataset in ("mnist", "synthbirds")
            for branch, r in (("ticket", 0), ("ticket", 1), ("reinit", 1), ("randmask", 1))]  # fmt: skip
 
 
-def _missing_requirement() -> str | None:
+def _skip_reason() -> str | None:
+    """Why the cluster tests cannot run here at all: Slurm is not installed, or no root to start it."""
+    if not shutil.which("slurmctld"):
+        return (
+            "Slurm is not installed (no slurmctld): "
+            "apt-get install -y --no-install-recommends slurm-wlm munge (.ci/run does, as root)"
+        )
     if os.name != "posix" or os.geteuid() != 0:
-        return "needs root to start munged, slurmctld and slurmd"
+        return "Slurm is installed, but starting munged, slurmctld and slurmd needs root"
+    return None
+
+
+def _incomplete_installation() -> str | None:
+    """With slurmctld present, what else is missing (a broken install fails the tests, never skips)."""
     missing = [tool for tool in (*DAEMONS, *CLIENTS, "runuser") if not shutil.which(tool)]
     if missing:
-        return (
-            f"Slurm is not installed (missing {', '.join(missing)}): "
-            "apt-get install -y --no-install-recommends slurm-wlm munge (.ci/run does)"
-        )
+        return f"Slurm is incomplete (missing {', '.join(missing)}): reinstall slurm-wlm and munge"
     try:
         pwd.getpwnam("munge")
     except KeyError:
-        return "no 'munge' user (Debian's munge package creates it)"
+        return "no 'munge' user (Debian's munge package creates it): reinstall munge"
     return None
 
 
@@ -127,11 +136,15 @@ def _tail(path: Path, lines: int = 8) -> str:
 def slurm_cluster() -> Iterator[tuple[dict[str, str], Path]]:
     """Start munged, slurmctld and slurmd on localhost; yield (env for clients, state folder).
 
-    Skips (pytest.skip) when the cluster cannot start; always stops what it started.
+    Skips (pytest.skip, with the reason) only where Slurm is not installed or there is no root; a Slurm
+    that is installed but does not start fails the test. Always stops what it started.
     """
-    reason = _missing_requirement()
+    reason = _skip_reason()
     if reason:
         pytest.skip(reason)
+    problem = _incomplete_installation()
+    if problem:
+        pytest.fail(problem)
     base = Path(tempfile.mkdtemp(prefix="ticketlens-slurm-"))
     base.chmod(0o755)  # munged runs as user munge and must reach its folder
     processes: list[subprocess.Popen] = []
@@ -175,7 +188,7 @@ def slurm_cluster() -> Iterator[tuple[dict[str, str], Path]]:
         deadline = time.monotonic() + 15
         while not munge_socket.exists():
             if processes[0].poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"munged did not start: {_tail(base / 'munged.out')}")
+                pytest.fail(f"munged did not start: {_tail(base / 'munged.out')}")
             time.sleep(0.1)
         start("slurmctld", ["slurmctld", "-D", "-i"])
         start("slurmd", ["slurmd", "-D", "-N", "localhost"])
@@ -185,7 +198,7 @@ def slurm_cluster() -> Iterator[tuple[dict[str, str], Path]]:
             dead = [p.args[0] for p in processes if p.poll() is not None]
             if dead or time.monotonic() > deadline:
                 logs = "; ".join(f"{d}: {_tail(base / f'{d}.out', 4)}" for d in ("slurmctld", "slurmd"))
-                pytest.skip(f"Slurm did not start (exited: {dead or 'none'}, node state {state!r}): {logs}")
+                pytest.fail(f"Slurm did not start (exited: {dead or 'none'}, node state {state!r}): {logs}")
             time.sleep(0.3)
             state = subprocess.run(
                 ["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, timeout=15
