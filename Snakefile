@@ -2,7 +2,9 @@
 import sys
 from pathlib import Path
 
-from ticketlens.config import ConfigError, validate_params
+from ticketlens.config import ConfigError, study_params, validate_params
+from ticketlens.errors import UserError
+from ticketlens.provenance import check_results, hash_cache_path
 
 
 configfile: "params.yaml"
@@ -20,6 +22,14 @@ try:
     )
 except ConfigError as err:
     sys.exit(f"ticketlens: {err}")
+
+# Snakemake decides re-runs by mtime: refuse to start while a trained ticket is not what its files record
+# (e.g. a checkpoint replaced with `cp -p`). Jobs that a cluster runs as nested Snakemake calls skip it.
+if workflow.is_main_process:
+    try:
+        check_results(study_params(config), Path("."), hash_cache_path(Path(".")))
+    except UserError as err:
+        sys.exit(f"ticketlens: {err}")
 
 
 include: "workflow/rules/common.smk"

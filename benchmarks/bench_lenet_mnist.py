@@ -54,6 +54,7 @@ def study_settings(preset: str, seed: int, rounds: int, mnist_root: str) -> Stud
                     "lr": 1.2e-3,
                     "batch_size": 60,
                     "checkpoint_every": 5_000,
+                    "init": "glorot_normal",  # Frankle & Carbin 2019
                     **PRESETS[preset],
                 },
             }

@@ -89,6 +89,8 @@ def main() -> None:
         iterations=args.iterations,
         eval_every=args.iterations,
         checkpoint_every=args.iterations,  # no checkpoint path: never written
+        init="default",
+        test_at="end",
     )
     shape = images.shape
     bare, ours = [], []

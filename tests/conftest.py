@@ -42,6 +42,8 @@ TOY = DatasetSettings(
         iterations=40,
         eval_every=20,
         checkpoint_every=20,
+        init="default",
+        test_at="end",
     ),
 )
 TOY_PRUNING = PruningSettings(

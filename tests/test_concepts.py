@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from conftest import data_settings, dataset_settings, make_toy_data
+from ticketlens.data.attribute_concepts import attribute_parts
 from ticketlens.data.concepts import (
     STROKES,
     TEXTURES,
-    attribute_parts,
     check_concept_names,
     make_concept_set,
     make_random_sets,
 )
-from ticketlens.data.prepared import TRAIN, load_prepared, save_prepared
+from ticketlens.data.prepared import TRAIN, PreparedData, load_prepared, save_prepared
 from ticketlens.data.synthbirds import prepare_synthbirds
 from ticketlens.errors import UserError
 from ticketlens.study import ConceptOptions
@@ -77,7 +77,13 @@ def test_random_sets_disjoint_train_deterministic(birds: tuple[Path, list[Path]]
         make_random_sets(data_path, 3, 10000, 0, again)
 
 
-def test_attribute_concept(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def _part_pixels(data: PreparedData, index: torch.Tensor, concept: str) -> torch.Tensor:
+    """N x H x W: where the attribute's parts are in each source image (mask label k = part k)."""
+    labels = torch.tensor([data.extras["part_names"].index(p) + 1 for p in attribute_parts(concept)])
+    return torch.isin(data.extras["part_masks"][index].long(), labels)
+
+
+def test_attribute_concept_is_part_patches_by_default(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
     data_path, randoms = birds
     data = load_prepared(data_path)
     out = tmp_path / "has_wing_color__blue.pt"
@@ -85,12 +91,82 @@ def test_attribute_concept(birds: tuple[Path, list[Path]], tmp_path: Path) -> No
     concept = _load(out)
     chosen = concept["indices"]
     assert concept["name"] == "has_wing_color::blue" and len(chosen) == 10
+    assert "part patches" in concept["source"]
     a = data.extras["attribute_names"].index("has_wing_color::blue")
     assert (data.extras["attributes"][chosen, a] == 1).all() and (data.split[chosen] == TRAIN).all()
     assert (data.extras["certainty"][chosen, a] >= 3).all()
     used = set(torch.cat([_load(p)["indices"] for p in randoms]).tolist())
     assert not used & set(chosen.tolist())  # disjoint from every random set
-    assert torch.equal(concept["images"], data.images[chosen])
+    wing = _part_pixels(data, chosen, "has_wing_color::blue")[:, None].expand_as(concept["images"])
+    source = data.images[chosen]
+    assert wing.any(dim=(1, 2, 3)).all()
+    assert torch.equal(concept["images"][wing], source[wing])  # the wing, untouched and in place
+    outside = (data.extras["part_masks"][chosen] == 0)[:, None].expand_as(source)
+    changed = (concept["images"][outside].int() - source[outside].int()).abs() > 3
+    assert changed.float().mean() > 0.8  # a fresh scene behind it, not the bird's own background
+
+
+def test_whole_images_on_request(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    data_path, randoms = birds
+    data = load_prepared(data_path)
+    out = tmp_path / "whole.pt"
+    make_concept_set(
+        data_path, "synthbirds", "has_wing_color::blue", SIZE, _options(images="whole"), randoms, out
+    )
+    concept = _load(out)
+    assert torch.equal(concept["images"], data.images[concept["indices"]])
+    assert "whole of train images" in concept["source"]
+
+
+def _copied_share(images: torch.Tensor, data: PreparedData) -> float:
+    """Share of concept images that are (nearly) a training image: RMS pixel distance below 1 grey level."""
+    train = data.images[data.indices(TRAIN)].float().flatten(1)
+    distance = torch.cdist(images.float().flatten(1), train) / train.shape[1] ** 0.5
+    return float((distance.min(dim=1).values < 1.0).float().mean())
+
+
+def _other_parts_shown(concept: dict, data: PreparedData) -> float:
+    """Share of the source birds' pixels OUTSIDE the attribute's parts (the rest of the bird, which carries
+    the class's other defining attributes) that the concept images still show, unchanged, in place."""
+    index = concept["indices"]
+    bird = data.extras["part_masks"][index] > 0
+    other = (bird & ~_part_pixels(data, index, concept["name"]))[:, None].expand_as(concept["images"])
+    same = (concept["images"].int() - data.images[index].int()).abs() <= 3
+    return float(same[other].float().mean())
+
+
+def test_no_concept_set_is_its_classes_images(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """Every part attribute the data can build: no concept image is a training image (whole images of
+    blue-winged birds are exactly the blue-winged classes' images), and none shows the rest of the bird."""
+    data_path, randoms = birds
+    data = load_prepared(data_path)
+    present = data.extras["attributes"][data.split == TRAIN].sum(dim=0) >= 2
+    names = [n for n, p in zip(data.extras["attribute_names"], present.tolist(), strict=True) if p]
+    built = 0
+    for name in names:
+        if not attribute_parts(name):
+            continue  # has_background::scene_k has no part (refused, below)
+        out = tmp_path / f"{name.replace('::', '__')}.pt"
+        make_concept_set(data_path, "synthbirds", name, SIZE, _options(), randoms, out)
+        concept = _load(out)
+        assert _copied_share(concept["images"], data) == 0.0, name
+        assert _other_parts_shown(concept, data) < 0.05, name
+        built += 1
+    assert built >= 20  # wing, breast, crown, tail, bill, back, eye and leg values
+    with pytest.raises(UserError, match="part_patches needs an attribute of a bird part"):
+        make_concept_set(data_path, "synthbirds", "has_background::scene_0", SIZE, _options(), randoms, out)
+
+
+def test_part_patches_need_part_masks(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    data_path, randoms = birds
+    data = load_prepared(data_path)
+    del data.extras["part_masks"]  # as CUB: part locations, no per-pixel masks
+    cub_like = tmp_path / "data.pt"
+    save_prepared(data, cub_like)
+    with pytest.raises(UserError, match="part_patches needs per-pixel part masks.*use images: part_crops"):
+        make_concept_set(
+            cub_like, "synthbirds", "has_wing_color::blue", SIZE, _options(), randoms, tmp_path / "x.pt"
+        )
 
 
 def test_deterministic_and_stable_when_a_concept_is_added(
@@ -114,7 +190,7 @@ def test_class_majority_and_part_crops(birds: tuple[Path, list[Path]], tmp_path:
     data_path, randoms = birds
     data = load_prepared(data_path)
     out = tmp_path / "crops.pt"
-    options = _options(class_majority=True, part_crops=True)
+    options = _options(class_majority=True, images="part_crops")
     make_concept_set(data_path, "synthbirds", "has_wing_color::blue", SIZE, options, randoms, out)
     concept = _load(out)
     assert concept["images"].shape == (10, 3, 24, 24) and "part crops" in concept["source"]
@@ -134,7 +210,13 @@ def test_class_majority_and_part_crops(birds: tuple[Path, list[Path]], tmp_path:
         )
     with pytest.raises(UserError, match="part_crops needs"):
         make_concept_set(
-            data_path, "synthbirds", "has_background::scene_0", SIZE, _options(part_crops=True), randoms, out
+            data_path,
+            "synthbirds",
+            "has_background::scene_0",
+            SIZE,
+            _options(images="part_crops"),
+            randoms,
+            out,
         )
 
 
@@ -193,7 +275,7 @@ def test_check_concept_names_needs_no_torch() -> None:
 
 
 def test_texture_pattern_is_seeded() -> None:
-    from ticketlens.data.concepts import texture_images
+    from ticketlens.data.procedural import texture_images
 
     first = texture_images("zigzag", 3, 16, 1, np.random.default_rng(5))
     assert np.array_equal(first, texture_images("zigzag", 3, 16, 1, np.random.default_rng(5)))

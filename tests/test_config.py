@@ -46,7 +46,7 @@ def test_shipped_params_are_valid_and_defaults_are_filled():
         ("datasets.mnist.model", "vgg99", r"key 'datasets.mnist.model': got 'vgg99' \(allowed: 'lenet300'"),
         ("pruning.rate_fc", 1.5, r"key 'pruning.rate_fc': got 1.5 \(allowed: a number in \(0, 1\)\)"),
         ("pruning.rate_conv", 0, r"key 'pruning.rate_conv': got 0 \(allowed: a number in \(0, 1\)\)"),
-        ("study.rounds", -1, r"key 'study.rounds': got -1 \(allowed: a number >= 0\)"),
+        ("study.rounds", -1, r"key 'study.rounds': got -1 \(allowed: a number in \[0, 30\]\)"),
         (
             "study.rouns",
             3,
@@ -95,3 +95,111 @@ def test_unreadable_yaml_is_a_config_error(tmp_path):
     bad.write_text("study: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "shown"),
+    [
+        ("datasets.mnist.training.lr", float("nan"), "nan"),  # passes exclusiveMinimum: nan <= 0 is False
+        ("datasets.mnist.training.lr", float("inf"), "inf"),
+        ("pruning.rate_fc", float("nan"), "nan"),
+        ("datasets.synthbirds.training.weight_decay", float("inf"), "inf"),
+    ],
+)
+def test_non_finite_numbers_are_refused(path, value, shown):
+    with pytest.raises(ConfigError) as info:
+        validate_params(broken(path, value), SCHEMA)
+    assert str(info.value) == f"params.yaml: key '{path}': got {shown} (allowed: a finite number)"
+
+
+def test_non_finite_number_in_yaml_stops_check_params(tmp_path, capsys):
+    text = yaml.safe_dump(PARAMS).replace("lr: 0.002", "lr: .nan", 1)
+    assert "lr: .nan" in text
+    bad = tmp_path / "params.yaml"
+    bad.write_text(text)
+    assert main(["check-params", str(bad), "--schema", str(SCHEMA)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.endswith("got nan (allowed: a finite number)")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("study.rounds", 31, "key 'study.rounds': got 31 (allowed: a number in [0, 30])"),
+        ("study.seeds", list(range(101)), "key 'study.seeds': got 101 items (allowed: at most 100 items)"),
+        (
+            "datasets.mnist.training.iterations",
+            10_000_001,
+            "key 'datasets.mnist.training.iterations': got 10000001 (allowed: a number in [1, 10000000])",
+        ),
+        (
+            "explanations.tcav.n_random_sets",
+            1001,
+            "key 'explanations.tcav.n_random_sets': got 1001 (allowed: a number in [2, 1000])",
+        ),
+    ],
+)
+def test_upper_bounds(path, value, expected):
+    with pytest.raises(ConfigError) as info:
+        validate_params(broken(path, value), SCHEMA)
+    assert str(info.value) == f"params.yaml: {expected}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'has_wing_color::blue"; rm -rf ~; "',  # quotes
+        "has_wing_color::$(touch pwned)",  # command substitution
+        "has_wing_color::../../etc/passwd",  # path traversal
+        "has_wing_color::blue::red",  # a second ::
+        "has wing color::blue",  # spaces
+        "random_0",  # the name of a random set
+        "Stroke_Loop",
+    ],
+)
+def test_unsafe_concept_names_are_refused_by_check_params(tmp_path, capsys, name):
+    params = broken("datasets.synthbirds.concepts", ["texture_dotted", name])
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    assert main(["check-params", str(bad), "--schema", str(SCHEMA)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"key 'datasets.synthbirds.concepts[1]': got {name!r} (allowed: a procedural concept" in err
+    assert "has_<part>_<attribute>::<value>" in err
+
+
+@pytest.mark.parametrize(
+    "name", ["has_wing_color::blue", "has_size::small_(5_-_9_in)", "has_shape::duck-like"]
+)
+def test_cub_attribute_names_pass(name):
+    validate_params(broken("datasets.synthbirds.concepts", [name]), SCHEMA)
+
+
+def test_check_params_on_a_folder_or_a_binary_file_is_one_line(tmp_path, capsys):
+    binary = tmp_path / "params.yaml"
+    binary.write_bytes(b"study: \xff\xfe\x00 binary")
+    for path, expected in (
+        (tmp_path, f"{tmp_path}: is a folder, not a params file"),
+        (binary, f"{binary}: not a UTF-8 text file (a params file is YAML)"),
+    ):
+        assert main(["check-params", str(path), "--schema", str(SCHEMA)]) == 2
+        assert capsys.readouterr().err.strip() == f"ticketlens check-params: error: {expected}"
+
+
+def test_nested_command_line_overrides_are_read_as_yaml():
+    """`snakemake --config study='{seeds: [0, 1, 2]}'` hands nested values over as strings."""
+    params = broken("study.seeds", ["0", "1", "2"])
+    params["study"]["rounds"] = "2"
+    params["datasets"]["mnist"]["training"]["lr"] = "0.01"
+    filled = validate_params(params, SCHEMA, source="params.yaml with command-line overrides")
+    assert filled["study"]["seeds"] == [0, 1, 2] and filled["study"]["rounds"] == 2
+    assert filled["datasets"]["mnist"]["training"]["lr"] == 0.01
+    with pytest.raises(
+        ConfigError
+    ) as info:  # a string that is no number stays an error, blamed on the override
+        validate_params(
+            broken("study.rounds", "many"), SCHEMA, source="params.yaml with command-line overrides"
+        )
+    assert str(info.value).startswith(
+        "params.yaml with command-line overrides: key 'study.rounds': got 'many'"
+    )

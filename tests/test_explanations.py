@@ -18,6 +18,7 @@ from ticketlens.explanations.compare import compare_maps, spearman_rows, top_mas
 from ticketlens.explanations.explain import CONSISTENCY_COLUMNS, SALIENCY_COLUMNS, explain_ticket
 from ticketlens.explanations.faithfulness import deletion_insertion
 from ticketlens.explanations.tcav import tcav_null
+from ticketlens.fileio import file_sha256
 from ticketlens.study import TICKET_FILES, TcavSettings, Ticket
 
 RNG = np.random.default_rng(0)
@@ -244,7 +245,9 @@ def test_explain_ticket_and_tcav_null_write_every_target_in_the_contract_format(
             assert (root / ticket / name).exists(), name
         assert not list((root / ticket).rglob("*.tmp"))
     with np.load(root / "r1" / "saliency.npz") as npz:
-        assert set(npz.files) == {"gradcam", "saliency", "probe", "labels", "preds", "logits"}
+        keys = {"gradcam", "saliency", "probe", "labels", "preds", "logits", "checkpoint_sha256"}
+        assert set(npz.files) == keys
+        assert str(npz["checkpoint_sha256"]) == file_sha256(root / "r1" / "checkpoint.pt")
         assert npz["gradcam"].shape == npz["saliency"].shape == (12, 28, 28)
         assert npz["logits"].shape == (12, 4) and npz["logits"].dtype == np.float32
         np.testing.assert_array_equal(npz["preds"], npz["logits"].argmax(1))

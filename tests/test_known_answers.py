@@ -72,7 +72,7 @@ def scene_set(scene: int, path: Path) -> Path:
     """Bird-free background scenes of one class's shortcut scene: the background concept."""
     from PIL import Image
 
-    from ticketlens.data.synthbirds import draw_background
+    from ticketlens.data.synthbirds_drawing import draw_background
 
     rng = np.random.default_rng(1000 + scene)
     images = [

@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from conftest import TOY, TOY_PRUNING
+from conftest import TOY, TOY_PRUNING, make_toy_data
 from ticketlens import training
+from ticketlens.data.prepared import save_prepared
 from ticketlens.lottery import load_checkpoint, load_model, train_ticket
 from ticketlens.study import TICKET_FILES, PruningSettings, Ticket, TrainingSettings
 
@@ -123,26 +124,91 @@ def test_same_params_give_bitwise_identical_masks_and_metrics(tmp_path, toy_data
     }
 
 
-def test_interrupted_round_resumes_to_the_same_result(tmp_path, toy_data_path):
-    run(toy_data_path, tmp_path / "full")
+def crash_midway(path, out, crash_at_eval=2, **kwargs):
+    """Run a round and kill it at an evaluation (by default the second: iteration 40 with the toy settings,
+    after resume.pt of iteration 20 was written)."""
     calls = {"n": 0}
     original = training.evaluate
 
-    def crash_on_second_eval(*args, **kwargs):
+    def crash_on_second_eval(*args, **kw):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == crash_at_eval:
             raise KeyboardInterrupt("simulated crash")
-        return original(*args, **kwargs)
+        return original(*args, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(training, "evaluate", crash_on_second_eval)
         with pytest.raises(KeyboardInterrupt):
-            run(toy_data_path, tmp_path / "crash")
-    assert (tmp_path / "crash" / RESUME).exists() and not (tmp_path / "crash" / CHECKPOINT).exists()
-    run(toy_data_path, tmp_path / "crash")
-    full, resumed = (load_checkpoint(tmp_path / n / CHECKPOINT) for n in ("full", "crash"))
-    for key in full["state_dict"]:
-        assert torch.equal(full["state_dict"][key], resumed["state_dict"][key])
+            run(path, out, **kwargs)
+    assert (out / RESUME).exists() and not (out / CHECKPOINT).exists()
+
+
+def assert_same_round(a, b):
+    """Two round folders hold bitwise the same checkpoint weights, masks and rewind state, and metrics."""
+    ca, cb = (load_checkpoint(folder / CHECKPOINT) for folder in (a, b))
+    for part in ("state_dict", "masks", "rewind_state"):
+        assert ca[part].keys() == cb[part].keys()
+        for key in ca[part]:
+            assert torch.equal(ca[part][key], cb[part][key]), (part, key)
+    ma, mb = (json.loads((folder / METRICS).read_text()) for folder in (a, b))
+    timing = {"train_seconds", "images_per_second"}
+    assert {k: v for k, v in ma.items() if k not in timing} == {
+        k: v for k, v in mb.items() if k not in timing
+    }
+
+
+def test_interrupted_round_resumes_to_the_same_result(tmp_path, toy_data_path, caplog):
+    run(toy_data_path, tmp_path / "full")
+    crash_midway(toy_data_path, tmp_path / "crash")
+    with caplog.at_level("INFO", logger="ticketlens.training"):
+        run(toy_data_path, tmp_path / "crash")
+    assert "resumed from" in caplog.text and "at iteration 20" in caplog.text
+    assert_same_round(tmp_path / "full", tmp_path / "crash")
+
+
+def test_resume_saved_before_an_lr_change_is_discarded(tmp_path, toy_data_path, caplog):
+    crash_midway(toy_data_path, tmp_path / "t0")  # lr 0.003
+    faster = dataclasses.replace(TOY.training, lr=0.01)
+    with caplog.at_level("INFO", logger="ticketlens.training"):
+        run(toy_data_path, tmp_path / "t0", training=faster)
+    assert "resumed from" not in caplog.text
+    assert "discarding" in caplog.text and "training.lr 0.003 -> 0.01" in caplog.text
+    run(toy_data_path, tmp_path / "fresh", training=faster)
+    assert_same_round(tmp_path / "t0", tmp_path / "fresh")
+
+
+def test_resume_saved_before_a_pruning_rate_change_is_discarded(tmp_path, toy_data_path, caplog):
+    run(toy_data_path, tmp_path / "t0")
+    previous = tmp_path / "t0" / CHECKPOINT
+    crash_midway(toy_data_path, tmp_path / "t1", r=1, previous=previous)  # rate_fc 0.4
+    harder = dataclasses.replace(TOY_PRUNING, rate_fc=0.7)
+    with caplog.at_level("INFO", logger="ticketlens.training"):
+        run(toy_data_path, tmp_path / "t1", r=1, previous=previous, pruning=harder)
+    assert "pruning.rate_fc 0.4 -> 0.7" in caplog.text
+    run(toy_data_path, tmp_path / "fresh", r=1, previous=previous, pruning=harder)
+    assert_same_round(tmp_path / "t1", tmp_path / "fresh")
+
+
+def test_resume_saved_from_another_parent_is_discarded(tmp_path, toy_data_path, caplog):
+    run(toy_data_path, tmp_path / "t0")
+    crash_midway(toy_data_path, tmp_path / "t1", r=1, previous=tmp_path / "t0" / CHECKPOINT)
+    # the dense net is retrained differently: round 1 must not continue from the old parent's pruning
+    run(toy_data_path, tmp_path / "t0", training=dataclasses.replace(TOY.training, lr=0.01))
+    with caplog.at_level("INFO", logger="ticketlens.training"):
+        run(toy_data_path, tmp_path / "t1", r=1, previous=tmp_path / "t0" / CHECKPOINT)
+    assert "parent_sha256" in caplog.text and "resumed from" not in caplog.text
+    run(toy_data_path, tmp_path / "fresh", r=1, previous=tmp_path / "t0" / CHECKPOINT)
+    assert_same_round(tmp_path / "t1", tmp_path / "fresh")
+
+
+def test_late_rewind_weights_of_a_discarded_run_are_not_reused(tmp_path, toy_data_path):
+    late = dataclasses.replace(TOY_PRUNING, rewind_iteration=10)
+    crash_midway(toy_data_path, tmp_path / "t0", pruning=late)  # rewind.pt captured at iteration 10
+    assert (tmp_path / "t0" / TICKET_FILES.rewind).exists()
+    faster = dataclasses.replace(TOY.training, lr=0.01)
+    run(toy_data_path, tmp_path / "t0", pruning=late, training=faster)
+    run(toy_data_path, tmp_path / "fresh", pruning=late, training=faster)
+    assert_same_round(tmp_path / "t0", tmp_path / "fresh")
 
 
 def test_late_rewinding_stores_iteration_k_and_restarts_there(tmp_path, toy_data_path):
@@ -176,3 +242,97 @@ def test_controls_have_no_round_zero(tmp_path, toy_data_path):
 
     with pytest.raises(UserError, match="controls start at round 1"):
         run(toy_data_path, tmp_path / "x", branch="reinit", r=0)
+
+
+def test_divergence_stops_in_one_line_and_leaves_nothing_to_resume(tmp_path, toy_data_path):
+    from ticketlens.errors import UserError
+
+    # SGD at lr 1e9 gives a nan loss at step 3: after resume.pt (every step) and rewind.pt (k = 1) exist
+    wild = dataclasses.replace(TOY.training, optimizer="sgd", lr=1e9, checkpoint_every=1)
+    late = dataclasses.replace(TOY_PRUNING, rewind_iteration=1)
+    out = tmp_path / "t0"
+    with pytest.raises(UserError) as info:
+        run(toy_data_path, out, training=wild, pruning=late)
+    assert str(info.value) == (
+        "training diverged at iteration 3: loss nan (allowed: a finite loss at every step; "
+        "lower datasets.toy.training.lr, now 1e+09)"
+    )
+    assert list(out.iterdir()) == []  # no checkpoint, metrics, resume.pt or rewind.pt
+
+
+def test_cli_train_divergence_exits_2(tmp_path, toy_data_path, capsys, monkeypatch):
+    from ticketlens.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    wild = dataclasses.replace(TOY.training, optimizer="sgd", lr=1e9)
+    folder = Ticket("toy", 0, "ticket", 0).folder
+    args = ["train-ticket", "--data", str(toy_data_path), "--model", TOY.model, "--model-width", "0.5"]
+    args += ["--training", wild.to_json(), "--pruning", TOY_PRUNING.to_json(), "--out-dir", str(folder)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ticketlens train-ticket: error: training diverged at iteration ")
+    assert not (folder / CHECKPOINT).exists()
+
+
+@pytest.fixture
+def noisy_data_path(tmp_path):
+    """The toy data with a third of the labels shuffled: losses stay well above zero and vary."""
+    data = make_toy_data()
+    generator = torch.Generator().manual_seed(0)
+    flip = torch.rand(len(data.labels), generator=generator) < 0.33
+    data.labels[flip] = torch.randint(0, 4, (int(flip.sum()),), generator=generator)
+    path = tmp_path / "noisy.pt"
+    save_prepared(data, path)
+    return path
+
+
+def test_test_accuracy_at_the_early_stop_iteration(tmp_path, noisy_data_path):
+    """test_at early_stop reports the test loss of the weights at minimum validation loss: those of a run
+    that stops there."""
+    toy_data_path = noisy_data_path
+    longer = dataclasses.replace(TOY.training, iterations=60, eval_every=10, test_at="early_stop")
+    early = run(toy_data_path, tmp_path / "early", training=longer)
+    stop = early["early_stop_iteration"]
+    assert early["test_at"] == "early_stop" and early["test_iteration"] == stop < 60
+    at_end = run(toy_data_path, tmp_path / "end", training=dataclasses.replace(longer, test_at="end"))
+    assert at_end["test_at"] == "end" and at_end["test_iteration"] == 60
+    short = dataclasses.replace(longer, iterations=stop, test_at="end")
+    stopped = run(toy_data_path, tmp_path / "stopped", training=short)
+    assert early["test_loss"] == stopped["test_loss"] != at_end["test_loss"]
+    assert early["test_accuracy"] == stopped["test_accuracy"]
+    # the checkpoint keeps the last weights: they are what the next round prunes and what is explained
+    assert_same_round_weights(tmp_path / "early", tmp_path / "end")
+
+
+def assert_same_round_weights(a, b):
+    ca, cb = (load_checkpoint(folder / CHECKPOINT) for folder in (a, b))
+    for key in ca["state_dict"]:
+        assert torch.equal(ca["state_dict"][key], cb["state_dict"][key]), key
+
+
+def test_early_stop_weights_survive_a_resume(tmp_path, noisy_data_path):
+    often = dataclasses.replace(
+        TOY.training, iterations=60, eval_every=10, checkpoint_every=10, test_at="early_stop"
+    )
+    full = run(noisy_data_path, tmp_path / "full", training=often)
+    assert full["early_stop_iteration"] == 40  # the minimum comes before the crash at iteration 50
+    crash_midway(noisy_data_path, tmp_path / "crash", crash_at_eval=5, training=often)
+    run(noisy_data_path, tmp_path / "crash", training=often)
+    assert_same_round(tmp_path / "full", tmp_path / "crash")
+
+
+def test_reinit_control_trains_from_the_rewind_step_like_the_ticket(tmp_path, toy_data_path):
+    late = dataclasses.replace(TOY_PRUNING, rewind_iteration=10)
+    run(toy_data_path, tmp_path / "t0", pruning=late)
+    ticket = run(toy_data_path, tmp_path / "t1", r=1, previous=tmp_path / "t0" / CHECKPOINT, pruning=late)
+    kwargs = {"r": 1, "ticket": tmp_path / "t1" / CHECKPOINT, "pruning": late}
+    reinit = run(toy_data_path, tmp_path / "reinit", branch="reinit", **kwargs)
+    randmask = run(toy_data_path, tmp_path / "randmask", branch="randmask", **kwargs)
+    assert ticket["start_iteration"] == reinit["start_iteration"] == randmask["start_iteration"] == 10
+    # the re-init control stores its own fresh init to rewind to, not the ticket's iteration-10 weights
+    stored = load_checkpoint(tmp_path / "reinit" / CHECKPOINT)["rewind_state"]
+    from ticketlens.lottery import init_seed, seeded_init
+
+    spec = load_checkpoint(tmp_path / "reinit" / CHECKPOINT)["model"]
+    fresh = seeded_init(spec, init_seed(0, "reinit", 1)).state_dict()
+    assert all(torch.equal(stored[key], fresh[key]) for key in fresh)

@@ -347,3 +347,15 @@ def test_torchvision_source_converts_exactly(tmp_path: Path) -> None:
     assert np.array_equal(data.images[data.indices(VALIDATION), 0].numpy(), arrays["train_images"][-N_VAL:])
     assert np.array_equal(data.images[data.indices(TEST), 0].numpy(), arrays["test_images"])
     assert np.array_equal(data.labels[data.indices(TRAIN)].numpy(), arrays["train_labels"][: N_TRAIN - N_VAL])
+
+
+def test_validation_smaller_than_the_class_count_is_refused(tmp_path: Path) -> None:
+    _write_idx(tmp_path / "raw")
+    out = tmp_path / "prepared" / "data.pt"
+    with pytest.raises(UserError) as info:
+        prepare_mnist(_config(tmp_path / "raw", validation_size=5), out)
+    assert str(info.value) == (
+        f"{out}: not written: the validation split has 5 images for 10 classes (allowed: at least one image "
+        "per class, here >= 10; raise datasets.mnist.validation_size)"
+    )
+    assert not out.exists() and not (out.parent / "meta.csv").exists()

@@ -1,13 +1,16 @@
-"""Magnitude pruning: exact counts per round and layer, global vs layer-wise, masks that stay zero."""
+"""Magnitude pruning: exact counts per round and layer, one global threshold vs per kind vs per layer,\nmasks that stay zero."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
+from torch import nn
 
 from conftest import training_settings
 from ticketlens.errors import UserError
-from ticketlens.models import build_model, prunable_layers
+from ticketlens.models import Normalize, TicketNet, build_model, prunable_layers
 from ticketlens.pruning import (
     PruningRates,
     full_masks,
@@ -53,20 +56,80 @@ def test_layerwise_keeps_the_largest_magnitudes():
         assert weights[mask].min() >= weights[~mask].max()
 
 
-def test_global_uses_one_threshold_per_rate_group():
+def test_global_per_kind_uses_one_threshold_per_rate_group():
     model = small_model()
-    masks = magnitude_prune(model, full_masks(model), RATES, "global")
+    masks = magnitude_prune(model, full_masks(model), RATES, "global_per_kind")
     layers = prunable_layers(model)
     conv = [n for n in layers if "conv" in n]
     pooled = torch.cat([layers[n].weight.detach().abs().flatten() for n in conv])
     pooled_mask = torch.cat([masks[f"{n}.weight"].flatten() for n in conv])
     assert int(pooled_mask.sum()) == expected_survivors(pooled.numel(), RATES.conv, 1)
     assert pooled[pooled_mask].min() >= pooled[~pooled_mask].max()
-    # Global pruning is not layer-wise pruning in disguise: per-layer fractions differ.
+    # Not layer-wise pruning in disguise: per-layer fractions differ.
     fractions = {n: float(masks[f"{n}.weight"].float().mean()) for n in conv}
     assert len({round(f, 6) for f in fractions.values()}) > 1
     out = masks["classifier.out.weight"]
     assert int(out.sum()) == expected_survivors(out.numel(), RATES.output, 1)
+
+
+def hand_made_net() -> TicketNet:
+    """conv (4 weights, |w| 11..14) -> fc (32 weights, |w| 0.01..0.32) -> output (4 weights, |w| 5..8),
+    signs alternating: one threshold over all layers and one per kind disagree completely."""
+    features = nn.Sequential(OrderedDict(conv1=nn.Conv2d(1, 4, kernel_size=1)))
+    classifier = nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc1=nn.Linear(16, 2), out=nn.Linear(2, 2)))
+    model = TicketNet(Normalize([0.0], [1.0]), features, classifier, None, [])
+    with torch.no_grad():
+        for module, magnitudes in ((features.conv1, torch.arange(11.0, 15.0)),
+                                   (classifier.fc1, torch.arange(1.0, 33.0) / 100),
+                                   (classifier.out, torch.arange(5.0, 9.0))):  # fmt: skip
+            signs = torch.tensor([1.0, -1.0]).repeat(magnitudes.numel() // 2)
+            module.weight.copy_((magnitudes * signs).view_as(module.weight))
+    return model
+
+
+def kept_magnitudes(model: TicketNet, masks: dict) -> dict[str, list[float]]:
+    layers = prunable_layers(model)
+    return {
+        key: sorted(round(v, 2) for v in layers[key.removesuffix(".weight")].weight.abs()[mask].tolist())
+        for key, mask in masks.items()
+    }
+
+
+def test_global_is_one_magnitude_threshold_over_all_layers():
+    model = hand_made_net()
+    half = PruningRates(conv=0.5, fc=0.5, output=0.5)
+    fc_top = [round(v / 100, 2) for v in range(21, 33)]
+    one = magnitude_prune(model, full_masks(model), half, "global")
+    # the 20 smallest of all 40 weights are all in fc1: conv and output keep everything
+    assert kept_magnitudes(model, one) == {
+        "features.conv1.weight": [11.0, 12.0, 13.0, 14.0],
+        "classifier.fc1.weight": fc_top,
+        "classifier.out.weight": [5.0, 6.0, 7.0, 8.0],
+    }
+    fresh = hand_made_net()  # pruning zeroes the pruned weights of the model it is given
+    per_kind = magnitude_prune(fresh, full_masks(fresh), half, "global_per_kind")
+    assert kept_magnitudes(fresh, per_kind) == {
+        "features.conv1.weight": [13.0, 14.0],
+        "classifier.fc1.weight": [round(v / 100, 2) for v in range(17, 33)],
+        "classifier.out.weight": [7.0, 8.0],
+    }
+    # a second round ranks only the 20 survivors and prunes half of them: 10 more from fc1
+    two = magnitude_prune(model, one, half, "global")
+    assert kept_magnitudes(model, two)["classifier.fc1.weight"] == [0.31, 0.32]
+    assert sparsity_report(two)[0] == 10 / 40
+
+
+def test_global_prunes_what_the_per_kind_rates_ask_in_total():
+    model = hand_made_net()
+    rates = PruningRates(conv=0.5, fc=0.25, output=0.5)  # 2 + 8 + 2 = 12 weights, one threshold
+    masks = magnitude_prune(model, full_masks(model), rates, "global")
+    kept = kept_magnitudes(model, masks)
+    assert kept["classifier.fc1.weight"] == [round(v / 100, 2) for v in range(13, 33)]
+    assert len(kept["features.conv1.weight"]) == 4 and len(kept["classifier.out.weight"]) == 4
+    with pytest.raises(
+        UserError, match="unknown pruning scope .globl. .allowed: global, layerwise, global_per_kind"
+    ):
+        magnitude_prune(model, full_masks(model), rates, "globl")
 
 
 def test_biases_and_excluded_layers_are_never_pruned():

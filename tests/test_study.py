@@ -77,7 +77,7 @@ def test_tickets_come_in_seed_branch_round_order_and_controls_start_at_round_1()
     "settings",
     [
         dataset_settings("mnist", concepts=["stroke_loop"], train_size=30),  # no concept_options
-        dataset_settings("synthbirds", concepts=["texture_dotted"], concept_options={"part_crops": True}),
+        dataset_settings("synthbirds", concepts=["texture_dotted"], concept_options={"images": "part_crops"}),
         dataset_settings("cub", model_width=0.5),
     ],
     ids=["mnist", "synthbirds", "cub"],

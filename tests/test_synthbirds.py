@@ -14,18 +14,16 @@ import torch
 from conftest import data_settings
 from ticketlens.data.cub import check_cub, read_cub
 from ticketlens.data.prepared import TEST, TRAIN, load_prepared
-from ticketlens.data.synthbirds import (
+from ticketlens.data.synthbirds import prepare_synthbirds
+from ticketlens.data.synthbirds_classes import (
     GROUP,
-    MANIFEST,
     PART_ID,
     PART_NAMES,
     class_definitions,
     class_table,
     defining_sizes,
-    ensure_generated,
-    generation_settings,
-    prepare_synthbirds,
 )
+from ticketlens.data.synthbirds_folder import MANIFEST, ensure_generated, generation_settings
 from ticketlens.errors import UserError
 from ticketlens.study import DataSettings
 
@@ -219,3 +217,12 @@ def test_default_demo_is_learnable(tmp_path: Path) -> None:
     with torch.no_grad():
         accuracy = (net(x[test]).argmax(1) == data.labels[test]).float().mean().item()
     assert accuracy >= 0.85
+
+
+def test_too_few_images_for_a_validation_split_are_refused(tmp_path: Path) -> None:
+    config = birds(root=str(tmp_path / "raw"), n_classes=2, images_per_class=4, validation_fraction=0.1)
+    out = tmp_path / "prepared" / "data.pt"
+    hint = "raise datasets.synthbirds.validation_fraction or datasets.synthbirds.images_per_class"
+    with pytest.raises(UserError, match=rf"validation split has 0 images for 2 classes .*{hint}\)$"):
+        prepare_synthbirds(config, out)
+    assert not out.exists() and not (out.parent / "meta.csv").exists()

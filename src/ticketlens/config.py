@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         return "allowed type: " + " or ".join(types)
     if kind == "required":
         return "required keys: " + ", ".join(schema["required"])
+    if kind in {"pattern", "maxLength", "minLength"} and "description" in schema:
+        return "allowed: " + " ".join(str(schema["description"]).split())
+    if kind == "maxItems":
+        return f"allowed: at most {schema['maxItems']} items"
     return ""
 
 
@@ -63,7 +68,9 @@ def format_error(error: jsonschema.ValidationError, source: str = "params.yaml")
     if error.validator == "required":
         return f"{source}: {where}: {error.message} ({_allowed(error)})"
     allowed = _allowed(error)
-    detail = f"got {error.instance!r}"
+    detail = (
+        f"got {len(error.instance)} items" if error.validator == "maxItems" else f"got {error.instance!r}"
+    )
     return f"{source}: key '{where}': {detail}" + (f" ({allowed})" if allowed else f" ({error.message})")
 
 
@@ -85,8 +92,27 @@ def _filling_defaults(validator_class: Any) -> Any:
 _Validator = _filling_defaults(jsonschema.Draft202012Validator)
 
 
+def _non_finite(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], float]]:
+    """(key path, value) of every nan or infinite float (YAML's .nan, .inf), depth first."""
+    if isinstance(node, float) and not math.isfinite(node):
+        yield path, node
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _non_finite(value, (*path, key))
+    elif isinstance(node, list | tuple):
+        for index, value in enumerate(node):
+            yield from _non_finite(value, (*path, index))
+
+
 def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: str = "params.yaml") -> dict:
-    """Validate, fill defaults and run the cross-key checks; raise ConfigError on the first problem."""
+    """Validate, fill defaults and run the cross-key checks; raise ConfigError on the first problem.
+
+    Non-finite numbers are refused first: JSON schema bounds let nan through (every comparison with nan
+    is false) and inf through every lower bound.
+    """
+    bad = next(_non_finite(params), None)
+    if bad is not None:
+        raise ConfigError(f"{source}: key '{_key_path(bad[0])}': got {bad[1]} (allowed: a finite number)")
     schema = yaml.safe_load(Path(schema_path).read_text())
     filled = copy.deepcopy(dict(params))
     _read_command_line_strings(filled, schema)

@@ -26,18 +26,49 @@ os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then move it into place."""
+    """Call `write(tmp)` on a temporary file beside `path`, then move it into place.
+
+    A write the file system refuses (disk full, read-only or foreign-owned results) is one UserError naming
+    `path` (not the temporary file), and nothing is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+    tmp: Path | None = None
     try:
-        write(Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+        write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as err:
+        raise UserError(f"{path}: cannot write ({_reason(err, path)}){_WRITE_HINT}") from None
+    except RuntimeError as err:
+        # torch's zip writer turns a failed write into RuntimeError("... inline_container.cc ...")
+        if "inline_container" not in str(err) and "write" not in str(err):
+            raise
+        raise UserError(f"{path}: cannot write ({_first_line(err)}){_WRITE_HINT}") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+_WRITE_HINT = "; free disk space or make the results folder writable, then re-run"
+
+
+def _reason(err: OSError, path: Path) -> str:
+    """The OS's reason, with the file it names unless that is our own temporary file."""
+    named = str(err.filename or "")
+    where = f" at {named}" if named and not Path(named).name.startswith(f".{path.name}.") else ""
+    return f"{err.strerror or type(err).__name__}{where}"
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _open_for_writing(path: Path) -> Any:
+    return open(path, "wb")  # one place to open files for writing (tests swap it for /dev/full)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -47,7 +78,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     def write(tmp: Path) -> None:
         # Through a file handle: given a path, torch names the zip archive inside after the (random)
         # temporary file, so identical tensors would give different bytes and DVC hashes.
-        with open(tmp, "wb") as handle:
+        with _open_for_writing(tmp) as handle:
             torch.save(obj, handle)
 
     atomic_write(path, write)
@@ -56,10 +87,35 @@ def atomic_save(obj: Any, path: Path) -> None:
 def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
     def write(tmp: Path) -> None:
         # a file object, because np.savez appends ".npz" to names that lack it
-        with open(tmp, "wb") as handle:
+        with _open_for_writing(tmp) as handle:
             np.savez(handle, **arrays)
 
     atomic_write(path, write)
+
+
+def load_npz(path: Path, what: str, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (only `keys`, where present, if given), read without unpickling: a
+    missing, truncated or foreign file, or one holding object arrays, is one UserError naming it."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} not found")
+    try:
+        if not zipfile.is_zipfile(path):
+            raise UserError(f"{what} {path} is not an .npz archive: delete it and re-run")
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files if keys is None or key in keys}
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            problem = (
+                "holds an object array (allowed: numeric and text arrays; it was not written by ticketlens)"
+            )
+        else:
+            problem = f"is unreadable ({_first_line(err)})"
+        raise UserError(f"{what} {path} {problem}: delete it and re-run") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{what} {path} is unreadable ({type(err).__name__}): delete it and re-run") from None
 
 
 def file_sha256(path: Path) -> str:
@@ -71,7 +127,11 @@ def file_sha256(path: Path) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    def write(tmp: Path) -> None:
+        with _open_for_writing(tmp) as handle:
+            handle.write(text.encode("utf-8"))
+
+    atomic_write(path, write)
 
 
 def write_csv(frame: Any, path: Path, **to_csv: Any) -> None:

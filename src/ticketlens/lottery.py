@@ -20,8 +20,18 @@ from torch import nn
 
 from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, PreparedData, load_prepared
 from ticketlens.errors import UserError
-from ticketlens.fileio import atomic_save, load_torch, write_json
+from ticketlens.fileio import atomic_save, file_sha256, load_torch, write_json
 from ticketlens.models import TicketNet, build_model
+from ticketlens.provenance import (
+    CHECKPOINT_SHA,
+    PARENT_SHA,
+    check_file_sha,
+    check_identity,
+    folder_ticket,
+    identity,
+    parent_of,
+    recorded_checkpoint_sha,
+)
 from ticketlens.pruning import (
     Masks,
     PruningRates,
@@ -33,7 +43,17 @@ from ticketlens.pruning import (
     sparsity_report,
 )
 from ticketlens.study import RANDMASK, REINIT, TICKET, TICKET_FILES, PruningSettings, Ticket, TrainingSettings
-from ticketlens.training import BatchStream, early_stop, evaluate, train
+from ticketlens.training import (
+    EARLY_STOP,
+    BatchStream,
+    DivergedError,
+    TrainState,
+    early_stop,
+    effective_state,
+    evaluate,
+    keep_resume,
+    train,
+)
 
 log = logging.getLogger("ticketlens.lottery")
 
@@ -59,12 +79,31 @@ def model_from_spec(spec: Mapping[str, Any]) -> TicketNet:
     return build_model(**spec)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return load_torch(path, "checkpoint")
+def load_checkpoint(
+    path: Path, expected: Ticket | None = None, role: str = "the checkpoint of"
+) -> dict[str, Any]:
+    """A checkpoint, refused in one line unless it is what it should be: the ticket `expected` (default: the
+    ticket whose folder holds it) and the file its metrics.json was written with."""
+    return load_checked(path, expected, role)[0]
+
+
+def load_checked(
+    path: Path, expected: Ticket | None = None, role: str = "the checkpoint of"
+) -> tuple[dict[str, Any], str]:
+    """`load_checkpoint` plus the file's sha256 (what a child records as its parent)."""
+    path = Path(path)
+    if not path.is_file():
+        load_torch(path, "checkpoint")  # the one-line "not found"
+    digest = check_file_sha(path, recorded_checkpoint_sha(path))
+    checkpoint = load_torch(path, "checkpoint")
+    expected = expected if expected is not None else folder_ticket(path)
+    if expected is not None:
+        check_identity(checkpoint, expected, path, role)
+    return checkpoint, digest
 
 
 def load_model(path: Path) -> TicketNet:
-    """A ticket ready for explanation: eval mode, pruned weights exactly zero."""
+    """A ticket ready for explanation: eval mode, pruned weights exactly zero (identity and hash checked)."""
     checkpoint = load_checkpoint(path)
     model = model_from_spec(checkpoint["model"])
     model.load_state_dict(checkpoint["state_dict"])
@@ -80,24 +119,36 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _plan_masks(
+@dataclasses.dataclass
+class Plan:
+    """Where a round starts: the model at its starting weights, its masks, the rewind state to store
+    (None: decided after training), the start iteration and the parent checkpoint's sha256."""
+
+    model: TicketNet
+    masks: Masks
+    rewind_state: dict[str, torch.Tensor] | None
+    start: int
+    parent_sha: str | None
+
+
+def _plan(
     ticket: Ticket,
     pruning: PruningSettings,
     spec: Mapping[str, Any],
     previous: Path | None,
     ticket_checkpoint: Path | None,
-) -> tuple[TicketNet, Masks, dict[str, torch.Tensor] | None, int]:
-    """The model to train (at its starting weights), its masks, the rewind state to store, and the start iteration."""
+) -> Plan:
     k = pruning.rewind_iteration
     if ticket.round == 0:
         if ticket.branch != TICKET:
             raise UserError(f"branch {ticket.branch} has no round 0 (controls start at round 1)")
         model = seeded_init(spec, ticket.seed)
-        return model, full_masks(model, pruning.exclude), None, 0
+        return Plan(model, full_masks(model, pruning.exclude), None, 0, None)
+    parent_ticket = parent_of(ticket, pruning.one_shot)
     if ticket.branch == TICKET:
         if previous is None:
             raise UserError("ticket rounds >= 1 need --previous (the checkpoint they prune)")
-        parent = load_checkpoint(previous)
+        parent, digest = load_checked(previous, parent_ticket, "the checkpoint to prune,")
         model = model_from_spec(spec)
         model.load_state_dict(parent["state_dict"])
         rates = PruningRates.from_settings(pruning)
@@ -105,19 +156,42 @@ def _plan_masks(
             rates = rates.compounded(ticket.round)
         masks = magnitude_prune(model, parent["masks"], rates, pruning.scope)
         model.load_state_dict(parent["rewind_state"])
-        return model, masks, parent["rewind_state"], k
+        return Plan(model, masks, parent["rewind_state"], k, digest)
     if ticket_checkpoint is None:
-        raise UserError(f"control {ticket.branch} needs --ticket (the ticket checkpoint of the same round)")
-    reference = load_checkpoint(ticket_checkpoint)
+        raise UserError(f"control {ticket.branch} needs --ticket-checkpoint (the ticket of the same round)")
+    reference, digest = load_checked(ticket_checkpoint, parent_ticket, "the control's ticket,")
     if ticket.branch == REINIT:
-        # A fresh init trains the full schedule: there is no early iteration of it to rewind to.
+        # A fresh init with the ticket's mask, trained from the rewind step like the ticket (open_lth's
+        # random re-initialisation), so both see the same number of steps.
         model = seeded_init(spec, init_seed(ticket.seed, ticket.branch, ticket.round))
-        return model, reference["masks"], None, 0
+        return Plan(model, reference["masks"], None, k, digest)
     generator = torch.Generator().manual_seed(init_seed(ticket.seed, RANDMASK, ticket.round) + 7)
     masks = random_masks(reference["masks"], generator)
     model = model_from_spec(spec)
     model.load_state_dict(reference["rewind_state"])
-    return model, masks, reference["rewind_state"], k
+    return Plan(model, masks, reference["rewind_state"], k, digest)
+
+
+def round_fingerprint(
+    ticket: Ticket,
+    spec: Mapping[str, Any],
+    training: TrainingSettings,
+    pruning: PruningSettings,
+    parent_sha: str | None,
+    data_sha: str,
+    threads: int,
+) -> dict[str, Any]:
+    """Everything that determines a round's result: an in-round resume.pt is used only when it matches.
+    (`checkpoint_every` only decides when resume.pt is written.)"""
+    return {
+        "ticket": identity(ticket),
+        "model": {k: v for k, v in spec.items() if k not in ("mean", "std")},
+        "training": training.to_dict(exclude=("checkpoint_every",)),
+        "pruning": pruning.to_dict(),
+        "parent_sha256": parent_sha,
+        "data_sha256": data_sha,
+        "threads": threads,
+    }
 
 
 def train_ticket(
@@ -132,65 +206,133 @@ def train_ticket(
     ticket_checkpoint: Path | None = None,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Train one ticket (or control) and write checkpoint.pt and metrics.json into its folder.
-
-    `previous` is the checkpoint a ticket round prunes; `ticket_checkpoint` the same round's ticket,
-    whose mask (reinit) or sparsity and init (randmask) a control takes. `out_dir` defaults to the
-    ticket's folder under results/.
-    """
+    """Train one ticket (or control) and write checkpoint.pt and metrics.json into its folder (`out_dir`,
+    default: under results/). `previous` is the checkpoint a ticket round prunes; `ticket_checkpoint` the
+    same round's ticket, whose mask (reinit) or sparsity and init (randmask) a control takes; both are
+    checked to be those tickets (identity and hash)."""
     out_dir = Path(out_dir) if out_dir is not None else ticket.folder
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_prepared(data_path)
-    spec = model_spec(data, model, model_width)
-    net, masks, rewind_state, start = _plan_masks(ticket, pruning, spec, previous, ticket_checkpoint)
-    install_masks(net, masks)
-    k = pruning.rewind_iteration
+    data_sha = file_sha256(Path(data_path))
+    spec = {**model_spec(data, model, model_width), "init": training.init}
+    plan = _plan(ticket, pruning, spec, previous, ticket_checkpoint)
+    fingerprint = round_fingerprint(ticket, spec, training, pruning, plan.parent_sha, data_sha, threads)
+    install_masks(plan.model, plan.masks)
+    started = time.perf_counter()
+    state = _train_round(ticket, data, training, pruning, plan, out_dir, fingerprint)
+    seconds = time.perf_counter() - started
+    remove_masks(plan.model)
     rewind_file = out_dir / TICKET_FILES.rewind
-    rewind_state = _round0_rewind(net, rewind_state, rewind_file, ticket.round, k)
+    rewind_state = plan.rewind_state or _stored_rewind_state(
+        ticket, spec, pruning.rewind_iteration, rewind_file
+    )
+    metrics = {
+        **identity(ticket),
+        **_test_metrics(plan.model, spec, state, training, data),
+        **_curve_metrics(state, plan.masks),
+        **_timing(training, plan.start, seconds),
+        PARENT_SHA: plan.parent_sha,
+    }
+    checkpoint = {
+        "state_dict": _state_copy(plan.model),
+        "masks": plan.masks,
+        "rewind_state": rewind_state,
+        "model": spec,
+        **identity(ticket),
+        PARENT_SHA: plan.parent_sha,
+        "data_sha256": data_sha,
+    }
+    _write_round(checkpoint, metrics, out_dir)
+    log.info(
+        "%s: test_acc %.4f, %.2f%% left",
+        ticket,
+        metrics["test_accuracy"],
+        100 * metrics["remaining_fraction"],
+    )
+    return metrics
+
+
+def _write_round(checkpoint: dict[str, Any], metrics: dict[str, Any], out_dir: Path) -> None:
+    """checkpoint.pt, then metrics.json recording its sha256; the in-round files go last."""
+    checkpoint_path = out_dir / TICKET_FILES.checkpoint
+    atomic_save(checkpoint, checkpoint_path)
+    metrics[CHECKPOINT_SHA] = file_sha256(checkpoint_path)
+    write_json(metrics, out_dir / TICKET_FILES.metrics, sort_keys=True)
+    for leftover in (out_dir / TICKET_FILES.resume, out_dir / TICKET_FILES.rewind):
+        leftover.unlink(missing_ok=True)
+
+
+def _train_round(
+    ticket: Ticket,
+    data: PreparedData,
+    training: TrainingSettings,
+    pruning: PruningSettings,
+    plan: Plan,
+    out_dir: Path,
+    fingerprint: dict[str, Any],
+) -> TrainState:
+    """Train the planned model, resuming only an in-round checkpoint of this very run. A fresh start
+    also drops a rewind.pt left by another run (late rewinding captures it again at iteration k)."""
+    k = pruning.rewind_iteration
+    resume_file, rewind_file = out_dir / TICKET_FILES.resume, out_dir / TICKET_FILES.rewind
+    if plan.rewind_state is None and ticket.round == 0 and k == 0:
+        plan.rewind_state = effective_state(plan.model)  # round 0 rewinds to its own init
+    if not keep_resume(resume_file, fingerprint):
+        rewind_file.unlink(missing_ok=True)
 
     def capture_rewind(iteration: int, model_now: nn.Module) -> None:
         if ticket.round == 0 and iteration == k and k > 0 and not rewind_file.exists():
-            atomic_save(_effective_state(model_now), rewind_file)
+            atomic_save(effective_state(model_now), rewind_file)
 
     stream = BatchStream(*_split(data, TRAIN), training.batch_size, ticket.seed)
-    log.info("%s: training from iteration %d", ticket, start)
-    started = time.perf_counter()
-    state = train(
-        net, stream, _split(data, VALIDATION), training, start, out_dir / TICKET_FILES.resume, capture_rewind
-    )
-    seconds = time.perf_counter() - started
-    remove_masks(net)
+    log.info("%s: training from iteration %d", ticket, plan.start)
+    validation = _split(data, VALIDATION)
+    try:
+        return train(
+            plan.model, stream, validation, training, plan.start, resume_file, capture_rewind, fingerprint
+        )
+    except DivergedError as err:  # train removed resume.pt; the rewind weights come from the same run
+        rewind_file.unlink(missing_ok=True)
+        raise err.for_key(f"datasets.{ticket.dataset}.training.lr") from None
 
-    rewind_state = rewind_state or _stored_rewind_state(ticket, spec, k, rewind_file)
-    test_loss, test_acc = evaluate(net, *_split(data, TEST))
+
+def _test_metrics(
+    model: nn.Module,
+    spec: Mapping[str, Any],
+    state: TrainState,
+    training: TrainingSettings,
+    data: PreparedData,
+) -> dict[str, Any]:
+    """Test loss and accuracy where `training.test_at` asks: after the last step, or with the weights of
+    the minimum validation loss (Frankle & Carbin's early-stopping iteration)."""
+    test = _split(data, TEST)
+    if training.test_at == EARLY_STOP:
+        best = model_from_spec(spec)
+        best.load_state_dict(state.best_state)
+        (loss, accuracy), iteration = (
+            evaluate(best, *test),
+            early_stop(state.val_curve)["early_stop_iteration"],
+        )
+    else:
+        (loss, accuracy), iteration = evaluate(model, *test), state.iteration
+    return {
+        "test_accuracy": accuracy,
+        "test_loss": loss,
+        "test_at": training.test_at,
+        "test_iteration": iteration,
+    }
+
+
+def _curve_metrics(state: TrainState, masks: Masks) -> dict[str, Any]:
     remaining, per_layer = sparsity_report(masks)
-    metrics = {
-        **dataclasses.asdict(ticket),
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
+    return {
         "val_curve": state.val_curve,
         **early_stop(state.val_curve),
         "remaining_fraction": remaining,
         "remaining_per_layer": per_layer,
-        **_timing(training, start, seconds),
     }
-    checkpoint = {
-        "state_dict": _state_copy(net),
-        "masks": masks,
-        "rewind_state": rewind_state,
-        "model": spec,
-        "seed": ticket.seed,
-        "branch": ticket.branch,
-        "round": ticket.round,
-    }
-    atomic_save(checkpoint, out_dir / TICKET_FILES.checkpoint)
-    write_json(metrics, out_dir / TICKET_FILES.metrics, sort_keys=True)
-    for leftover in (out_dir / TICKET_FILES.resume, rewind_file):
-        leftover.unlink(missing_ok=True)
-    log.info("%s: test_acc %.4f, %.2f%% weights remaining", ticket, test_acc, 100 * remaining)
-    return metrics
 
 
 def _split(data: PreparedData, split: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,29 +355,6 @@ def _stored_rewind_state(ticket: Ticket, spec: Mapping[str, Any], k: int, rewind
     if k > 0 and ticket.branch == TICKET:
         return load_torch(rewind_file, "rewind state")
     return _initial_state(spec, ticket.seed, ticket.branch, ticket.round)
-
-
-def _round0_rewind(
-    model: nn.Module, rewind_state: dict | None, rewind_file: Path, round_index: int, k: int
-) -> dict | None:
-    """Round 0 rewinds to its own init when k == 0; with k > 0 the state is captured during training."""
-    if round_index == 0 and k == 0:
-        return _effective_state(model)
-    return rewind_state
-
-
-def _effective_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict as a plain model would have it (weight = weight_orig * mask), without pruning buffers."""
-    state = {}
-    for key, value in model.state_dict().items():
-        if key.endswith("_mask"):
-            continue
-        if key.endswith("weight_orig"):
-            base = key.removesuffix("_orig")
-            state[base] = (value * model.state_dict()[base + "_mask"]).detach().clone()
-        else:
-            state[key] = value.detach().clone()
-    return state
 
 
 def _initial_state(

@@ -116,12 +116,17 @@ class ResNet18(TicketNet):
         )
 
 
-def _glorot(model: nn.Module) -> None:
-    # Frankle & Carbin initialise LeNet with Gaussian Glorot; biases start at zero.
+INITS = ("default", "glorot_normal")  # the values of datasets.<name>.training.init
+
+
+def glorot_normal_(model: nn.Module) -> None:
+    """Gaussian Glorot (`xavier_normal_`) for every conv and linear weight, zero biases: the init of
+    Frankle & Carbin 2019. Draws from torch's global generator, so seed it first."""
     for module in model.modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Conv2d | nn.Linear):
             nn.init.xavier_normal_(module.weight)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def build_model(
@@ -132,9 +137,25 @@ def build_model(
     mean: Sequence[float],
     std: Sequence[float],
     width: float = 1.0,
+    init: str = "default",
 ) -> TicketNet:
-    """Build a freshly initialised model; seed torch before calling for a reproducible init."""
-    normalize = Normalize(mean, std)
+    """Build a freshly initialised model; seed torch before calling for a reproducible init.
+
+    init "default": each architecture's own init (PyTorch's layer defaults; lenet300 Gaussian Glorot,
+    as the paper that defines it); "glorot_normal": Gaussian Glorot for every architecture.
+    """
+    if init not in INITS:
+        raise UserError(f"unknown init '{init}' (allowed: {', '.join(INITS)})")
+    model = _architecture(name, num_classes, in_channels, image_size, Normalize(mean, std), width)
+    if init == "glorot_normal" or name == "lenet300":
+        glorot_normal_(model)
+    return model
+
+
+def _architecture(
+    name: str, num_classes: int, in_channels: int, image_size: int, normalize: Normalize, width: float
+) -> TicketNet:
+    """The model `name` with PyTorch's default layer init."""
 
     def w(channels: int) -> int:
         return max(1, round(channels * width))
@@ -142,9 +163,7 @@ def build_model(
     if name == "lenet300":
         features = nn.Sequential()
         classifier = _fc_stack([in_channels * image_size**2, w(300), w(100)], num_classes)
-        model = TicketNet(normalize, features, classifier, None, ["classifier.relu1", "classifier.relu2"])
-        _glorot(model)
-        return model
+        return TicketNet(normalize, features, classifier, None, ["classifier.relu1", "classifier.relu2"])
     if name == "convnet_mnist":
         return _conv_net([[w(16)], [w(32)]], [w(128)], num_classes, in_channels, image_size, normalize)
     if name == "conv4":

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from ticketlens.errors import UserError
 from ticketlens.models import TicketNet, prunable_layers
 from ticketlens.study import PruningSettings
 
@@ -84,34 +85,62 @@ def read_masks(model: nn.Module, keys: Sequence[str]) -> Masks:
     return masks
 
 
+SCOPES = ("global", "layerwise", "global_per_kind")  # the values of pruning.scope
+
+
 def magnitude_prune(
     model: TicketNet,
     masks: Masks,
     rates: PruningRates,
     scope: str,
 ) -> Masks:
-    """Prune a fraction of each group's REMAINING weights by magnitude of the model's current weights.
+    """Prune by magnitude of the model's current weights, among each threshold group's REMAINING weights.
 
-    scope "layerwise": every layer on its own at its kind's rate. scope "global": one magnitude threshold
-    across all layers that share a rate (conv, fc, output), as in open_lth's global sparse pruning.
+    scope "global": ONE magnitude threshold over all prunable layers, as open_lth's `sparse_global`
+    (torch's `global_unstructured`). It removes as many weights as the per-kind rates ask for in total
+    (each layer's rate times its remaining weights, summed; with equal rates, that fraction of all
+    remaining weights), but the threshold, not the layer, decides where they go. "global_per_kind": one
+    threshold per layer kind (conv, fc, output), each at its rate. "layerwise": every layer on its own.
     Only layers present in `masks` are pruned; their current weights are the importance scores.
     """
     install_masks(model, masks)
     modules = dict(model.named_modules())
-    groups: dict[str, list[tuple[nn.Module, str]]] = {}
-    for key in masks:
-        name = key.removesuffix(".weight")
-        kind = layer_kind(model, name, modules[name])
-        group = kind if scope == "global" else name
-        groups.setdefault(group, []).append((modules[name], kind))
-    for members in groups.values():
-        rate = rates.for_kind(members[0][1])
-        params = [(module, "weight") for module, _ in members]
-        # global_unstructured with L1Unstructured prunes `rate` of the entries not yet masked out.
-        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=rate)
+    layers = {key: modules[key.removesuffix(".weight")] for key in masks}
+    kinds = {key: layer_kind(model, key.removesuffix(".weight"), module) for key, module in layers.items()}
+    for group in threshold_groups(kinds, scope):
+        params = [(layers[key], "weight") for key in group]
+        amount = prune_count({key: rates.for_kind(kinds[key]) for key in group}, masks)
+        # L1Unstructured inside global_unstructured ranks only the entries not yet masked out
+        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
     new_masks = read_masks(model, list(masks))
     remove_masks(model)
     return new_masks
+
+
+def threshold_groups(kinds: Mapping[str, str], scope: str) -> list[list[str]]:
+    """The layers (mask keys) that share one magnitude threshold, per pruning scope."""
+    if scope == "global":
+        return [list(kinds)]
+    if scope == "global_per_kind":
+        groups: dict[str, list[str]] = {}
+        for key, kind in kinds.items():
+            groups.setdefault(kind, []).append(key)
+        return list(groups.values())
+    if scope == "layerwise":
+        return [[key] for key in kinds]
+    raise UserError(f"unknown pruning scope '{scope}' (allowed: {', '.join(SCOPES)})")
+
+
+def prune_count(rate_of: Mapping[str, float], masks: Masks) -> int:
+    """How many remaining weights a group loses: sum over its layers of rate x remaining weights.
+
+    Layers that share a rate are summed first and rounded once, exactly as torch rounds a fractional
+    amount (round(rate x remaining)), so single-rate groups prune what `amount=rate` would.
+    """
+    remaining_at: dict[float, int] = {}
+    for key, rate in rate_of.items():
+        remaining_at[rate] = remaining_at.get(rate, 0) + int(masks[key].sum())
+    return round(sum(rate * remaining for rate, remaining in remaining_at.items()))
 
 
 def random_masks(like: Masks, generator: torch.Generator) -> Masks:

@@ -286,13 +286,15 @@ class TrainingSettings(Settings):
     iterations: int
     eval_every: int
     checkpoint_every: int
+    init: str  # default | glorot_normal (models.build_model)
+    test_at: str  # "end" or "early_stop": where the test accuracy of a round is taken
 
 
 @dataclass(frozen=True)
 class ConceptOptions(Settings):
     min_certainty: int
     class_majority: bool
-    part_crops: bool
+    images: str  # part_patches | part_crops | whole (data/attribute_concepts.py)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "remaining_fraction": float(metrics["remaining_fraction"]),
         "test_accuracy": float(metrics["test_accuracy"]),
-        "test_loss": float(metrics.get("test_loss", np.nan)),
+        "test_loss": float(np.nan if metrics.get("test_loss") is None else metrics["test_loss"]),
         "early_stop_iteration": float(metrics.get("early_stop_iteration", np.nan)),
         "early_stop_val_accuracy": float(metrics.get("early_stop_val_accuracy", np.nan)),
     }

@@ -6,28 +6,59 @@ batches, and a run resumed from an in-round checkpoint continues bitwise identic
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_save, load_torch
 from ticketlens.study import TrainingSettings
 
 log = logging.getLogger("ticketlens.training")
 
+END, EARLY_STOP = "end", "early_stop"  # training.test_at
+
+
+class DivergedError(UserError):
+    """The loss became nan or inf: nothing of the run may be kept or resumed.
+
+    `lr_key` names the params key to lower; `lottery.train_ticket` re-raises with the dataset's own key.
+    """
+
+    def __init__(
+        self, iteration: int, what: str, value: float, lr: float, lr_key: str = "training.lr"
+    ) -> None:
+        self.iteration, self.what, self.value, self.lr = iteration, what, value, lr
+        super().__init__(
+            f"training diverged at iteration {iteration}: {what} {value} "
+            f"(allowed: a finite loss at every step; lower {lr_key}, now {lr:g})"
+        )
+
+    def for_key(self, lr_key: str) -> DivergedError:
+        return DivergedError(self.iteration, self.what, self.value, self.lr, lr_key)
+
 
 @dataclass
 class TrainState:
-    """What an in-round checkpoint holds besides weights and optimizer."""
+    """What an in-round checkpoint holds besides weights and optimizer.
+
+    `best_state` is the effective state at the minimum validation loss so far (kept only when the test
+    accuracy is taken at the early-stop iteration), `best_val_loss` that loss.
+    """
 
     iteration: int
     val_curve: list[dict[str, float]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_val_loss: float = math.inf
 
 
 class BatchStream:
@@ -85,15 +116,19 @@ def train(
     start_iteration: int = 0,
     checkpoint_path: Path | None = None,
     on_iteration: Callable[[int, nn.Module], None] | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
 ) -> TrainState:
     """Train to `config.iterations`, evaluating every `eval_every` and checkpointing every `checkpoint_every`.
 
     `on_iteration(i, model)` is called before step i (used to save the late-rewinding weights).
-    If `checkpoint_path` holds an in-round checkpoint, training resumes from it.
+    If `checkpoint_path` holds an in-round checkpoint saved with the same `fingerprint` (everything that
+    determines the run), training resumes from it; one saved for anything else is discarded.
+    A nan or inf training loss (checked at every step) or validation loss raises `DivergedError` and
+    deletes `checkpoint_path`: its weights lead to the divergence, resuming them would repeat it.
     """
     optimizer = make_optimizer(model.parameters(), config)
     state = TrainState(iteration=start_iteration)
-    if checkpoint_path is not None and checkpoint_path.exists():
+    if checkpoint_path is not None and keep_resume(checkpoint_path, fingerprint):
         state = _resume(model, optimizer, checkpoint_path)
         log.info("resumed from %s at iteration %d", checkpoint_path, state.iteration)
     model.train()
@@ -104,50 +139,146 @@ def train(
             on_iteration(state.iteration, model)
         x, y = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        loss = F.cross_entropy(model(x), y)
+        if not math.isfinite(value := loss.item()):
+            raise _diverged(state.iteration + 1, "loss", value, config, checkpoint_path)
+        loss.backward()
         optimizer.step()
         state.iteration += 1
         seen += len(y)
         if state.iteration % config.eval_every == 0 or state.iteration == config.iterations:
-            val_loss, val_acc = evaluate(model, *validation)
-            state.val_curve.append(
-                {"iteration": state.iteration, "val_loss": val_loss, "val_accuracy": val_acc}
-            )
-            rate = seen / (time.perf_counter() - started)
+            _evaluate_point(model, validation, config, state, checkpoint_path)
             log.info(
                 "iteration %d/%d  val_loss %.4f  val_acc %.4f  %.0f img/s",
                 state.iteration,
                 config.iterations,
-                val_loss,
-                val_acc,
-                rate,
+                state.val_curve[-1]["val_loss"],
+                state.val_curve[-1]["val_accuracy"],
+                seen / (time.perf_counter() - started),
             )
         if (
             checkpoint_path is not None
             and state.iteration % config.checkpoint_every == 0
             and state.iteration < config.iterations
         ):
-            _save_resume(model, optimizer, state, checkpoint_path)
+            _save_resume(model, optimizer, state, checkpoint_path, fingerprint)
     return state
 
 
-def _save_resume(model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, path: Path) -> None:
+def _evaluate_point(
+    model: nn.Module,
+    validation: tuple[torch.Tensor, torch.Tensor],
+    config: TrainingSettings,
+    state: TrainState,
+    checkpoint_path: Path | None,
+) -> None:
+    """Append a validation point; keep the weights of a new minimum when the test is taken there."""
+    val_loss, val_acc = evaluate(model, *validation)
+    if not math.isfinite(val_loss):
+        raise _diverged(state.iteration, "validation loss", val_loss, config, checkpoint_path)
+    state.val_curve.append({"iteration": state.iteration, "val_loss": val_loss, "val_accuracy": val_acc})
+    # strictly lower: the first minimum, as `early_stop` picks it
+    if config.test_at == EARLY_STOP and val_loss < state.best_val_loss:
+        state.best_state, state.best_val_loss = effective_state(model), val_loss
+
+
+def effective_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict as a plain model would have it (weight = weight_orig * mask), without pruning buffers."""
+    current = model.state_dict()
+    state = {}
+    for key, value in current.items():
+        if key.endswith("_mask"):
+            continue
+        if key.endswith("weight_orig"):
+            base = key.removesuffix("_orig")
+            state[base] = (value * current[base + "_mask"]).detach().clone()
+        else:
+            state[key] = value.detach().clone()
+    return state
+
+
+def _diverged(
+    iteration: int, what: str, value: float, config: TrainingSettings, checkpoint_path: Path | None
+) -> DivergedError:
+    if checkpoint_path is not None:
+        checkpoint_path.unlink(missing_ok=True)
+    return DivergedError(iteration, what, value, config.lr)
+
+
+def _fingerprint_text(fingerprint: Mapping[str, Any] | None) -> str:
+    return json.dumps(fingerprint or {}, sort_keys=True)
+
+
+def _save_resume(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    path: Path,
+    fingerprint: Mapping[str, Any] | None,
+) -> None:
     atomic_save(
         {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "iteration": state.iteration,
             "val_curve": state.val_curve,
+            "best_state": state.best_state,
+            "best_val_loss": state.best_val_loss,
+            "fingerprint": _fingerprint_text(fingerprint),
         },
         path,
     )
+
+
+def keep_resume(path: Path, fingerprint: Mapping[str, Any] | None) -> bool:
+    """Whether `path` holds an in-round checkpoint of exactly this run. One saved for other settings,
+    another parent or other data is deleted with a log line saying what differs: resuming it would
+    silently mix two runs (its optimizer state even carries the old learning rate)."""
+    if not path.exists():
+        return False
+    saved = load_torch(path, "in-round checkpoint")
+    stored = saved.get("fingerprint") if isinstance(saved, dict) else None
+    if stored == _fingerprint_text(fingerprint):
+        return True
+    why = (
+        "it records no fingerprint" if stored is None else _differences(json.loads(stored), fingerprint or {})
+    )
+    log.info("discarding %s: saved for another run (%s); training from the start", path, why)
+    path.unlink()
+    return False
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """`training.lr 0.003 -> 0.01, parent_sha256 ab12.. -> cd34..`: the leaves that differ."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    changed = [
+        f"{key} {flat_old.get(key)} -> {flat_new.get(key)}"
+        for key in sorted(set(flat_old) | set(flat_new))
+        if flat_old.get(key) != flat_new.get(key)
+    ]
+    return ", ".join(changed) or "same values, other format"
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> TrainState:
     saved = load_torch(path, "in-round checkpoint")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    return TrainState(iteration=int(saved["iteration"]), val_curve=list(saved["val_curve"]))
+    return TrainState(
+        iteration=int(saved["iteration"]),
+        val_curve=list(saved["val_curve"]),
+        best_state=saved["best_state"],
+        best_val_loss=float(saved["best_val_loss"]),
+    )
 
 
 def early_stop(val_curve: list[dict[str, float]]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Write tests/data/tiny_cub: a 6-image CUB_200_2011 copy with every quirk the reader must handle.
+"""Write tests/data/tiny_cub: a 9-image CUB_200_2011 copy with every quirk the reader must handle.
 
 Quirks: attributes.txt in the PARENT folder (as in the official archive), a class name and an image
 path with spaces, attribute-label lines with extra fields, a grayscale and a CMYK JPEG, lines out of
@@ -62,6 +62,17 @@ IMAGES = {
     4: (2, "002.Laysan_Albatross/Laysan_Albatross_0002.jpg", 0, "CMYK", (40, 30), (5.5, 5.5, 20.0, 15.0)),
     5: (3, "003.Sooty Albatross/Sooty Albatross 0001.jpg", 1, "RGB", (50, 40), (0.0, 0.0, 50.0, 40.0)),
     6: (3, "003.Sooty Albatross/Sooty Albatross 0002.jpg", 0, "RGB", (32, 32), (8.0, 4.0, 16.0, 24.0)),
+    # a second training image per class: enough to carve a validation image per class (fraction 0.5)
+    7: (
+        1,
+        "001.Black_footed_Albatross/Black_Footed_Albatross_0003.jpg",
+        1,
+        "RGB",
+        (44, 36),
+        (6.0, 5.0, 28.0, 24.0),
+    ),
+    8: (2, "002.Laysan_Albatross/Laysan_Albatross_0003.jpg", 1, "RGB", (40, 44), (3.0, 9.0, 30.0, 28.0)),
+    9: (3, "003.Sooty Albatross/Sooty Albatross 0003.jpg", 1, "RGB", (36, 36), (2.0, 3.0, 30.0, 30.0)),
 }
 PRESENT = {  # image id -> attribute ids present
     1: {1, 3, 5},
@@ -70,6 +81,9 @@ PRESENT = {  # image id -> attribute ids present
     4: {2, 4, 6},
     5: {3, 5, 6},
     6: {3, 4},
+    7: {1, 3},
+    8: {2, 4, 5},
+    9: {3, 6},
 }
 COLOURS = [(200, 30, 30), (30, 160, 40), (40, 60, 200)]
 
@@ -81,7 +95,7 @@ def write(path: Path, lines: list[str]) -> None:
 
 def main() -> None:
     shutil.rmtree(HERE, ignore_errors=True)
-    order = [3, 1, 2, 6, 4, 5]  # ids out of order: the reader must sort by id, not trust line order
+    order = [3, 1, 2, 6, 4, 5, 7, 8, 9]  # ids out of order: the reader must sort by id, not trust line order
     write(ROOT / "images.txt", [f"{i} {IMAGES[i][1]}" for i in order])
     write(ROOT / "classes.txt", [f"{k} {name}" for k, name in enumerate(CLASSES, start=1)])
     write(ROOT / "image_class_labels.txt", [f"{i} {IMAGES[i][0]}" for i in order])

@@ -23,7 +23,7 @@ wildcard_constraints:
     seed=r"\d+",
     branch="|".join(BRANCHES),
     round=r"\d+",
-    concept=r"(?!random)[A-Za-z0-9_\-]+",  # random* names belong to the TCAV null and random sets
+    concept=r"(?!random)[A-Za-z0-9_()\-]+",  # random* names belong to the TCAV null and random sets
 
 
 def ticket_of(wc):

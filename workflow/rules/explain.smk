@@ -55,9 +55,11 @@ rule tcav_null:
     threads: STUDY.threads
     params:
         layers=optional_flag("--layers", TCAV.layers),
+        # a param, not a value in the command text: Snakemake re-runs on a changed param only
+        inputs_per_class=TCAV.inputs_per_class,
     shell:
         "ticketlens --log {log:q} tcav-null --checkpoint {input.checkpoint:q} --data {input.data:q}"
-        " --random {input.random:q} --inputs-per-class {TCAV.inputs_per_class} {params.layers}"
+        " --random {input.random:q} --inputs-per-class {params.inputs_per_class} {params.layers}"
         " --cache {output.cache:q}"
         " --null {output.null:q} --threads {threads}"
 

@@ -1,26 +1,26 @@
-"""TCAV concept sets: procedural strokes (MNIST), procedural textures and attribute concepts (birds).
+"""TCAV concept and random sets: the set files the `make_random_sets` and `make_concept_set` rules write.
 
-This module must stay importable without torch for `check_concept_names` (params validation).
+Strokes and textures come from `procedural`, bird attribute concepts from `attribute_concepts`. This
+module must stay importable without torch for `check_concept_names` (params validation).
 """
 
 from __future__ import annotations
 
-import colorsys
 import logging
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ticketlens.data.procedural import STROKES, TEXTURES, stroke_images, texture_images
 from ticketlens.errors import UserError
 
 if TYPE_CHECKING:
+    from ticketlens.data.prepared import PreparedData
     from ticketlens.study import ConceptOptions
 
 log = logging.getLogger(__name__)
 
-STROKES = ("stroke_horizontal", "stroke_vertical", "stroke_diagonal", "stroke_loop")
-TEXTURES = ("texture_striped", "texture_dotted", "texture_zigzag", "texture_checkered")
 BIRD_DATASETS = ("synthbirds", "cub")
 
 
@@ -36,146 +36,12 @@ def check_concept_names(dataset: str, names: Iterable[str]) -> None:
             raise UserError(f"unknown concept '{name}' for dataset {dataset} (allowed: {allowed})")
 
 
-# ------------------------------------------------------------------------------ procedural patterns
-# numpy only (imported lazily) so that check_concept_names stays light for params validation.
-
-
-def texture_pattern(kind: str, size: int, rng: Any, period: float | None = None) -> Any:
-    """A size x size float32 map in {0, 1} of one texture, at a random angle, phase and scale.
-
-    kind: striped, dotted, checkered or zigzag (the `texture_*` concepts and the synthbirds
-    background scenes share this so both are the same family of patterns).
-    """
-    import numpy as np
-
-    period = float(period if period is not None else rng.uniform(size / 8, size / 4))
-    angle = rng.uniform(0, np.pi)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    u = xx * np.cos(angle) + yy * np.sin(angle) + rng.uniform(0, period)
-    v = -xx * np.sin(angle) + yy * np.cos(angle) + rng.uniform(0, period)
-    if kind == "striped":
-        out = (u % period) < period * rng.uniform(0.35, 0.55)
-    elif kind == "dotted":
-        du, dv = u % period - period / 2, v % period - period / 2
-        out = np.hypot(du, dv) < period * rng.uniform(0.2, 0.32)
-    elif kind == "checkered":
-        out = (np.floor(u / period) + np.floor(v / period)) % 2 == 0
-    elif kind == "zigzag":
-        triangle = np.abs((u / period) % 1.0 - 0.5) * 2.0  # 0..1 saw-tooth across the stripes
-        out = ((v + triangle * period * rng.uniform(0.6, 1.2)) % period) < period * 0.45
-    else:
-        raise UserError(
-            f"unknown texture '{kind}' (allowed: {', '.join(t.split('_', 1)[1] for t in TEXTURES)})"
-        )
-    return out.astype(np.float32)
-
-
 def concept_seed(name: str) -> int:
     """Stable across runs and Python versions (unlike hash()), and independent of other concepts."""
     return zlib.crc32(name.encode("utf-8"))
 
 
-def _contrasting_colours(rng: Any, channels: int) -> tuple[Any, Any]:
-    """Two random colours at least 35% apart in brightness, so the pattern, not a colour, is the
-    concept."""
-    import numpy as np
-
-    v1 = rng.uniform(0.0, 1.0)
-    v2 = rng.uniform(0.0, max(0.0, v1 - 0.35)) if v1 > 0.5 else rng.uniform(min(1.0, v1 + 0.35), 1.0)
-    if channels == 1:
-        return np.array([v1 * 255.0]), np.array([v2 * 255.0])
-    hues, sats = rng.uniform(0, 1, 2), rng.uniform(0, 0.8, 2)
-    return (
-        np.array(colorsys.hsv_to_rgb(hues[0], sats[0], v1)) * 255.0,
-        np.array(colorsys.hsv_to_rgb(hues[1], sats[1], v2)) * 255.0,
-    )
-
-
-def texture_images(kind: str, n: int, size: int, channels: int, rng: Any) -> Any:
-    """n texture images, uint8 n x C x H x W: one pattern kind, random colours/scale/angle/phase."""
-    import numpy as np
-
-    images = np.zeros((n, channels, size, size), dtype=np.uint8)
-    for i in range(n):
-        pattern = texture_pattern(kind, size, rng)[None]  # 1 x H x W
-        fg, bg = _contrasting_colours(rng, channels)
-        image = pattern * fg[:, None, None] + (1.0 - pattern) * bg[:, None, None]
-        image += rng.normal(0.0, 6.0, image.shape)  # a little sensor noise
-        images[i] = np.clip(image, 0, 255).astype(np.uint8)
-    return images
-
-
-def stroke_image(kind: str, size: int, rng: Any) -> Any:
-    """One pen stroke, white on black like MNIST digits, at a random place, length and thickness."""
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFilter
-
-    factor = 4  # draw large and downsample: smooth, anti-aliased edges like scanned pen strokes
-    unit = size * factor / 28.0  # coordinates below are in MNIST's 28-pixel frame
-    canvas = Image.new("L", (size * factor, size * factor), 0)
-    draw = ImageDraw.Draw(canvas)
-    width = int(round(rng.uniform(2.4, 4.0) * unit))
-    u = lambda low, high: rng.uniform(low, high) * unit  # noqa: E731 - short local helper
-
-    if kind == "stroke_horizontal":
-        y = u(7, 21)
-        draw.line([(u(3, 9), y), (u(19, 25), y + u(-1.5, 1.5))], fill=255, width=width)
-    elif kind == "stroke_vertical":
-        x = u(7, 21)
-        draw.line([(x, u(3, 9)), (x + u(-1.5, 1.5), u(19, 25))], fill=255, width=width)
-    elif kind == "stroke_diagonal":
-        x0, y0, length = u(3, 9), u(3, 9), u(12, 17)
-        if rng.uniform() < 0.5:  # either direction of slant
-            draw.line([(x0, y0), (x0 + length, y0 + length)], fill=255, width=width)
-        else:
-            draw.line([(x0 + length, y0), (x0, y0 + length)], fill=255, width=width)
-    elif kind == "stroke_loop":
-        cx, cy, rx, ry = u(11, 17), u(11, 17), u(4, 7), u(5, 8.5)
-        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], outline=255, width=width)
-    else:
-        raise UserError(f"unknown stroke '{kind}' (allowed: {', '.join(STROKES)})")
-    canvas = canvas.filter(ImageFilter.GaussianBlur(0.5 * unit))
-    return np.asarray(canvas.resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
-
-
-def stroke_images(kind: str, n: int, size: int, channels: int, rng: Any) -> Any:
-    import numpy as np
-
-    strokes = np.stack([stroke_image(kind, size, rng) for _ in range(n)])[:, None]
-    return np.repeat(strokes, channels, axis=1)
-
-
 # ---------------------------------------------------------------------------------------- set files
-
-# CUB attribute group word -> the parts it describes (for part_crops); other groups use the whole image
-PARTS_OF_GROUP = {
-    "wing": ("left wing", "right wing"),
-    "breast": ("breast",),
-    "crown": ("crown",),
-    "bill": ("beak",),
-    "tail": ("tail",),
-    "upper_tail": ("tail",),
-    "under_tail": ("tail",),
-    "back": ("back",),
-    "belly": ("belly",),
-    "throat": ("throat",),
-    "eye": ("left eye", "right eye"),
-    "leg": ("left leg", "right leg"),
-    "forehead": ("forehead",),
-    "nape": ("nape",),
-    "head": ("crown", "forehead", "nape"),
-    "upperparts": ("back", "nape", "crown"),
-    "underparts": ("breast", "belly", "throat"),
-}
-PART_CROP_FRACTION = 0.5  # side of a part crop, as a fraction of the image side
-
-
-def attribute_parts(attribute: str) -> tuple[str, ...]:
-    """'has_wing_color::blue' -> ('left wing', 'right wing'); () when no part applies."""
-    group = attribute.split("::", 1)[0].removeprefix("has_")
-    for suffix in ("_color", "_pattern", "_shape", "_length"):
-        group = group.removesuffix(suffix)
-    return PARTS_OF_GROUP.get(group, ())
 
 
 def make_random_sets(data_path: Path, n: int, size: int, seed: int, outs: list[Path]) -> None:
@@ -226,81 +92,6 @@ def _excluded(random_paths: Iterable[Path], n: int) -> Any:
     return mask
 
 
-def _attribute_candidates(data: Any, concept: str, options: ConceptOptions) -> tuple[Any, str]:
-    """Boolean mask of the train images that show an attribute, and a description of the rule."""
-    import math
-
-    import numpy as np
-
-    from ticketlens.data.prepared import TRAIN
-
-    names = data.extras.get("attribute_names")
-    if names is None:
-        raise UserError(f"unknown concept '{concept}': dataset {data.name} has no attributes")
-    if concept not in names:
-        prefix = concept.split("::", 1)[0] + "::"
-        similar = [name for name in names if name.startswith(prefix)] or list(names[:8])
-        raise UserError(
-            f"unknown concept '{concept}': not an attribute of {data.name} (allowed: {', '.join(TEXTURES)} "
-            f"or one of its {len(names)} attributes, e.g. {', '.join(similar[:8])})"
-        )
-    a = names.index(concept)
-    labels = data.labels.numpy()
-    train = data.split.numpy() == TRAIN
-    present = data.extras["attributes"][:, a].numpy() == 1
-    if not options.class_majority:
-        min_certainty = options.min_certainty
-        certain = data.extras["certainty"][:, a].numpy() >= min_certainty
-        return train & present & certain, f"image label, certainty >= {min_certainty}"
-    # CBM: an attribute belongs to a class when most of its train images show it; keep attributes
-    # held by >= 10 of CUB's 200 classes, i.e. 5% of the classes (1 for a handful of classes)
-    votes = np.array([present[train & (labels == c)].mean() if (train & (labels == c)).any() else 0.0
-                      for c in range(data.num_classes)])  # fmt: skip
-    has = votes >= 0.5
-    needed = max(1, math.ceil(0.05 * data.num_classes))
-    if has.sum() < needed:
-        raise UserError(
-            f"concept '{concept}': held by {int(has.sum())} classes by majority vote, fewer than {needed} "
-            "(the CBM filter of concept_options.class_majority; turn it off or pick another attribute)"
-        )
-    return train & has[labels], f"class-level majority vote ({int(has.sum())} classes)"
-
-
-def _part_crops(data: Any, chosen: Any, concept: str) -> Any:
-    """Square crops around the parts an attribute describes, resized back to the image size."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    parts = [
-        data.extras["part_names"].index(p) for p in attribute_parts(concept) if p in data.extras["part_names"]
-    ]
-    size = data.image_size
-    side = max(8, int(round(PART_CROP_FRACTION * size)))
-    crops = []
-    for index in chosen:
-        locs = data.extras["part_locs"][index, parts].numpy()
-        visible = locs[locs[:, 2] > 0]
-        cx, cy = visible[:, :2].mean(axis=0)
-        x0 = int(np.clip(round(cx - side / 2), 0, size - side))
-        y0 = int(np.clip(round(cy - side / 2), 0, size - side))
-        crop = data.images[index, :, y0 : y0 + side, x0 : x0 + side].float()[None]
-        crops.append(F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)[0])
-    return torch.stack(crops).round().clamp(0, 255).to(torch.uint8)
-
-
-def _has_visible_parts(data: Any, concept: str) -> Any:
-    parts = [
-        data.extras["part_names"].index(p) for p in attribute_parts(concept) if p in data.extras["part_names"]
-    ]
-    if not parts:
-        raise UserError(
-            f"concept '{concept}': part_crops needs an attribute of a bird part "
-            f"(wing, breast, crown, bill, tail, ...), this one describes the whole bird"
-        )
-    return (data.extras["part_locs"][:, parts, 2] > 0).any(dim=1).numpy()
-
-
 def make_concept_set(
     data_path: Path,
     dataset: str,
@@ -312,9 +103,9 @@ def make_concept_set(
 ) -> None:
     """Positive example set of one concept, per docs/architecture.md (deterministic per concept).
 
-    Attribute concepts take train images, disjoint from every random set; strokes and textures are
-    drawn at the dataset's image size and channels. `options` (birds only) choose which images show an
-    attribute.
+    Strokes and textures are drawn at the dataset's image size and channels. Attribute concepts start
+    from train images that show the attribute, disjoint from every random set; `options` (birds only)
+    choose which images show it and what of them is kept (`attribute_concepts`).
     """
     import numpy as np
 
@@ -328,18 +119,33 @@ def make_concept_set(
     if concept in STROKES:
         images = stroke_images(concept, set_size, size, channels, rng)
         atomic_save(_set_dict(concept, images, [], "procedural pen strokes"), Path(out))
-        return
-    if concept in TEXTURES:
+    elif concept in TEXTURES:
         images = texture_images(concept.split("_", 1)[1], set_size, size, channels, rng)
         atomic_save(_set_dict(concept, images, [], "procedural textures"), Path(out))
-        return
-    if options is None:
+    elif options is None:
         raise UserError(f"concept '{concept}': dataset {dataset} has no attributes (concept_options)")
-    positive, rule = _attribute_candidates(data, concept, options)
+    else:
+        atomic_save(_attribute_set(data, concept, set_size, options, random_paths, rng), Path(out))
+
+
+def _attribute_set(
+    data: PreparedData,
+    concept: str,
+    set_size: int,
+    options: ConceptOptions,
+    random_paths: list[Path],
+    rng: Any,
+) -> dict[str, Any]:
+    """The set file of an attribute concept: `set_size` qualifying train images (fewer, with a warning,
+    when fewer qualify), turned into concept images as `options.images` says."""
+    import numpy as np
+
+    from ticketlens.data import attribute_concepts as attributes
+
+    positive, rule = attributes.attribute_candidates(data, concept, options)
     positive &= ~_excluded(random_paths, len(positive))
-    crops = options.part_crops
-    if crops:
-        positive &= _has_visible_parts(data, concept)
+    if options.images != "whole":
+        positive &= attributes.shows_parts(data, concept, options.images)
     candidates = np.flatnonzero(positive)
     if len(candidates) < 2:
         raise UserError(
@@ -349,9 +155,12 @@ def make_concept_set(
     if len(candidates) < set_size:
         log.warning("concept %s: only %d of %d images available", concept, len(candidates), set_size)
     chosen = np.sort(rng.choice(candidates, size=min(set_size, len(candidates)), replace=False))
-    images = _part_crops(data, chosen, concept) if crops else data.images[chosen]
-    source = f"attribute {concept}: train images, {rule}, disjoint from {len(random_paths)} random sets"
-    atomic_save(_set_dict(concept, images, chosen, source + (", part crops" if crops else "")), Path(out))
+    images = attributes.attribute_images(data, chosen, concept, options.images, rng)
+    source = (
+        f"attribute {concept}: {options.images.replace('_', ' ')} of train images, {rule}, "
+        f"disjoint from {len(random_paths)} random sets"
+    )
+    return _set_dict(concept, images, chosen, source)
 
 
 def load_image_set(path: Path) -> tuple[str, Any]:

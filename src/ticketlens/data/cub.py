@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 
 CERTAINTY_NAMES = ("not visible", "guessing", "probably", "definitely")  # certainty 1..4
 CROP_MARGIN = 0.1  # crop_to_box keeps this fraction of the box size around it (context for the model)
+BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (0- vs 1-based corner conventions)
+PROGRESS_MIN_IMAGES = 500  # decoding fewer images than this shows no progress bar
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)  # what PIL raises for a bad file
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,6 +61,7 @@ class CubRecords:
     certainty_names: list[str] = field(default_factory=lambda: list(CERTAINTY_NAMES))
     class_attributes: np.ndarray | None = None  # float32 C x A (0-100), when the file is there
     image_lines: list[int] = field(default_factory=list)  # images.txt line of each image (messages)
+    box_lines: list[int] = field(default_factory=list)  # bounding_boxes.txt line of each image
 
     @property
     def class_names(self) -> list[str]:
@@ -143,10 +151,14 @@ def _numbered_names(path: Path, what: str) -> list[str]:
 
 def _per_image(
     path: Path, fmt: str, converters: Sequence[Callable[[str], Any]], row_of: dict[int, int]
-) -> list[list[Any]]:
-    """Files with one line per image (`<image_id> ...`): every image exactly once, in any order."""
+) -> tuple[list[list[Any]], list[int]]:
+    """Files with one line per image (`<image_id> ...`): every image exactly once, in any order.
+
+    Returns each image's fields after the id and the line they came from.
+    """
     rows = read_rows(path, fmt, converters)
     values: list[list[Any] | None] = [None] * len(row_of)
+    linenos = [0] * len(row_of)
     for lineno, fields in rows:
         image_id = fields[0]
         if image_id not in row_of:
@@ -154,10 +166,11 @@ def _per_image(
         if values[row_of[image_id]] is not None:
             raise _fail(path, lineno, f"duplicate line for image id {image_id}")
         values[row_of[image_id]] = fields[1:]
+        linenos[row_of[image_id]] = lineno
     missing = [image_id for image_id, row in row_of.items() if values[row] is None]
     if missing:
         raise _fail(path, None, f"no line for image id {missing[0]} ({len(missing)} images missing)")
-    return values  # type: ignore[return-value]
+    return values, linenos  # type: ignore[return-value]
 
 
 def _find_attributes_file(root: Path) -> Path:
@@ -328,7 +341,7 @@ def read_cub(root: Path) -> CubRecords:
     class_folders = _numbered_names(root / "classes.txt", "class")
     labels_path = root / "image_class_labels.txt"
     labels = np.array(
-        [v[0] for v in _per_image(labels_path, "<image_id> <class_id>", [int, int], row_of)],
+        [v[0] for v in _per_image(labels_path, "<image_id> <class_id>", [int, int], row_of)[0]],
         dtype=np.int64,
     )
     if labels.min() < 1 or labels.max() > len(class_folders):
@@ -336,20 +349,22 @@ def read_cub(root: Path) -> CubRecords:
         raise _fail(labels_path, None, f"image {bad_id}: class id out of range 1..{len(class_folders)}")
     split_path = root / "train_test_split.txt"
     is_train = np.array(
-        [v[0] for v in _per_image(split_path, "<image_id> <1 train | 0 test>", [int, int], row_of)]
+        [v[0] for v in _per_image(split_path, "<image_id> <1 train | 0 test>", [int, int], row_of)[0]]
     )
     if not np.isin(is_train, (0, 1)).all():
         raise _fail(
             split_path, None, f"image {int(ids[np.argmax(~np.isin(is_train, (0, 1)))])}: split must be 0 or 1"
         )
-    boxes = np.array(
-        _per_image(
-            root / "bounding_boxes.txt",
-            "<image_id> <x> <y> <width> <height>",
-            [int] + [_parse_float] * 4,
-            row_of,
-        ),
-        dtype=np.float32,
+    for flag, name in ((1, "train"), (0, "test")):
+        if not (is_train == flag).any():
+            raise _fail(
+                split_path,
+                None,
+                f"no image is marked {flag} ({name}): the {name} split would be empty "
+                "(allowed: at least one 1 and one 0)",
+            )
+    box_values, box_lines = _per_image(
+        root / "bounding_boxes.txt", "<image_id> <x> <y> <width> <height>", [int] + [_parse_float] * 4, row_of
     )
     part_names = _numbered_names(root / "parts" / "parts.txt", "part")
     part_locs = _read_part_locs(root, row_of, len(part_names))
@@ -369,7 +384,7 @@ def read_cub(root: Path) -> CubRecords:
         labels=labels - 1,
         class_folders=class_folders,
         is_train=is_train.astype(bool),
-        boxes=boxes,
+        boxes=np.array(box_values, dtype=np.float32),
         part_names=part_names,
         part_locs=part_locs,
         attribute_names=attribute_names,
@@ -379,17 +394,18 @@ def read_cub(root: Path) -> CubRecords:
         certainty_names=certainty_names,
         class_attributes=_read_class_attributes(root, len(class_folders), len(attribute_names)),
         image_lines=image_lines,
+        box_lines=box_lines,
     )
 
 
 def check_cub(root: Path) -> str:
-    """Validate a CUB copy (text files and that every image exists) and return a summary."""
+    """Validate a CUB copy (text files, then every image decoded and its box checked) and return a summary.
+
+    The image and box checks are the ones prepare runs while it loads the images (`_map_images`).
+    """
     records = read_cub(root)
-    for index, rel in enumerate(records.paths):
-        if not records.image_path(index).is_file():
-            raise _fail(
-                records.root / "images.txt", records.image_lines[index], f"image file images/{rel} not found"
-            )
+    for _ in _map_images(records, check_image, "decoding images"):
+        pass
     n_train = int(records.is_train.sum())
     continuous = "present" if records.class_attributes is not None else "absent (optional)"
     return "\n".join(
@@ -400,6 +416,7 @@ def check_cub(root: Path) -> str:
             f"attributes: {len(records.attribute_names)} (names from {records.attributes_file})",
             f"parts: {len(records.part_names)}",
             f"class-level continuous attributes: {continuous}",
+            "every image decodes and every bounding box lies inside its image",
         ]
     )
 
@@ -410,6 +427,75 @@ def check_cub(root: Path) -> str:
 def check_data(dataset: str, root: Path) -> None:
     """`ticketlens data check`: print the counts of a dataset folder in the CUB layout, or fail in one line."""
     print(check_cub(Path(root)))
+
+
+def _image_problem(records: CubRecords, index: int, err: BaseException) -> UserError:
+    """One line naming the image's images.txt line and what is wrong with its file."""
+    path = records.image_path(index)
+    if not path.is_file():
+        problem = "not found"
+    elif path.stat().st_size == 0:
+        problem = "is empty (0 bytes) (allowed: a complete image file that PIL can decode)"
+    else:
+        reason = " ".join(str(err).replace(str(path), path.name).split()) or type(err).__name__
+        problem = f"cannot be decoded ({reason}) (allowed: a complete image file that PIL can decode)"
+    return _fail(
+        records.root / "images.txt",
+        records.image_lines[index],
+        f"image file images/{records.paths[index]} {problem}",
+    )
+
+
+@contextmanager
+def _open_image(records: CubRecords, index: int) -> Iterator[Any]:
+    """Image `index` opened with PIL; any failure to read it becomes `_image_problem`'s one line."""
+    from PIL import Image
+
+    try:
+        with Image.open(records.image_path(index)) as image:
+            yield image
+    except (*IMAGE_ERRORS, Image.DecompressionBombError) as err:
+        raise _image_problem(records, index, err) from None
+
+
+def check_box(records: CubRecords, index: int, width: int, height: int) -> None:
+    """Refuse a box that is empty or not inside its width x height image (it would silently become a
+    clipped or zero-area box); up to BOX_TOLERANCE pixels past an edge are clipped."""
+    x, y, w, h = (float(v) for v in records.boxes[index])
+    tol = BOX_TOLERANCE
+    if w > 0 and h > 0 and x >= -tol and y >= -tol and x + w <= width + tol and y + h <= height + tol:
+        return
+    raise _fail(
+        records.root / "bounding_boxes.txt",
+        records.box_lines[index],
+        f"box x {x:g}, y {y:g}, width {w:g}, height {h:g} is not inside image images/{records.paths[index]} "
+        f"of {width} x {height} pixels (allowed: width > 0, height > 0, 0 <= x, x + width <= {width}, "
+        f"0 <= y, y + height <= {height}, {tol:g} pixel tolerance)",
+    )
+
+
+def check_image(records: CubRecords, index: int) -> None:
+    """Open and fully decode image `index` and check its box against its size (`data check`)."""
+    with _open_image(records, index) as image:
+        image.load()
+        check_box(records, index, *image.size)
+
+
+def _map_images(records: CubRecords, work: Callable[[CubRecords, int], T], desc: str) -> Iterator[T]:
+    """work(records, i) for every image in order, on threads (PIL releases the GIL while decoding), with a
+    progress bar on stderr for a real-sized set; the first error cancels the images not yet started."""
+    from tqdm import tqdm
+
+    n = len(records.paths)
+    pool = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
+    try:
+        quiet = n < PROGRESS_MIN_IMAGES
+        with tqdm(total=n, desc=desc, unit="img", file=sys.stderr, mininterval=1.0, disable=quiet) as bar:
+            for result in pool.map(lambda index: work(records, index), range(n)):
+                bar.update()
+                yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def carve_validation(labels: np.ndarray, is_train: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -472,25 +558,34 @@ def load_square(
     """
     from PIL import Image
 
-    resample = Image.Resampling.NEAREST if mode == "L" else Image.Resampling.BILINEAR
     try:
         with Image.open(path) as image:
-            width, height = image.size
-            window = crop_window(box, width, height, crop_to_box)
-            if mode == "RGB" and image.format == "JPEG":
-                # decode at a reduced DCT scale when the target is small: several times faster
-                want = (
-                    int(width * size / (window[2] - window[0])),
-                    int(height * size / (window[3] - window[1])),
-                )
-                image.draft(image.mode, want)
-            scale_x, scale_y = image.size[0] / width, image.size[1] / height
-            scaled = (window[0] * scale_x, window[1] * scale_y, window[2] * scale_x, window[3] * scale_y)
-            converted = image.convert(mode)
-            square = converted.resize((size, size), resample=resample, box=scaled)
-            return np.asarray(square, dtype=np.uint8), window
-    except (OSError, ValueError) as err:
+            return _square(image, box, size, crop_to_box, mode)
+    except IMAGE_ERRORS as err:
         raise UserError(f"{path}: cannot read image ({err})") from None
+
+
+def _square(
+    image: Any, box: np.ndarray, size: int, crop_to_box: bool, mode: str
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """`load_square` on an opened PIL image (decodes it)."""
+    from PIL import Image
+
+    resample = Image.Resampling.NEAREST if mode == "L" else Image.Resampling.BILINEAR
+    width, height = image.size
+    window = crop_window(box, width, height, crop_to_box)
+    if mode == "RGB" and image.format == "JPEG":
+        # decode at a reduced DCT scale when the target is small: several times faster
+        want = (
+            int(width * size / (window[2] - window[0])),
+            int(height * size / (window[3] - window[1])),
+        )
+        image.draft(image.mode, want)
+    scale_x, scale_y = image.size[0] / width, image.size[1] / height
+    scaled = (window[0] * scale_x, window[1] * scale_y, window[2] * scale_x, window[3] * scale_y)
+    converted = image.convert(mode)
+    square = converted.resize((size, size), resample=resample, box=scaled)
+    return np.asarray(square, dtype=np.uint8), window
 
 
 @dataclass
@@ -503,23 +598,23 @@ class BirdArrays:
 
 
 def load_bird_images(records: CubRecords, size: int, crop_to_box: bool) -> BirdArrays:
-    """Decode, crop and resize every image (threads: PIL releases the GIL while decoding)."""
+    """Decode, crop and resize every image, with the checks of `data check` (`check_box`, and a file
+    that does not decode is named by its images.txt line)."""
     n = len(records.paths)
     images = np.zeros((n, 3, size, size), dtype=np.uint8)
     boxes = np.zeros((n, 4), dtype=np.float32)
     part_locs = np.zeros_like(records.part_locs)
 
-    def work(index: int) -> tuple[int, np.ndarray, tuple[float, float, float, float]]:
-        array, window = load_square(records.image_path(index), records.boxes[index], size, crop_to_box)
-        return index, array, window
+    def work(records: CubRecords, index: int) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        with _open_image(records, index) as image:
+            check_box(records, index, *image.size)
+            return _square(image, records.boxes[index], size, crop_to_box, "RGB")
 
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for index, array, window in pool.map(work, range(n)):
-            images[index] = array.transpose(2, 0, 1)
-            boxes[index], part_locs[index] = map_boxes_parts(
-                records.boxes[index], records.part_locs[index], window, size
-            )
+    for index, (array, window) in enumerate(_map_images(records, work, "loading images")):
+        images[index] = array.transpose(2, 0, 1)
+        boxes[index], part_locs[index] = map_boxes_parts(
+            records.boxes[index], records.part_locs[index], window, size
+        )
     return BirdArrays(images, boxes, part_locs)
 
 
@@ -570,7 +665,7 @@ def save_birds(
     """Write data.pt (the contract in docs/architecture.md) and meta.csv beside it, both atomically."""
     import torch
 
-    from ticketlens.data.prepared import TRAIN, PreparedData, channel_stats, save_prepared
+    from ticketlens.data.prepared import TRAIN, PreparedData, channel_stats, check_prepared, save_prepared
 
     images = torch.from_numpy(arrays.images)
     split_t = torch.from_numpy(split.astype(np.int8))
@@ -593,10 +688,11 @@ def save_birds(
         std=std,
         extras={**bird_extras, **(extras or {})},
     )
+    out = Path(out)
+    check_prepared(data, out)
     meta = bird_meta_frame(records, split, arrays)
     for key, values in (extra_columns or {}).items():
         meta[key] = values
-    out = Path(out)
     write_csv(meta, out.parent / "meta.csv")
     save_prepared(data, out)
 

@@ -32,6 +32,7 @@ from ticketlens.data.prepared import (
     VALIDATION,
     PreparedData,
     channel_stats,
+    check_prepared,
     save_prepared,
 )
 from ticketlens.errors import UserError
@@ -78,6 +79,7 @@ def prepare_mnist(settings: DataSettings, out: Path) -> None:
     data = build_prepared(
         *arrays, validation_size=int(settings.validation_size), train_size=settings.train_size
     )
+    check_prepared(data, out)
     write_meta(data, out.parent / "meta.csv")
     # data.pt last: its presence then implies meta.csv is complete too.
     save_prepared(data, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,48 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     scaled = images.float().div(255.0)
     dims = [0, 2, 3]
     return scaled.mean(dim=dims).tolist(), scaled.std(dim=dims).clamp_min(1e-6).tolist()
+
+
+# What to change when the validation split is too small, per dataset (the params keys that size it).
+VALIDATION_KEYS = {
+    "mnist": "datasets.mnist.validation_size",
+    "synthbirds": "datasets.synthbirds.validation_fraction or datasets.synthbirds.images_per_class",
+    "cub": "datasets.cub.validation_fraction or add images",
+}
+
+
+def check_prepared(data: PreparedData, out: Path) -> None:
+    """Refuse, in one line, a dataset that cannot be trained and evaluated, before `out` is written.
+
+    Every dataset passes here right before it is saved: train and test must be non-empty, validation
+    needs at least one image per class (it drives early stopping and the loss curve; an empty one used
+    to crash training with a ZeroDivisionError), mean and std must be finite, labels index class_names.
+    """
+
+    def refuse(problem: str) -> UserError:
+        return UserError(f"{out}: not written: {problem}")
+
+    counts = {split: int((data.split == split).sum()) for split in SPLIT_NAMES}
+    for split in (TRAIN, TEST):
+        if counts[split] == 0:
+            name = SPLIT_NAMES[split]
+            raise refuse(f"the {name} split is empty (allowed: at least one {name} image)")
+    n_val, k = counts[VALIDATION], data.num_classes
+    if n_val < k:
+        hint = f"; raise {VALIDATION_KEYS[data.name]}" if data.name in VALIDATION_KEYS else ""
+        raise refuse(
+            f"the validation split has {n_val} images for {k} classes "
+            f"(allowed: at least one image per class, here >= {k}{hint})"
+        )
+    for name, values in (("mean", data.mean), ("std", data.std)):
+        if not all(math.isfinite(float(v)) for v in values):
+            raise refuse(
+                f"the train images' channel {name} is {[float(v) for v in values]} "
+                "(allowed: finite numbers; are the train images empty?)"
+            )
+    low, high = int(data.labels.min()), int(data.labels.max())
+    if low < 0 or high >= k:
+        raise refuse(f"labels run {low}..{high} but there are {k} class names (allowed: 0..{k - 1})")
 
 
 def save_prepared(data: PreparedData, path: Path) -> None:

@@ -15,6 +15,8 @@ import pandas as pd
 import torch
 
 from ticketlens.errors import UserError
+from ticketlens.fileio import file_sha256, load_npz
+from ticketlens.provenance import CHECKPOINT_SHA
 from ticketlens.study import SIMILARITY_METRICS, TICKET_FILES
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,10 @@ def localisation_table(
 def _load_reference(path: Path, probe: np.ndarray) -> dict[str, np.ndarray]:
     if not path.exists():
         raise UserError(f"reference maps {path} not found (explain that ticket first)")
-    with np.load(path) as ref:
-        if not np.array_equal(ref["probe"], probe):
-            raise UserError(
-                f"{path} explains other probe images: re-run it with the same explanations params"
-            )
-        return {m: ref[m] for m in ("gradcam", "saliency") if m in ref.files}
+    ref = load_npz(path, "reference maps")
+    if "probe" not in ref or not np.array_equal(ref["probe"], probe):
+        raise UserError(f"{path} explains other probe images: re-run it with the same explanations params")
+    return {m: ref[m] for m in ("gradcam", "saliency") if m in ref}
 
 
 def consistency_table(
@@ -148,6 +148,7 @@ def explain_ticket(
         "labels": labels_all[probe].astype(np.int64),
         "preds": preds.astype(np.int64),
         "logits": logits.numpy().astype(np.float32),
+        CHECKPOINT_SHA: np.array(file_sha256(Path(checkpoint))),  # which checkpoint these maps explain
     }
     faith = {
         method: deletion_insertion(model, x, m, target, data.mean, FAITHFULNESS_STEPS)[:2]

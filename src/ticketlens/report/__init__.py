@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ticketlens.errors import UserError
-from ticketlens.fileio import atomic_write_text, write_json
+from ticketlens.fileio import atomic_write_text, load_npz, write_json
 from ticketlens.report.markdown import STUDY_INTRO, dataset_markdown, study_dataset_markdown
 from ticketlens.report.sentences import headline
 from ticketlens.study import Ticket, branch_order
@@ -57,8 +57,7 @@ def load_gallery_inputs(
     for ticket, path in of_seed:
         if not path.is_file():
             raise UserError(f"{path} not found (run the explain step first)")
-        with np.load(path) as npz:
-            maps[(ticket.branch, ticket.round)] = {k: npz[k] for k in npz.files}
+        maps[(ticket.branch, ticket.round)] = load_npz(path, "saliency maps")
     if not maps:
         raise UserError(f"no saliency maps of seed {seed} among the {len(saliency_maps)} given")
     prepared = load_prepared(data)

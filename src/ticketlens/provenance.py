@@ -1,0 +1,246 @@
+"""What a checkpoint is and what it was made from, checked wherever one is read.
+
+Every checkpoint records its identity (dataset, seed, branch, round) and the sha256 of its parent (the
+checkpoint a ticket round pruned, or the ticket a control took its mask from); its metrics.json records
+the sha256 of the checkpoint file itself, and saliency.npz the sha256 of the checkpoint it explains.
+Snakemake decides re-runs by modification time, so a checkpoint replaced with `cp -p` (old mtime) would
+otherwise be used silently: `check_results` compares the recorded hashes with the files at start-up.
+
+This module imports neither torch nor Snakemake: the Snakefile calls `check_results` on every start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ticketlens.errors import UserError
+from ticketlens.fileio import file_sha256, write_json
+from ticketlens.study import DENSE_ROUND, TICKET, TICKET_FILES, DatasetFiles, StudyParams, Ticket
+
+IDENTITY_KEYS = ("dataset", "seed", "branch", "round")
+CHECKPOINT_SHA = "checkpoint_sha256"  # in metrics.json and saliency.npz
+PARENT_SHA = "parent_sha256"  # in checkpoint.pt and metrics.json
+_LEGACY = "no checkpoint hash"
+
+
+def identity(ticket: Ticket) -> dict[str, Any]:
+    return dataclasses.asdict(ticket)
+
+
+def describe(found: Mapping[str, Any]) -> str:
+    """`mnist seed 0 reinit round 1`, or what is missing."""
+    if any(found.get(key) is None for key in IDENTITY_KEYS):
+        return "no identity (written by an older ticketlens)"
+    return "{dataset} seed {seed} {branch} round {round}".format(**found)
+
+
+def parent_of(ticket: Ticket, one_shot: bool) -> Ticket | None:
+    """The checkpoint a ticket is trained from: the previous round (the dense net when one-shot) for a
+    ticket round, the ticket of the same round for a control, none for the dense net."""
+    if ticket.branch != TICKET:
+        return ticket.at(branch=TICKET)
+    if ticket.round == DENSE_ROUND:
+        return None
+    return ticket.at(round=DENSE_ROUND if one_shot else ticket.round - 1)
+
+
+def folder_ticket(path: Path) -> Ticket | None:
+    """The ticket whose folder holds `path`, or None outside the results tree (tests, benchmarks)."""
+    try:
+        return Ticket.from_folder(Path(path).parent)
+    except ValueError:
+        return None
+
+
+def check_identity(found: Mapping[str, Any], expected: Ticket, path: Path, role: str) -> None:
+    """Refuse a file whose recorded identity is not `expected` (e.g. a control copied over a ticket)."""
+    got = {key: found.get(key) for key in IDENTITY_KEYS}
+    if got != identity(expected):
+        raise UserError(
+            f"{path} holds {describe(got)}, not {role} {describe(identity(expected))}: it was copied, "
+            f"moved or made by another version; delete {Path(path).parent} and re-run"
+        )
+
+
+def recorded_checkpoint_sha(checkpoint_path: Path) -> str | None:
+    """The sha256 that the metrics.json beside a checkpoint records for it (None if there is none)."""
+    metrics_path = Path(checkpoint_path).parent / TICKET_FILES.metrics
+    if not metrics_path.is_file():
+        return None
+    return _read_json(metrics_path).get(CHECKPOINT_SHA)
+
+
+def check_file_sha(path: Path, recorded: str | None, digest: str | None = None) -> str:
+    """The file's sha256, refused when it differs from the one recorded at training time."""
+    digest = digest or file_sha256(path)
+    if recorded is not None and digest != recorded:
+        raise UserError(_replaced(Path(path)))
+    return digest
+
+
+def _replaced(path: Path) -> str:
+    return (
+        f"{path} is not the checkpoint that {path.parent / TICKET_FILES.metrics} was written with "
+        f"(sha256 differs: replaced or edited after training); delete {path.parent} and re-run"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(
+            f"{path} is unreadable ({type(err).__name__}): delete {path.parent} and re-run"
+        ) from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is not a JSON object: delete {path.parent} and re-run")
+    return value
+
+
+# ------------------------------------------------------------------------------ start-up check
+
+
+class HashCache:
+    """sha256 of files keyed by (size, mtime, ctime, inode): a no-op re-run hashes nothing. `cp -p` keeps
+    the mtime but cannot keep the ctime (and usually not the inode), so a replaced file is hashed again."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[str, list[Any]] = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                loaded = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                loaded = {}
+            self.entries = loaded if isinstance(loaded, dict) else {}  # a cache: rebuilt when unusable
+        self.changed = False
+
+    def sha256(self, path: Path) -> str:
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        key = str(path.resolve())
+        entry = self.entries.get(key)
+        if isinstance(entry, list) and len(entry) == 5 and entry[:4] == stamp:
+            return entry[4]
+        digest = file_sha256(path)
+        self.entries[key] = [*stamp, digest]
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if self.path is not None and self.changed:
+            # a cache that cannot be written only costs time on the next start
+            with contextlib.suppress(OSError, UserError):
+                write_json(self.entries, self.path, sort_keys=True)
+
+
+def check_results(params: StudyParams, root: Path = Path("."), cache_path: Path | None = None) -> None:
+    """Refuse to start while any trained ticket of the study is not what its files record: a checkpoint
+    replaced or edited after training, metrics of another ticket, a ticket trained from a parent that has
+    since changed, saliency maps of another checkpoint. The message says which folders to delete."""
+    cache = HashCache(cache_path)
+    problems = [
+        p for name in params.study.datasets for p in _dataset_problems(params, name, Path(root), cache)
+    ]
+    cache.save()
+    if problems:
+        folders = sorted({folder for folder, _ in problems})
+        raise UserError(
+            f"{len(problems)} trained result(s) on disk are not what they claim to be: "
+            + "; ".join(message for _, message in problems[:5])
+            + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            + f". Delete {' '.join(folders)} and re-run (what depends on them is re-run too)"
+        )
+
+
+def _dataset_problems(
+    params: StudyParams, dataset: str, root: Path, cache: HashCache
+) -> list[tuple[str, str]]:
+    """(folder to delete, what is wrong) per ticket; results written entirely before hashes were recorded
+    are one problem for the whole dataset folder."""
+    problems = list(_ticket_problems(params, dataset, root, cache))
+    trained = [t for t in params.study.tickets(dataset) if (root / t.folder / TICKET_FILES.metrics).is_file()]
+    if problems and len(problems) == len(trained) and all(_LEGACY in message for _, message in problems):
+        folder = root / DatasetFiles(dataset).folder
+        return [(str(folder), f"{folder} was written by an older ticketlens ({_LEGACY})")]
+    return problems
+
+
+def _ticket_problems(
+    params: StudyParams, dataset: str, root: Path, cache: HashCache
+) -> Iterator[tuple[str, str]]:
+    recorded: dict[Ticket, str | None] = {}
+    one_shot = params.pruning.one_shot
+    for ticket in params.study.tickets(dataset):  # parents come before their children
+        folder = root / ticket.folder
+        metrics_path = folder / TICKET_FILES.metrics
+        if not metrics_path.is_file():
+            continue
+        recorded[ticket] = None
+        try:
+            metrics = _read_json(metrics_path)
+            problem = _ticket_problem(ticket, folder, metrics, recorded, one_shot, cache)
+        except UserError as err:
+            problem = str(err)
+        if problem:
+            yield str(folder), problem
+        else:
+            recorded[ticket] = metrics[CHECKPOINT_SHA]
+
+
+def _ticket_problem(
+    ticket: Ticket,
+    folder: Path,
+    metrics: dict[str, Any],
+    recorded: dict[Ticket, str | None],
+    one_shot: bool,
+    cache: HashCache,
+) -> str | None:
+    metrics_path = folder / TICKET_FILES.metrics
+    check_identity(metrics, ticket, metrics_path, "the metrics of")
+    own = metrics.get(CHECKPOINT_SHA)
+    if own is None:
+        return f"{metrics_path} records {_LEGACY} (written by an older ticketlens)"
+    checkpoint = folder / TICKET_FILES.checkpoint
+    if checkpoint.is_file() and cache.sha256(checkpoint) != own:
+        return _replaced(checkpoint)
+    # A child older than what it was made from is re-run by Snakemake anyway (an interrupted run after
+    # a change): only a child that Snakemake would keep must match.
+    parent = parent_of(ticket, one_shot)
+    parent_checkpoint = folder.parent.parent / parent.branch / f"round_{parent.round}" if parent else None
+    if (
+        parent is not None
+        and recorded.get(parent) is not None
+        and metrics.get(PARENT_SHA) != recorded[parent]
+        and _kept(checkpoint, parent_checkpoint / TICKET_FILES.checkpoint)
+    ):
+        return f"{folder} was trained from another {describe(identity(parent))} than the one in {parent_checkpoint}"
+    maps = folder / TICKET_FILES.saliency_maps
+    if _kept(maps, checkpoint) and _npz_checkpoint_sha(maps) != own:
+        return f"{maps} explains another checkpoint than {checkpoint}"
+    return None
+
+
+def _kept(output: Path, made_from: Path) -> bool:
+    """Whether Snakemake would keep `output`: both exist and it is not older than what it was made from."""
+    if not (output.is_file() and made_from.is_file()):
+        return False
+    return output.stat().st_mtime_ns >= made_from.stat().st_mtime_ns
+
+
+def _npz_checkpoint_sha(path: Path) -> str | None:
+    """The checkpoint hash saliency.npz records (None for maps written before it was recorded)."""
+    from ticketlens.fileio import load_npz
+
+    value = load_npz(path, "saliency maps", keys=(CHECKPOINT_SHA,)).get(CHECKPOINT_SHA)
+    return None if value is None else str(value)
+
+
+def hash_cache_path(workdir: Path) -> Path:
+    """Where the Snakefile keeps the start-up check's hash cache (Snakemake's own metadata folder)."""
+    return Path(workdir) / ".snakemake" / "ticketlens" / "checkpoint_hashes.json"

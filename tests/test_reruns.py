@@ -1,0 +1,170 @@
+"""Snakemake re-runs exactly what a params change affects, and refuses to start on a replaced checkpoint.
+
+One tiny MNIST study (idx files, dense net + one round + the reinit control) is run once; each test then
+changes params.yaml and asks `snakemake -n` which rules would run.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TRAINING = {"optimizer": "adam", "lr": 0.003, "batch_size": 16, "iterations": 12, "eval_every": 6}
+STUDY = {
+    "study": {"datasets": ["mnist"], "seeds": [0], "rounds": 1, "controls": ["reinit"]},
+    "pruning": {"rate_conv": 0.3, "rate_fc": 0.5, "rate_output": 0.2},
+    "explanations": {
+        "probe_per_class": 1,
+        "tcav": {"n_random_sets": 2, "set_size": 5, "inputs_per_class": 2},
+    },
+    "datasets": {
+        "mnist": {
+            "source": "idx",
+            "root": "idx",
+            "validation_size": 20,
+            "model": "convnet_mnist",
+            "model_width": 0.25,
+            "concepts": ["stroke_horizontal"],
+            "training": TRAINING,
+        }
+    },
+}
+DATA_RULES = {"prepare_dataset", "make_random_sets", "make_concept_set"}
+TICKET_RULES = {"train_ticket", "explain_ticket", "tcav_null"}
+REPORT_RULES = {"summarize_dataset", "build_dataset_report", "build_study_report", "all"}
+
+
+def write_idx(folder: Path, n_train: int = 120, n_test: int = 30) -> None:
+    """The four MNIST idx files with random digits (gzipped, as distributed)."""
+    folder.mkdir(parents=True)
+    rng = __import__("random").Random(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + bytes(rng.randrange(256) for _ in range(n * 784)))
+        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + bytes(i % 10 for i in range(n)))
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+
+
+def planned_jobs(workdir: Path) -> dict[str, int]:
+    """Rule -> job count of a dry run (empty when there is nothing to do)."""
+    result = snakemake(workdir, "-n", "--cores", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1]
+    return {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE) if m[1] != "total"
+    }
+
+
+@contextmanager
+def params_changed(workdir: Path, change) -> Iterator[None]:
+    """params.yaml with `change(params)` applied, restored afterwards."""
+    params = copy.deepcopy(STUDY)
+    change(params)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        yield
+    finally:
+        (workdir / "params.yaml").write_text(yaml.safe_dump(STUDY))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("reruns")
+    write_idx(workdir / "idx")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(STUDY))
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+@pytest.mark.slow
+def test_an_unchanged_study_has_nothing_to_do(study: Path) -> None:
+    assert planned_jobs(study) == {}
+
+
+@pytest.mark.slow
+def test_adding_a_concept_computes_only_its_pieces(study: Path) -> None:
+    with params_changed(study, lambda p: p["datasets"]["mnist"]["concepts"].append("stroke_loop")):
+        jobs = planned_jobs(study)
+    assert jobs == {"make_concept_set": 1, "tcav_concept": 3, **dict.fromkeys(REPORT_RULES, 1)}
+
+
+@pytest.mark.slow
+def test_changing_the_learning_rate_keeps_the_data_and_concept_sets(study: Path) -> None:
+    with params_changed(study, lambda p: p["datasets"]["mnist"]["training"].update(lr=0.01)):
+        jobs = planned_jobs(study)
+    assert not DATA_RULES & set(jobs)
+    assert jobs == {**dict.fromkeys(TICKET_RULES, 3), "tcav_concept": 3, **dict.fromkeys(REPORT_RULES, 1)}
+
+
+@pytest.mark.slow
+def test_changing_tcav_inputs_reruns_tcav_only(study: Path) -> None:
+    with params_changed(study, lambda p: p["explanations"]["tcav"].update(inputs_per_class=3)):
+        jobs = planned_jobs(study)
+    assert jobs == {"tcav_null": 3, "tcav_concept": 3, **dict.fromkeys(REPORT_RULES, 1)}
+
+
+@pytest.mark.slow
+def test_a_checkpoint_replaced_with_cp_p_stops_snakemake_before_any_job(study: Path) -> None:
+    folder = Path("results/mnist/seed_0/ticket/round_1")
+    ticket, control = (
+        study / folder / "checkpoint.pt",
+        study / "results/mnist/seed_0/reinit/round_1/checkpoint.pt",
+    )
+    backup = study / "ticket_checkpoint.bak"
+    shutil.copy2(ticket, backup)
+    shutil.copy2(control, ticket)  # cp -p: the old modification time, so Snakemake alone sees no change
+    try:
+        result = snakemake(study, "-n", "--cores", "1")
+    finally:
+        shutil.copy2(backup, ticket)
+    assert result.returncode != 0
+    message = [line for line in result.stderr.splitlines() if line.startswith("ticketlens: ")]
+    assert len(message) == 1
+    assert (
+        f"{folder}/checkpoint.pt is not the checkpoint that {folder}/metrics.json was written with"
+        in message[0]
+    )
+    assert message[0].endswith(f"Delete {folder} and re-run (what depends on them is re-run too)")
+    assert planned_jobs(study) == {}  # restored: the study is whole again
+
+
+@pytest.mark.slow
+def test_the_readme_override_of_nested_numbers_works(study: Path) -> None:
+    result = snakemake(study, "-n", "--cores", "1", "--config", "study={seeds: [0, 1]}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^train_ticket\s+3\s*$", result.stdout + result.stderr, re.MULTILINE)  # seed 1 only
+
+
+def test_bird_attribute_names_with_parentheses_reach_their_jobs(tmp_path: Path) -> None:
+    params = copy.deepcopy(STUDY)
+    params["study"]["datasets"] = ["synthbirds"]
+    params["datasets"] = {
+        "synthbirds": {"model": "conv4", "concepts": ["has_size::small_(5_-_9_in)"], "training": TRAINING}
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    jobs = planned_jobs(tmp_path)
+    assert jobs["make_concept_set"] == 1 and jobs["tcav_concept"] == 3
