@@ -356,28 +356,33 @@ def test_a_failed_jobs_error_is_in_its_rules_log_and_shown(cluster, tmp_path):
     env, _ = cluster
     workdir = make_study_dir(tmp_path)
     dense = "results/mnist/seed_0/ticket/round_0"
-    # the dense net and the random sets, built locally in seconds; then a corrupt dense checkpoint
+    broken = "results/mnist/prepared/data.pt"
+    # the dense net and the random sets, built locally in seconds; then the prepared data corrupted with
+    # its old mtime (so nothing upstream re-runs; not a checkpoint, which the Snakefile's start-up check
+    # would refuse before any submission)
     local = snakemake(workdir, "--cores", "2", f"{dense}/checkpoint.pt", "results/mnist/concepts/random_0.pt")
     assert local.returncode == 0, local.stderr[-4000:]
-    (workdir / dense / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    # both read the checkpoint: train_ticket of round 1 (a job of its own), tcav_null (in the dense group)
+    stat = (workdir / broken).stat()
+    (workdir / broken).write_bytes(b"not a prepared dataset")
+    os.utime(workdir / broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    # both read the prepared data: make_concept_set (a job of its own), tcav_null (in the dense net's group)
     result = snakemake(
         workdir, "--workflow-profile", str(PROFILE), "--keep-going",
-        "results/mnist/seed_0/ticket/round_1/checkpoint.pt", f"{dense}/tcav/random.csv",
+        "results/mnist/concepts/stroke_horizontal.pt", f"{dense}/tcav/random.csv",
         env=env, timeout=600,
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-4000:]
     group = f"group_{_group_name('mnist', 'ticket', 0)}_tcav_null"  # group_<group>_<its rules>
-    assert sorted(_submissions(output).values()) == [group, "rule_train_ticket"]
+    assert sorted(_submissions(output).values()) == [group, "rule_make_concept_set"], output[-4000:]
     for log, command in (
-        ("logs/mnist/seed_0/ticket/round_1/train_ticket.log", "train-ticket"),
+        ("logs/mnist/concepts/stroke_horizontal.log", "make-concept-set"),
         ("logs/mnist/seed_0/ticket/round_0/tcav_null.log", "tcav-null"),
     ):
         errors = [line for line in (workdir / log).read_text().splitlines() if ": error: " in line]
         assert len(errors) == 1, (log, errors)
         line = errors[0][errors[0].index(f"ticketlens {command}: error: ") :]
-        assert f"{dense}/checkpoint.pt" in line, line
+        assert broken in line, line
         assert line in output, f"--show-failed-logs did not show {log}"  # snakemake printed the rule's log
 
 
