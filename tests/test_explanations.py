@@ -14,9 +14,15 @@ from conftest import TOY, TOY_PRUNING, make_toy_data
 from ticketlens.data.prepared import save_prepared
 from ticketlens.errors import UserError
 from ticketlens.explanations import saliency as sal
-from ticketlens.explanations.compare import compare_maps, spearman_rows, top_mask, topk_iou
+from ticketlens.explanations.compare import (
+    compare_maps,
+    dense_seed_consistency,
+    spearman_rows,
+    top_mask,
+    topk_iou,
+)
 from ticketlens.explanations.explain import CONSISTENCY_COLUMNS, SALIENCY_COLUMNS, explain_ticket
-from ticketlens.explanations.faithfulness import deletion_insertion
+from ticketlens.explanations.faithfulness import deletion_insertion, pixel_ranks
 from ticketlens.explanations.tcav import tcav_null
 from ticketlens.fileio import file_sha256
 from ticketlens.study import TICKET_FILES, TcavSettings, Ticket
@@ -38,19 +44,38 @@ def test_shuffled_maps_are_unrelated() -> None:
     maps = RNG.random(size=(20, 32, 32))
     shuffled = np.stack([RNG.permutation(m.ravel()).reshape(m.shape) for m in maps])
     scores = compare_maps(maps, shuffled)
-    assert abs(scores["spearman_abs"].mean()) < 0.05
-    assert abs(scores["spearman_signed"].mean()) < 0.05
+    assert abs(scores["spearman"].mean()) < 0.05
     # two independent random top-10% sets: IoU about 0.1 / 1.9
     assert scores["iou_top10"].mean() == pytest.approx(0.1 / 1.9, abs=0.03)
     assert scores["iou_top20"].mean() == pytest.approx(0.2 / 1.8, abs=0.03)
     assert scores["ssim"].mean() < 0.1
 
 
-def test_signed_and_absolute_rank_correlation_differ_on_negation() -> None:
-    maps = RNG.normal(size=(3, 8, 8))
-    assert np.allclose(spearman_rows(maps, -maps), -1.0)
-    assert np.allclose(spearman_rows(np.abs(maps), np.abs(-maps)), 1.0)
-    assert np.isnan(spearman_rows(np.zeros((1, 8, 8)), maps[:1])).all()  # a constant map has no ranking
+def test_an_anti_correlated_map_is_never_scored_as_consistent() -> None:
+    """The issue's case: a ticket whose signed map is the dense net's negated. Taking |map| called it
+    consistent; the standard maps (after Grad-CAM's ReLU) rank it below an unrelated map."""
+    signed = RNG.normal(size=(6, 8, 8))
+    dense, ticket = np.maximum(signed, 0), np.maximum(-signed, 0)
+    scores = compare_maps(ticket, dense)
+    assert (scores["spearman"] < -0.3).all()
+    assert (scores["iou_top10"] == 0).all() and (scores["iou_top20"] == 0).all()
+    assert np.allclose(spearman_rows(signed, -signed), -1.0)
+
+
+def test_every_metric_defines_its_value_for_empty_and_constant_maps() -> None:
+    empty = np.zeros((1, 8, 8))
+    informative = RNG.random(size=(1, 8, 8))
+    constant = np.full((1, 8, 8), 3.0)
+    one_empty = compare_maps(empty, informative)
+    both_empty = compare_maps(empty, empty)
+    assert not one_empty.isna().any().any() and not both_empty.isna().any().any()
+    assert one_empty["spearman"][0] == 0.0 and both_empty["spearman"][0] == 1.0
+    assert one_empty["iou_top10"][0] == 0.0 and both_empty["iou_top10"][0] == 1.0
+    assert compare_maps(constant, empty)["iou_top20"][0] == 1.0  # neither has a pixel that stands out
+    assert not top_mask(empty, 0.1).any() and not top_mask(constant, 0.1).any()
+    sparse = np.zeros((1, 10, 10))
+    sparse[0, 0, :3] = [3.0, 2.0, 1.0]  # fewer positive pixels than the top 10%: only those count
+    assert top_mask(sparse, 0.1).sum() == 3
 
 
 def test_topk_mask_counts_and_iou_of_disjoint_regions() -> None:
@@ -67,6 +92,19 @@ def test_scale_does_not_change_similarity() -> None:
     maps = RNG.random(size=(3, 16, 16))
     scores = compare_maps(maps, 1000 * maps)
     np.testing.assert_allclose(scores.to_numpy(), 1.0, atol=1e-9)
+
+
+def test_dense_seed_consistency_compares_every_pair_of_seeds_on_the_same_probe_images() -> None:
+    base = RNG.random(size=(4, 8, 8))
+    seeds = {
+        s: {"gradcam": base + 0.1 * s * RNG.random(size=base.shape), "probe": np.arange(4)} for s in range(3)
+    }
+    table = dense_seed_consistency(seeds)
+    assert list(zip(table["seed"], table["other_seed"], strict=True)) == [(0, 1), (0, 2), (1, 2)]
+    assert table["spearman"].between(0.5, 1.0).all()
+    seeds[2]["probe"] = np.arange(1, 5)
+    with pytest.raises(ValueError, match="different probe images"):
+        dense_seed_consistency(seeds)
 
 
 # ---------------------------------------------------------------- localisation
@@ -86,7 +124,17 @@ def test_localisation_on_a_constructed_map() -> None:
     assert mass[1] == pytest.approx(25 / 101)
     np.testing.assert_array_equal(sal.pointing_hit(maps, masks), [1.0, 0.0])
     np.testing.assert_allclose(sal.area_share(masks), [0.04, 0.25])
-    assert np.isnan(sal.mass_share(np.zeros((1, 10, 10)), masks[:1]))[0]
+
+
+def test_empty_and_tied_maps_score_chance_in_localisation() -> None:
+    masks = sal.box_masks(np.array([[0.0, 0.0, 5.0, 5.0]]), 10, 10)
+    empty = np.zeros((1, 10, 10))
+    assert sal.mass_share(empty, masks)[0] == pytest.approx(0.25)  # an empty map spreads nothing: chance
+    assert sal.pointing_hit(empty, masks)[0] == pytest.approx(0.25)  # not raster order's first pixel
+    two_peaks = np.zeros((1, 10, 10))
+    two_peaks[0, 0, 0] = two_peaks[0, 9, 9] = 1.0
+    assert sal.pointing_hit(two_peaks, masks)[0] == pytest.approx(0.5)
+    np.testing.assert_array_equal(sal.empty_maps(np.stack([empty[0], two_peaks[0]])), [True, False])
 
 
 def test_part_masks_use_the_class_defining_parts_and_resize() -> None:
@@ -123,7 +171,52 @@ def test_perfect_map_beats_a_random_map_on_deletion_and_insertion() -> None:
     assert i_perfect[0] > i_random[0]
 
 
+def test_tied_pixels_are_removed_in_a_fixed_random_order_not_raster_order() -> None:
+    ranks = pixel_ranks(np.zeros((8, 8))).numpy()
+    assert sorted(ranks) == list(range(64)) and not (ranks[:8] < 8).all()
+    np.testing.assert_array_equal(ranks, pixel_ranks(np.zeros((8, 8))).numpy())
+    quadrant = np.zeros((8, 8))
+    quadrant[:4, :4] = 1.0
+    assert (pixel_ranks(quadrant).numpy().reshape(8, 8)[:4, :4] < 16).all()
+
+
 # ---------------------------------------------------------------- probe set and methods
+
+
+class _PoolConvNet(torch.nn.Module):
+    """Grad-CAM in closed form: 2x2 average pooling, a 1x1 conv (channels p and 0.5 p), global average
+    pooling and a linear head. The class-c gradient at the conv is w_c / 4 everywhere, so Grad-CAM at the
+    conv is (w_c0 + 0.5 w_c1) / 4 * p at 2x2 resolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = torch.nn.AvgPool2d(2)
+        self.conv = torch.nn.Conv2d(1, 2, 1, bias=False)
+        self.head = torch.nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, 0.5]).view(2, 1, 1, 1))
+            self.head.weight.copy_(torch.tensor([[1.0, 2.0], [-1.0, 1.0]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(self.pool(x)).mean(dim=(2, 3)))
+
+
+def test_gradcam_is_relu_at_layer_resolution_then_upsampling() -> None:
+    pooled = np.array([[2.0, -2.0], [-2.0, 1.0]])
+    x = torch.from_numpy(np.kron(pooled, np.ones((2, 2)))).float()[None, None].repeat(2, 1, 1, 1)
+    standard, signed = sal.gradcam_standard_and_signed(_PoolConvNet().eval(), "conv", x, torch.tensor([0, 1]))
+    np.testing.assert_array_equal(
+        standard, sal.gradcam_maps(_PoolConvNet().eval(), "conv", x, torch.tensor([0, 1]))
+    )
+    # bilinear 2 -> 4 upsampling (half-pixel centres, edges clamped) is U @ cam @ U.T
+    up = np.array([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
+    for i, scale in enumerate([(1.0 + 0.5 * 2.0) / 4, (-1.0 + 0.5 * 1.0) / 4]):
+        cam = scale * pooled
+        np.testing.assert_allclose(standard[i], up @ np.maximum(cam, 0) @ up.T, atol=1e-6)
+        np.testing.assert_allclose(signed[i], up @ cam @ up.T, atol=1e-6)
+        # the old order (upsample, then ReLU) gives another map: negative cells bleed into positive ones
+        assert not np.allclose(standard[i], np.maximum(up @ cam @ up.T, 0), atol=1e-3)
+    assert (standard >= 0).all() and (signed < 0).any()
 
 
 def test_probe_set_is_stratified_deterministic_and_from_test() -> None:
@@ -150,7 +243,7 @@ def test_maps_have_input_shape_and_are_deterministic(toy_model: torch.nn.Module)
     target = torch.tensor([0, 1, 2, 3, 0])
     first = sal.explain_probe(toy_model, x, target, toy_model.gradcam_layer)
     second = sal.explain_probe(toy_model, x, target, toy_model.gradcam_layer)
-    assert set(first) == {"gradcam", "saliency"}
+    assert set(first) == {"gradcam", "gradcam_signed", "saliency"}
     for method, maps in first.items():
         assert maps.shape == (5, 28, 28) and maps.dtype == np.float32
         np.testing.assert_array_equal(maps, second[method])
@@ -245,21 +338,30 @@ def test_explain_ticket_and_tcav_null_write_every_target_in_the_contract_format(
             assert (root / ticket / name).exists(), name
         assert not list((root / ticket).rglob("*.tmp"))
     with np.load(root / "r1" / "saliency.npz") as npz:
-        keys = {"gradcam", "saliency", "probe", "labels", "preds", "logits", "checkpoint_sha256"}
-        assert set(npz.files) == keys
+        assert set(npz.files) == {"gradcam", "gradcam_signed", "saliency", "probe", "labels", "preds", "logits",
+                                  "test_indices", "test_correct", "checkpoint_sha256"}  # fmt: skip
         assert str(npz["checkpoint_sha256"]) == file_sha256(root / "r1" / "checkpoint.pt")
-        assert npz["gradcam"].shape == npz["saliency"].shape == (12, 28, 28)
+        assert npz["gradcam"].shape == npz["gradcam_signed"].shape == npz["saliency"].shape == (12, 28, 28)
+        assert (npz["gradcam"] >= 0).all()  # standard Grad-CAM: the signed map is stored beside it
+        # ReLU first and non-negative interpolation weights: the standard map bounds the signed one above
+        assert (npz["gradcam"] >= npz["gradcam_signed"] - 1e-6).all() and (npz["gradcam_signed"] < 0).any()
         assert npz["logits"].shape == (12, 4) and npz["logits"].dtype == np.float32
         np.testing.assert_array_equal(npz["preds"], npz["logits"].argmax(1))
+        # per-image test outcomes: the probe images are test images, so they must agree with the probe
+        position = {int(i): k for k, i in enumerate(npz["test_indices"])}
+        outcomes = npz["test_correct"][[position[int(i)] for i in npz["probe"]]]
+        np.testing.assert_array_equal(outcomes, npz["preds"] == npz["labels"])
+        assert len(npz["test_correct"]) == 80 and npz["test_correct"].dtype == bool
     table = pd.read_csv(root / "r1" / "saliency.csv")
     assert list(table.columns) == SALIENCY_COLUMNS and len(table) == 24
     assert table[["box_mass", "part_mass"]].isna().all().all()  # toy data has no boxes or parts
+    assert table["empty"].dtype == bool
     assert table[["deletion_auc", "insertion_auc"]].notna().all().all()
     dense = pd.read_csv(root / "r0" / "consistency.csv")
     assert list(dense.columns) == CONSISTENCY_COLUMNS and set(dense["reference"]) == {"random"}
     ticket = pd.read_csv(root / "r1" / "consistency.csv")
     assert set(ticket["reference"]) == {"random", "dense", "previous"}
-    means = ticket.groupby("reference")["spearman_abs"].mean()
+    means = ticket.groupby("reference")["spearman"].mean()
     assert means["dense"] > means["random"]  # a ticket is closer to its dense net than the random floor
     null_table = pd.read_csv(root / "r1" / "tcav" / "random.csv")
     assert list(null_table.columns) == [

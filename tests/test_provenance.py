@@ -31,6 +31,7 @@ PARAMS = StudyParams(
     ),
     pruning=TOY_PRUNING,
     explanations=None,  # type: ignore[arg-type]  # not read by the start-up check
+    findings=None,  # type: ignore[arg-type]
     datasets={},
 )
 

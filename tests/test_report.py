@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from test_analysis import CLASSES, CONCEPTS, ToyStudy, make_results_tree
+from test_analysis import CLASSES, CONCEPTS, SETTINGS, ToyStudy, make_results_tree
 from ticketlens.cli import main
 from ticketlens.report import build_dataset_report, figures, grids, load_gallery_inputs
 from ticketlens.report.sentences import accuracy_sentences, headline
@@ -47,7 +47,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # Through the console script, as the workflow calls it, so the CLI contract is covered too.
     summarize_args = [
         "summarize-dataset", "--dataset", "toy", "--tickets", *map(str, study.tickets),
-        "--concepts", *study.concepts, "--alpha", "0.05",
+        "--concepts", *study.concepts, "--alpha", "0.05", "--settings", SETTINGS.to_json(),
         "--summary", str(study.output("summary")), "--aggregate", str(study.output("summary_agg")),
         "--tcav-summary", str(study.output("tcav_summary")), "--findings", str(study.output("findings")),
         "--metrics", str(study.output("metrics")),
@@ -100,18 +100,24 @@ def test_accuracy_figure_has_labels_legend_log_axis(built: dict[str, Any]) -> No
     assert ticket[3] > 94 and ticket[4] < 90  # the drop at round 4 is what the figure shows
 
 
-def test_consistency_figure_has_a_panel_per_metric_and_the_floor(built: dict[str, Any]) -> None:
-    fig = figures.plot_consistency(built["summary"], "gradcam", 3)
+def test_consistency_figure_has_a_panel_per_metric_the_ceiling_and_the_floor(built: dict[str, Any]) -> None:
+    fig = figures.plot_consistency(built["summary"], "gradcam", built["findings"])
     assert len(fig.axes) == len(SIMILARITY_METRICS)
     assert _axes_with_data(fig) == fig.axes, "empty panel"
+    levels = {d["metric"]: d for d in built["findings"]["drift"] if d["method"] == "gradcam"}
     for ax in fig.axes:
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title() and ax.get_xscale() == "log"
-        floor = [
-            line for line in ax.lines if line.get_linestyle() == "--" and len(set(line.get_ydata())) == 1
-        ]
-        assert floor and floor[0].get_ydata()[0] < 0.1
+        flat = {
+            line.get_linestyle(): line.get_ydata()[0] for line in ax.lines if len(set(line.get_ydata())) == 1
+        }
+        metric = next(m for m, name in SIMILARITY_METRICS.items() if name == ax.get_title())
+        assert flat["--"] == pytest.approx(levels[metric]["floor"]) and flat["--"] < 0.1
+        assert flat["-."] == pytest.approx(levels[metric]["ceiling"])
+    spearman = next(ax for ax in fig.axes if ax.get_title() == SIMILARITY_METRICS["spearman"])
+    assert 0.6 < [line for line in spearman.lines if line.get_linestyle() == "-."][0].get_ydata()[0] < 0.8
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert any("floor" in t for t in labels) and any("ticket" in t for t in labels)
+    assert any("floor" in t for t in labels) and any("ceiling" in t for t in labels)
+    assert any("ticket" in t for t in labels)
 
 
 def test_tcav_heatmap_marks_significance(built: dict[str, Any]) -> None:
@@ -162,39 +168,66 @@ def test_scatter_shows_points_and_correlation(built: dict[str, Any]) -> None:
         points = sum(len(c.get_offsets()) for c in ax.collections)
         assert points == 3 * (5 + 5 + 5)
         assert "accuracy change" in ax.get_xlabel() and ax.get_ylabel() and ax.get_legend()
-        assert any("rho" in t.get_text() and "n 15" in t.get_text() for t in ax.texts)
+        assert any("within-seed" in t.get_text() and "3 seeds" in t.get_text() for t in ax.texts)
 
 
 def test_report_markdown_states_computed_findings(built: dict[str, Any]) -> None:
     results = built["results"]
     text = (results / "report.md").read_text()
-    assert "up to round 3 (21.6% of weights remaining); round 4 (13%) is the first that does not" in text
-    assert "starts falling at round 3" in text and "before accuracy" in text
-    assert "Spearman rho = " in text and "significant at alpha 0.05" in text
+    assert "The dense network reaches 95.00% test accuracy (95% interval" in text
+    assert "at every round up to round 3 (21.6% of weights remaining)" in text
+    assert "From round 4 (13% of weights remaining) on, tickets fail: accuracy is 9.93 points below" in text
+    assert "margin of 1 point" in text and "test-set noise" in text
+    assert "the ceiling, a dense net compared with the dense nets of the other seeds, is 0.687" in text
+    assert (
+        "Tickets have drifted from round 3 (21.6% of weights remaining) on" in text
+        and "below the ceiling" in text
+    )
+    assert (
+        "Explanations drift before accuracy fails (drift onset minus accuracy onset: -1 to -1 rounds)" in text
+    )
+    assert "Grad-CAM maps with no positive cell (empty after the ReLU): 12 of 288" in text
+    assert "Exploratory: within each seed" in text and "Holm-adjusted" in text
     assert "concept stripes (layer features.3, class 0) loses significance at round 3" in text
-    assert "random re-init control's accuracy is" in text and "paired t-test over seeds" in text
+    assert "random re-init control's accuracy is 6.97 points below the ticket's" in text
+    assert "paired t-test over seeds" in text
     for name in FIGURES:
         assert f"figures/{name}.png" in text
-    assert "n/a [" not in text
+    assert "n/a [" not in text and "| empty Grad-CAM maps |" in text
 
 
 def test_sentences_follow_the_numbers() -> None:
+    rows = [
+        {"round": 1, "remaining": 0.5, "difference": 0.001, "ci_low": -0.004, "ci_high": 0.006, "verdict": "matches"},
+        {"round": 2, "remaining": 0.25, "difference": -0.01, "ci_low": -0.03, "ci_high": 0.01,
+         "verdict": "not determined"},
+    ]  # fmt: skip
     findings = {
+        "alpha": 0.05,
+        "n_seeds": 3,
+        "tested": True,
         "accuracy_match": {
             "dense_accuracy": 0.9,
-            "dense_ci_low": None,
-            "dense_ci_high": None,
-            "last_matching_round": 5,
-            "last_matching_remaining": 0.1,
+            "dense_ci_low": 0.88,
+            "dense_ci_high": 0.92,
+            "test_set_noise": True,
+            "margin": 0.01,
+            "last_matching_round": 1,
+            "last_matching_remaining": 0.5,
             "first_failing_round": None,
             "first_failing_remaining": None,
-            "criterion": "one seed",
+            "per_round": rows,
+            "test": "non-inferiority",
         },
-        "n_seeds": 1,
     }
     sentences = accuracy_sentences(findings)
-    assert "one seed, so no interval" in sentences[0]
-    assert "at every pruning round, down to round 5 (10% of weights remaining)" in sentences[1]
+    assert "95% interval 88.00% to 92.00% over 3 seeds, test-set noise included" in sentences[0]
+    assert "up to round 1 (50% of weights remaining); there the difference is +0.10 points" in sentences[1]
+    assert "(90% interval -0.40 to +0.60 points)" in sentences[1]
+    assert sentences[2].startswith("Whether tickets match is not determined at round(s) 2")
+    assert not any("fail" in s for s in sentences[:3])
+    two = accuracy_sentences({**findings, "n_seeds": 2, "tested": False})
+    assert "no interval" in two[0] and "round 2 -1.00" in two[1] and "no test" in two[1]
 
 
 def test_study_report_merges_metrics_and_prints_summary(
@@ -208,7 +241,10 @@ def test_study_report_merges_metrics_and_prints_summary(
     assert main(args) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[0].startswith("Report: ") and str(tmp_path / "report.md") in printed[0]
-    assert printed[1].startswith("toy: dense 95.00%") and "fail from round 4" in printed[1]
+    assert printed[1] == (
+        "toy: dense 95.00%; tickets match to 21.6% weights (round 3), fail from round 4; "
+        "Grad-CAM consistency drifts before accuracy fails"
+    )
     assert (tmp_path / "summary.txt").read_text().strip().splitlines() == printed
     merged = json.loads((tmp_path / "metrics.json").read_text())
     assert merged["toy"] == json.loads((results / "metrics.json").read_text())
@@ -231,7 +267,8 @@ def test_single_seed_report_builds(tmp_path: Path) -> None:
     )
     results = study.results
     text = (results / "report.md").read_text()
-    assert "one seed, so no interval" in text and "no test: fewer than 2 seeds" in text
+    assert "mean of 1 seed(s); numbers only, no interval" in text and "no test: 1 seed(s)" in text
+    assert "numbers only, no test" in text and "Tickets have drifted" not in text
     assert (results / "figures" / "accuracy_vs_remaining.png").stat().st_size > 0
     assert not (results / "figures" / "tcav.png").exists()  # no concepts configured: no heatmap
 
@@ -244,17 +281,20 @@ def test_missing_summary_is_a_user_error(tmp_path: Path) -> None:
 def test_headline_when_nothing_falls() -> None:
     findings = {
         "dataset": "toy",
+        "tested": True,
         "accuracy_match": {"dense_accuracy": 0.9, "first_failing_round": None, "last_matching_remaining": 0.2,
                            "last_matching_round": 3},
-        "headline_consistency": "cons_dense_gradcam_spearman_abs",
-        "consistency_onset": [{"column": "cons_dense_gradcam_spearman_abs", "method": "gradcam",
-                               "relation": "neither falls"}],
+        "headline_consistency": "cons_dense_gradcam_spearman",
+        "drift": [{"column": "cons_dense_gradcam_spearman", "method": "gradcam", "first_drift_round": None,
+                   "relation": "no drift observed in the rounds run"}],
     }  # fmt: skip
     line = headline(findings)
     assert line == (
-        "toy: dense 90.00%; tickets match at every round (to 20% weights); "
-        "neither accuracy nor Grad-CAM consistency falls after round 1"
+        "toy: dense 90.00%; tickets match to 20% weights (round 3); "
+        "Grad-CAM consistency: no drift observed in the rounds run"
     )
+    untested = headline({**findings, "tested": False, "n_seeds": 2})
+    assert untested == "toy: dense 90.00%; 2 seed(s): numbers only, no test"
 
 
 def test_saved_figures_are_byte_identical_across_runs(tmp_path: Path) -> None:

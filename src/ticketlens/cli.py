@@ -116,7 +116,8 @@ COMMANDS: dict[str, Command] = {
     "summarize-dataset": Command("ticketlens.summary:summarize_dataset", "tables and findings of one dataset", (
         Arg("--dataset"), Arg("--tickets", convert=_paths, options=PATHS),
         Arg("--concepts", options={"nargs": "*", "default": []}),
-        Arg("--alpha", options={"type": float, "required": True}),
+        Arg("--alpha", options={"type": float, "required": True, "help": "the TCAV significance level"}),
+        Arg("--settings", convert=_settings("FindingsSettings"), options={"required": True, "help": "findings JSON"}),
         Arg("--summary", convert=Path), Arg("--aggregate", convert=Path), Arg("--tcav-summary", convert=Path),
         Arg("--findings", convert=Path), Arg("--metrics", convert=Path),
     )),

@@ -1,7 +1,17 @@
-"""Every claim the report states, computed from the summary tables by pure functions on DataFrames.
+"""Every claim the report states, as a statistical test computed from the summary tables by pure functions.
 
-So the findings can be unit tested on constructed tables with known answers; `summary.summarize_dataset`
-reads the ticket files and writes what `compute_findings` and `compact_metrics` return.
+- Accuracy: does a ticket match its dense net? Non-inferiority on per-seed paired differences (ticket
+  round r minus the dense net of the same seed) with the margin of `findings.accuracy_margin`, test-set
+  noise included (`inference.seed_mean`): "matches", "fails" (significantly below the margin) or
+  "not determined"; the onset by fixed-sequence testing over rounds (`inference.onset`).
+- Drift: is a ticket further from its dense net than another dense seed is (the ceiling)? The same
+  machinery on consistency minus the dense seed-to-seed consistency (`inference.difference_from_ceiling`).
+- Before / with / after: only when both onsets are determined, from the interval of rounds each onset lies in.
+- Correlations (exploratory), control gaps and concept changes: `associations` and below.
+
+With fewer than 3 seeds everything is numbers only: no interval, no test, and the findings say so.
+Everything is unit tested on constructed and simulated tables (tests/test_analysis.py, test_findings.py);
+`summary.summarize_dataset` reads the ticket files and writes what `compute_findings` returns.
 """
 
 from __future__ import annotations
@@ -10,28 +20,34 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from ticketlens import inference
+from ticketlens.associations import (
+    concept_changes,
+    concept_significance,  # noqa: F401  (the report's TCAV heatmap imports it here)
+    control_gaps,
+    gap_columns,
+    within_seed_correlations,
+)
 from ticketlens.fileio import clean_json
-from ticketlens.study import DENSE_ROUND, HEADLINE_METRIC, TICKET
+from ticketlens.study import (
+    DENSE_ROUND,
+    HEADLINE_METRIC,
+    METRIC_RANGES,
+    TICKET,
+    FindingsSettings,
+    branch_order,
+)
 from ticketlens.summary import (
-    TCAV_KEY,
-    add_accuracy_change,
     consistency_column,
     consistency_columns_of,
     dense_rows,
     split_consistency_column,
-    t_interval,
 )
 
-# Without a seed interval (one seed) a ticket "matches" dense when it is within this many accuracy
-# points (fraction) of it, and consistency "falls" when it drops by more than this much: stated in findings.
-ACCURACY_TOLERANCE = 0.01
-CONSISTENCY_TOLERANCE = 0.05
-# Consistency with the dense net is judged from round 1, the first pruned ticket: at round 0 the dense
-# net is compared with itself (1.0 by definition), so a drop at round 1 would only say that retraining
-# changes maps at all.
-CONSISTENCY_BASELINE_ROUND = 1
+Outcomes = dict[tuple[int, str, int], np.ndarray]  # (seed, branch, round) -> per test image correct
+NO_DRIFT = "no drift observed in the rounds run"
+DRIFT_WORDS = {inference.MATCHES: "not drifted", inference.FAILS: "drifted"}
 
 
 def headline_column(summary: pd.DataFrame) -> str | None:
@@ -44,314 +60,278 @@ def headline_column(summary: pd.DataFrame) -> str | None:
     return columns[0] if columns else None
 
 
-# ----------------------------------------------------------------------------------------- onsets
+def outcome_differences(outcomes: Outcomes | None, keys: list[tuple[Any, Any]]) -> np.ndarray | None:
+    """Seeds x test images of correct(a) - correct(b) for [(key_a, key_b)], or None where any is missing."""
+    if not outcomes or any(a not in outcomes or b not in outcomes for a, b in keys):
+        return None
+    rows = [outcomes[a].astype(float) - outcomes[b].astype(float) for a, b in keys]
+    return np.stack(rows) if rows and len({len(r) for r in rows}) == 1 else None
 
 
-def _round_stats(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+# --------------------------------------------------------------------------------------- accuracy
+
+
+def _dense_accuracy(tickets: pd.DataFrame, outcomes: Outcomes | None) -> inference.Estimate:
+    dense = tickets[tickets["round"] == DENSE_ROUND].sort_values("seed")
+    keys = [((int(s), TICKET, DENSE_ROUND), None) for s in dense["seed"]]
+    correct = None
+    if outcomes and all(k in outcomes for k, _ in keys):
+        correct = np.stack([outcomes[k].astype(float) for k, _ in keys])
+    return inference.seed_mean(dense["test_accuracy"].tolist(), 0.95, (0.0, 1.0), correct)
+
+
+def accuracy_rounds(
+    tickets: pd.DataFrame, outcomes: Outcomes | None, settings: FindingsSettings
+) -> list[dict[str, Any]]:
+    """Per pruned round: the paired accuracy difference to the dense net, its interval and the verdict."""
+    dense = tickets[tickets["round"] == DENSE_ROUND].set_index("seed")["test_accuracy"]
+    alpha, margin = settings.alpha, settings.accuracy_margin
     rows = []
-    for r, group in frame.groupby("round", sort=True):
-        mean, low, high, n = t_interval(group[column])
+    for r, group in tickets[tickets["round"] > DENSE_ROUND].groupby("round", sort=True):
+        group = group[group["seed"].isin(dense.index)].sort_values("seed")
+        seeds = [int(s) for s in group["seed"]]
+        differences = (group["test_accuracy"] - group["seed"].map(dense)).tolist()
+        pairs = [((s, TICKET, int(r)), (s, TICKET, DENSE_ROUND)) for s in seeds]
+        est = inference.seed_mean(
+            differences, 1 - 2 * alpha, (-1.0, 1.0), outcome_differences(outcomes, pairs)
+        )
         rows.append(
             {
                 "round": int(r),
                 "remaining": float(group["remaining_fraction"].mean()),
-                "mean": mean,
-                "ci_low": low,
-                "ci_high": high,
-                "n": n,
+                "difference": est.estimate,
+                **_interval(est),
+                "p_matches": est.p_above(-margin),
+                "p_fails": est.p_below(-margin),
+                "verdict": inference.verdict(est, margin, alpha),
             }
         )
-    return pd.DataFrame(rows)
+    return rows
 
 
-def first_drop(
-    frame: pd.DataFrame, column: str, baseline_round: int, tolerance: float
-) -> tuple[int | None, pd.DataFrame, float]:
-    """First round after `baseline_round` whose seed mean falls below the baseline's interval.
-
-    With three or more seeds the threshold is the lower end of the baseline round's 95% t-interval over
-    seeds (the seed-to-seed spread is what "matching" has to beat). With two seeds that interval is
-    vacuous (t = 12.7 on one degree of freedom), so the threshold is the lower end of the seed range
-    (the worse seed); with one seed it is the baseline minus `tolerance`.
-    Returns (round or None, per-round table, threshold).
-    """
-    per_round = _round_stats(frame, column)
-    base = per_round[per_round["round"] == baseline_round]
-    if base.empty:
-        return None, per_round.assign(matches=np.nan), float("nan")
-    base_row = base.iloc[0]
-    if base_row["n"] >= 3:
-        threshold = base_row["ci_low"]
-    elif base_row["n"] == 2:
-        threshold = frame.loc[frame["round"] == baseline_round, column].min()
-    else:
-        threshold = base_row["mean"] - tolerance
-    per_round["matches"] = per_round["mean"] >= threshold
-    later = per_round[(per_round["round"] > baseline_round) & ~per_round["matches"]]
-    first = int(later["round"].iloc[0]) if len(later) else None
-    return first, per_round, float(threshold)
+def _interval(est: inference.Estimate) -> dict[str, Any]:
+    return {"ci_low": est.ci_low, "ci_high": est.ci_high, "se": est.se, "df": est.df, "n": est.n}
 
 
-def _matching_criterion(n_seeds: int, tolerance: float) -> str:
-    if n_seeds >= 3:
-        return "ticket seed-mean accuracy >= lower end of the dense 95% t-interval over seeds"
-    if n_seeds == 2:
-        return "two seeds (a t-interval would be vacuous): ticket seed-mean accuracy >= the worse dense seed"
-    return f"one seed, no interval: ticket accuracy >= dense accuracy - {tolerance}"
+def test_description(n_seeds: int, what: str) -> str:
+    if n_seeds < inference.MIN_SEEDS_FOR_TESTS:
+        return f"{n_seeds} seed(s): numbers only, no interval and no test (a test needs at least 3 seeds)"
+    return what
 
 
-def accuracy_match(summary: pd.DataFrame, tolerance: float = ACCURACY_TOLERANCE) -> dict[str, Any]:
-    """Last ticket round matching dense accuracy and the first that does not.
-
-    Matching is contiguous from the dense net: the last matching round is the one before the first
-    failing round (or the last round when none fails).
-    """
+def accuracy_match(
+    summary: pd.DataFrame, settings: FindingsSettings, outcomes: Outcomes | None = None
+) -> dict[str, Any]:
+    """Does each ticket round match its dense net, and from which round do tickets fail?"""
     tickets = summary[summary["branch"] == TICKET]
     n_seeds = int(tickets["seed"].nunique())
-    first, per_round, threshold = first_drop(tickets, "test_accuracy", DENSE_ROUND, tolerance)
-    rounds = sorted(int(r) for r in per_round["round"])
-    last = (first - 1) if first is not None else (rounds[-1] if rounds else None)
-    remaining = dict(zip(per_round["round"], per_round["remaining"], strict=True))
-    dense = per_round[per_round["round"] == DENSE_ROUND].iloc[0] if len(per_round) else None
+    per_round = accuracy_rounds(tickets, outcomes, settings)
+    last, first = inference.onset({row["round"]: row["verdict"] for row in per_round})
+    remaining = {row["round"]: row["remaining"] for row in per_round} | {DENSE_ROUND: 1.0}
+    dense = _dense_accuracy(tickets, outcomes)
+    level = f"{100 * (1 - 2 * settings.alpha):g}%"
     return {
-        "criterion": _matching_criterion(n_seeds, tolerance),
+        "test": test_description(
+            n_seeds,
+            f"non-inferiority of the paired accuracy difference (ticket minus the dense net of the same seed) "
+            f"at a margin of {100 * settings.accuracy_margin:g} point(s): one-sided t-tests at alpha {settings.alpha:g} "
+            f"({level} intervals), standard error over seeds plus test-set noise, fixed-sequence over rounds",
+        ),
+        "margin": settings.accuracy_margin,
+        "alpha": settings.alpha,
         "n_seeds": n_seeds,
-        "threshold": threshold,
-        "dense_accuracy": None if dense is None else float(dense["mean"]),
-        "dense_ci_low": None if dense is None else float(dense["ci_low"]),
-        "dense_ci_high": None if dense is None else float(dense["ci_high"]),
+        "test_set_noise": outcomes is not None and bool(outcomes),
+        "dense_accuracy": dense.estimate,
+        "dense_ci_low": dense.ci_low,
+        "dense_ci_high": dense.ci_high,
         "last_matching_round": last,
-        "last_matching_remaining": remaining.get(last) if last is not None else None,
+        "last_matching_remaining": remaining.get(last),
         "first_failing_round": first,
         "first_failing_remaining": remaining.get(first) if first is not None else None,
-        "per_round": per_round.to_dict(orient="records"),
+        "per_round": per_round,
     }
 
 
-def relation(consistency_round: int | None, accuracy_round: int | None) -> str:
-    """Does consistency start falling before, with or after accuracy? 'never' rounds count as infinity."""
-    if consistency_round is None and accuracy_round is None:
-        return "neither falls"
-    if accuracy_round is None:
-        return "before"
-    if consistency_round is None:
-        return "after"
-    if consistency_round < accuracy_round:
-        return "before"
-    return "with" if consistency_round == accuracy_round else "after"
+# ------------------------------------------------------------------------------------------ drift
 
 
-def consistency_onsets(
-    summary: pd.DataFrame, accuracy_first_fail: int | None, tolerance: float = CONSISTENCY_TOLERANCE
+def ceiling_pairs(ceiling: pd.DataFrame, method: str, metric: str) -> dict[tuple[int, int], float]:
+    """{(seed, other seed): mean consistency of their dense nets} of one method and metric."""
+    if ceiling is None or ceiling.empty or metric not in ceiling:
+        return {}
+    part = ceiling[ceiling["method"] == method]
+    return {
+        (int(a), int(b)): float(v) for a, b, v in part[["seed", "other_seed", metric]].itertuples(index=False)
+    }
+
+
+def reference_levels(
+    summary: pd.DataFrame, pairs: dict[tuple[int, int], float], method: str, metric: str
+) -> dict[str, Any]:
+    """The ceiling (dense vs dense of another seed) and the floor (dense vs its randomised-weights copy)."""
+    bounds = METRIC_RANGES.get(metric, (-1.0, 1.0))
+    ceiling = inference.pair_mean(pairs, 0.95, bounds)
+    floor_column = consistency_column("random", method, metric)
+    dense = dense_rows(summary)
+    floor = inference.seed_mean(dense[floor_column].tolist() if floor_column in dense else [], 0.95, bounds)
+    return {
+        "ceiling": ceiling.estimate,
+        "ceiling_ci_low": ceiling.ci_low,
+        "ceiling_ci_high": ceiling.ci_high,
+        "ceiling_pairs": len(pairs),
+        "floor": floor.estimate,
+        "floor_ci_low": floor.ci_low,
+        "floor_ci_high": floor.ci_high,
+    }
+
+
+def drift_rounds(
+    tickets: pd.DataFrame, column: str, pairs: dict[tuple[int, int], float], settings: FindingsSettings
 ) -> list[dict[str, Any]]:
-    """When each consistency-with-dense metric starts falling (after CONSISTENCY_BASELINE_ROUND),
-    against the accuracy onset."""
+    """Per pruned round: consistency with the own dense net minus the ceiling, interval and verdict."""
+    metric = split_consistency_column(column)[2]
+    low, high = METRIC_RANGES.get(metric, (-1.0, 1.0))
+    alpha, margin = settings.alpha, settings.consistency_margin
+    rows = []
+    for r, group in tickets[tickets["round"] > DENSE_ROUND].groupby("round", sort=True):
+        values = {int(s): float(v) for s, v in zip(group["seed"], group[column], strict=True)}
+        est = inference.difference_from_ceiling(values, pairs, 1 - 2 * alpha, (low - high, high - low))
+        verdict = inference.verdict(est, margin, alpha)
+        rows.append(
+            {
+                "round": int(r),
+                "remaining": float(group["remaining_fraction"].mean()),
+                "consistency": float(np.nanmean(list(values.values()))),
+                "difference": est.estimate,
+                **_interval(est),
+                "p_drifted": est.p_below(-margin),
+                "verdict": DRIFT_WORDS.get(verdict, verdict),
+            }
+        )
+    return rows
+
+
+def relation(
+    accuracy: tuple[int, int | None], drift: tuple[int, int | None], drift_seen: bool
+) -> tuple[str, list[int] | None]:
+    """Does drift start before, with or after the accuracy failure, and the interval of the lag (rounds)?
+
+    Each onset lies in (last round shown unchanged, first round of the changed run]; the lag (drift onset
+    minus accuracy onset) then lies in [drift_last + 1 - acc_first, drift_first - acc_last - 1]. The
+    relation is stated only when both onsets are determined and that interval excludes the others.
+    """
+    (acc_last, acc_first), (drift_last, drift_first) = accuracy, drift
+    if drift_first is None:
+        return (NO_DRIFT if not drift_seen else inference.NOT_DETERMINED), None
+    if acc_first is None:
+        return inference.NOT_DETERMINED, None
+    lag = [drift_last + 1 - acc_first, drift_first - acc_last - 1]
+    if lag[1] < 0:
+        return "before", lag
+    if lag[0] > 0:
+        return "after", lag
+    return ("with" if lag == [0, 0] else inference.NOT_DETERMINED), lag
+
+
+def drift_onsets(
+    summary: pd.DataFrame, ceiling: pd.DataFrame, match: dict[str, Any], settings: FindingsSettings
+) -> list[dict[str, Any]]:
+    """When each consistency-with-dense metric drifts below the dense seed-to-seed ceiling."""
     tickets = summary[summary["branch"] == TICKET]
-    baseline = CONSISTENCY_BASELINE_ROUND
+    accuracy = (match["last_matching_round"], match["first_failing_round"])
     out = []
     for column in consistency_columns_of(tickets):
         _, method, metric = split_consistency_column(column)
-        first, per_round, threshold = first_drop(tickets, column, baseline, tolerance)
-        base = per_round[per_round["round"] == baseline]
+        pairs = ceiling_pairs(ceiling, method, metric)
+        per_round = drift_rounds(tickets, column, pairs, settings)
+        verdicts = {row["round"]: row["verdict"] for row in per_round}
+        last, first = inference.onset(
+            {r: {v: k for k, v in DRIFT_WORDS.items()}.get(v, v) for r, v in verdicts.items()}
+        )
+        seen = any(v == "drifted" for v in verdicts.values())
+        rel, lag = relation(accuracy, (last, first), seen)
+        remaining = {row["round"]: row["remaining"] for row in per_round} | {DENSE_ROUND: 1.0}
         out.append(
             {
                 "column": column,
                 "method": method,
                 "metric": metric,
-                "baseline_round": baseline,
-                "baseline_mean": float(base["mean"].iloc[0]) if len(base) else None,
-                "threshold": threshold,
-                "first_drop_round": first,
-                "first_drop_remaining": (
-                    float(per_round.loc[per_round["round"] == first, "remaining"].iloc[0])
-                    if first is not None
-                    else None
-                ),
-                "accuracy_first_failing_round": accuracy_first_fail,
-                "relation": relation(first, accuracy_first_fail),
+                **reference_levels(summary, pairs, method, metric),
+                "last_not_drifted_round": last,
+                "last_not_drifted_remaining": remaining.get(last),
+                "first_drift_round": first,
+                "first_drift_remaining": remaining.get(first) if first is not None else None,
+                "accuracy_first_failing_round": accuracy[1],
+                "relation": rel,
+                "lag_rounds": lag,
+                "per_round": per_round,
             }
         )
     return out
 
 
-# ------------------------------------------------------------------------------------ correlation
-
-
-def correlate(x: pd.Series, y: pd.Series, alpha: float = 0.05) -> dict[str, Any]:
-    """Spearman and Pearson correlation with p-values and n; NaN where n < 3 or a side is constant."""
-    mask = x.notna() & y.notna()
-    x, y = x[mask].to_numpy(float), y[mask].to_numpy(float)
-    n = int(len(x))
-    result: dict[str, Any] = {"n": n, "spearman_rho": np.nan, "spearman_p": np.nan}
-    result.update({"pearson_r": np.nan, "pearson_p": np.nan, "significant": False})
-    if n < 3 or np.ptp(x) <= 1e-12 or np.ptp(y) <= 1e-12:
-        return result
-    spearman = stats.spearmanr(x, y)
-    pearson = stats.pearsonr(x, y)
-    result.update(
-        spearman_rho=float(spearman.statistic),
-        spearman_p=float(spearman.pvalue),
-        pearson_r=float(pearson.statistic),
-        pearson_p=float(pearson.pvalue),
-        significant=bool(spearman.pvalue < alpha),
-    )
-    return result
-
-
-def accuracy_consistency_correlations(summary: pd.DataFrame, alpha: float = 0.05) -> list[dict[str, Any]]:
-    """Across (seed, round) points of pruned nets: accuracy change vs each consistency-with-dense metric.
-
-    Round 0 is left out because its consistency is 1 and its change 0 by construction, which would
-    manufacture a correlation. Scope `ticket` uses tickets only; `all` adds the controls.
-    """
-    frame = add_accuracy_change(summary)
-    frame = frame[frame["round"] > DENSE_ROUND]
-    out = []
-    for column in consistency_columns_of(frame):
-        _, method, metric = split_consistency_column(column)
-        for scope, part in (("ticket", frame[frame["branch"] == TICKET]), ("all", frame)):
-            out.append(
-                {
-                    "column": column,
-                    "method": method,
-                    "metric": metric,
-                    "scope": scope,
-                    "x": "accuracy_change",
-                    **correlate(part["accuracy_change"], part[column], alpha),
-                }
+def empty_map_counts(summary: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Per method, per branch x round (summed over seeds): maps with no positive cell, of all probe maps."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for column in (c for c in summary.columns if c.startswith("empty_")):
+        method = column.removeprefix("empty_")
+        rows = []
+        for (branch, r), group in summary.groupby(["branch", "round"], sort=False):
+            maps = group["n_probe"].sum() if "n_probe" in group else 0
+            rows.append(
+                {"branch": branch, "round": int(r), "empty": int(group[column].sum()), "maps": int(maps)}
             )
+        out[method] = sorted(rows, key=lambda row: (branch_order(row["branch"]), row["round"]))
     return out
-
-
-# --------------------------------------------------------------------------------------- concepts
-
-
-def concept_significance(tcav_summary: pd.DataFrame) -> pd.DataFrame:
-    """Per branch x round x concept x layer x class: share of seeds significant and the majority call."""
-    if tcav_summary.empty:
-        return pd.DataFrame(columns=["branch", "round", *TCAV_KEY, "share", "significant", "mean"])
-    grouped = tcav_summary.assign(sig=tcav_summary["significant"].astype(float))
-    table = grouped.groupby(["branch", "round", *TCAV_KEY], as_index=False).agg(
-        share=("sig", "mean"), mean=("mean", "mean"), remaining=("remaining_fraction", "mean")
-    )
-    # Significant for the branch when more than half of the seeds say so (one seed: that seed).
-    table["significant"] = table["share"] > 0.5
-    return table
-
-
-def concept_changes(tcav_summary: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Concepts that lose or gain significance relative to the dense net, and the first round they do.
-
-    Returns (changes, dense significant set). Each branch is compared with the shared dense net.
-    """
-    table = concept_significance(tcav_summary)
-    if table.empty:
-        return [], []
-    dense = dense_rows(table)
-    dense_sig = {
-        tuple(k): bool(s)
-        for k, s in zip(dense[TCAV_KEY].to_numpy().tolist(), dense["significant"], strict=True)
-    }
-    changes = []
-    pruned = table[table["round"] > DENSE_ROUND].sort_values("round")
-    for (branch, *key), group in pruned.groupby(["branch", *TCAV_KEY], sort=True):
-        before = dense_sig.get(tuple(key))
-        if before is None:
-            continue
-        flipped = group[group["significant"] != before]
-        if flipped.empty:
-            continue
-        first = flipped.iloc[0]
-        changes.append(
-            {
-                **dict(zip(TCAV_KEY, key, strict=True)),
-                "branch": branch,
-                "change": "lost" if before else "gained",
-                "round": int(first["round"]),
-                "remaining": float(first["remaining"]),
-                "dense_score": float(dense.loc[(dense[TCAV_KEY] == key).all(axis=1), "mean"].iloc[0]),
-                "score": float(first["mean"]),
-            }
-        )
-    dense_list = [dict(zip(TCAV_KEY, k, strict=True)) for k, s in dense_sig.items() if s]
-    return changes, dense_list
-
-
-# --------------------------------------------------------------------------------------- controls
-
-
-def paired_gap(control: pd.Series, ticket: pd.Series) -> dict[str, Any]:
-    """Control minus ticket over seeds paired by index: mean gap, its 95% interval and a paired t-test."""
-    pairs = pd.concat([control.rename("c"), ticket.rename("t")], axis=1).dropna()
-    diff = (pairs["c"] - pairs["t"]).to_numpy(float)
-    mean, low, high, n = t_interval(diff)
-    result: dict[str, Any] = {"mean_gap": mean, "ci_low": low, "ci_high": high, "n": n}
-    # Differences equal up to rounding make the t statistic meaningless (zero variance), so test only
-    # when the spread is above floating-point noise.
-    if n >= 2 and np.ptp(diff) > 1e-9 * max(1.0, abs(mean)):
-        test = stats.ttest_rel(pairs["c"], pairs["t"])
-        result.update(t=float(test.statistic), p=float(test.pvalue), test="paired t-test over seeds")
-    elif n >= 2:
-        result.update(t=np.nan, p=np.nan, test="no test: identical gap in every seed")
-    else:
-        result.update(t=np.nan, p=np.nan, test="no test: fewer than 2 seeds")
-    return result
-
-
-def control_gaps(summary: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
-    """How each control differs from the ticket at equal round (equal sparsity), per metric and round."""
-    out = []
-    tickets = summary[summary["branch"] == TICKET].set_index(["round", "seed"])
-    ticket_rounds = tickets.index.get_level_values("round")
-    for control in [b for b in summary["branch"].unique() if b != TICKET]:
-        rows = summary[summary["branch"] == control].set_index(["round", "seed"])
-        for r in sorted(rows.index.get_level_values("round").unique()):
-            if r not in ticket_rounds:
-                continue
-            for column in [c for c in columns if c in rows]:
-                gap = paired_gap(rows.loc[r, column], tickets.loc[r, column])
-                out.append(
-                    {
-                        "control": control,
-                        "round": int(r),
-                        "remaining": float(tickets.loc[r, "remaining_fraction"].mean()),
-                        "metric": column,
-                        **gap,
-                    }
-                )
-    return out
-
-
-def gap_columns(summary: pd.DataFrame) -> list[str]:
-    columns = ["test_accuracy", *consistency_columns_of(summary)]
-    return columns + [c for c in ("tcav_rank_corr_dense", "tcav_jaccard_dense") if c in summary]
 
 
 # ----------------------------------------------------------------------------------------- result
 
 
 def compute_findings(
-    summary: pd.DataFrame, tcav_summary: pd.DataFrame, dataset: str, alpha: float
+    summary: pd.DataFrame,
+    tcav_summary: pd.DataFrame,
+    dataset: str,
+    settings: FindingsSettings,
+    ceiling: pd.DataFrame | None = None,
+    outcomes: Outcomes | None = None,
+    tcav_alpha: float | None = None,
 ) -> dict[str, Any]:
-    """Every claim of the report, as numbers."""
+    """Every claim of the report, as numbers and verdicts.
+
+    `ceiling`: the dense seed-to-seed consistency (`explanations.compare.dense_seed_consistency`);
+    `outcomes`: per-ticket test-image correctness (for test-set noise); `tcav_alpha`: the TCAV level.
+    """
     seeds = sorted(int(s) for s in summary["seed"].unique())
-    match = accuracy_match(summary)
+    ceiling = ceiling if ceiling is not None else pd.DataFrame()
+    match = accuracy_match(summary, settings, outcomes)
     changes, dense_sig = concept_changes(tcav_summary)
+    tested = len(seeds) >= inference.MIN_SEEDS_FOR_TESTS
     return {
         "dataset": dataset,
         "seeds": seeds,
         "n_seeds": len(seeds),
+        "tested": tested,
         "rounds": int(summary["round"].max()),
         "controls": [b for b in summary["branch"].unique() if b != TICKET],
-        "alpha": alpha,
-        "interval": "95% t-interval over seeds" if len(seeds) >= 2 else "none: one seed gives no interval",
+        "alpha": settings.alpha,
+        "tcav_alpha": settings.alpha if tcav_alpha is None else tcav_alpha,
+        "accuracy_margin": settings.accuracy_margin,
+        "consistency_margin": settings.consistency_margin,
+        "interval": (
+            f"{100 * (1 - 2 * settings.alpha):g}% t-intervals over seeds for the one-sided tests, 95% otherwise"
+            if tested
+            else f"none: {len(seeds)} seed(s), numbers only (a test needs at least 3 seeds)"
+        ),
         "headline_consistency": headline_column(summary),
         "accuracy_match": match,
-        "consistency_onset": consistency_onsets(summary, match["first_failing_round"]),
-        "correlations": accuracy_consistency_correlations(summary, alpha),
+        "drift": drift_onsets(summary, ceiling, match, settings),
+        "ceiling_pairs": ceiling.to_dict(orient="records"),
+        "empty_maps": empty_map_counts(summary),
+        "correlations": within_seed_correlations(summary, settings.alpha),
         "concepts_dense_significant": dense_sig,
         "concept_changes": changes,
-        "control_gaps": control_gaps(summary, gap_columns(summary)),
+        "control_gaps": control_gaps(summary, gap_columns(summary), settings.alpha, outcomes),
     }
 
 
@@ -387,15 +367,21 @@ def compact_metrics(summary: pd.DataFrame, findings: dict[str, Any]) -> dict[str
         "first_failing_round": match["first_failing_round"],
         **_final_round_metrics(summary, head),
     }
+    for drift in findings["drift"]:
+        if drift["column"] == head:
+            out["consistency_ceiling"] = drift["ceiling"]
+            out["consistency_floor"] = drift["floor"]
+            out["first_drift_round"] = drift["first_drift_round"]
     for corr in findings["correlations"]:
-        if corr["scope"] == "ticket" and corr["column"] == head:
-            out["corr_accuracy_consistency_rho"] = corr["spearman_rho"]
-            out["corr_accuracy_consistency_p"] = corr["spearman_p"]
-            out["corr_accuracy_consistency_n"] = corr["n"]
+        if corr["column"] == head:
+            out["corr_accuracy_consistency_within_seed_rho"] = corr["mean_rho"]
+            out["corr_accuracy_consistency_p_holm"] = corr["p_holm"]
     for gap in findings["control_gaps"]:
         if gap["round"] == out["final_round"] and gap["metric"] in ("test_accuracy", head):
             name = "accuracy" if gap["metric"] == "test_accuracy" else "consistency"
             out[f"gap_{gap['control']}_{name}_final"] = gap["mean_gap"]
+    for column in (c for c in summary.columns if c.startswith("empty_")):
+        out[f"{column}_maps"] = float(summary[column].sum())
     out["n_concept_changes"] = len(findings["concept_changes"])
     cleaned = clean_json(out)
     # Six significant digits: enough for any comparison, short enough to read in `dvc metrics diff`.

@@ -45,16 +45,24 @@ def branch_order(branch: str) -> int:
 # ------------------------------------------------------------------------------ explanation metrics
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "saliency": "gradient saliency"}
-# The similarity metrics of two map sets (explanations/compare.py), with their display names.
+# The similarity metrics of two sets of standard maps (explanations/compare.py: Grad-CAM after its ReLU,
+# |gradient| saliency), with their display names and the range each metric can take. Higher is more alike
+# for every one of them; each is defined for empty and constant maps (compare.py says how).
 SIMILARITY_METRICS = {
-    "spearman_abs": "Spearman rank corr. of |map|",
-    "spearman_signed": "Spearman rank corr., signed",
+    "spearman": "Spearman rank corr.",
     "iou_top10": "top-10% IoU",
     "iou_top20": "top-20% IoU",
     "ssim": "SSIM",
 }
+METRIC_RANGES = {
+    "spearman": (-1.0, 1.0),
+    "iou_top10": (0.0, 1.0),
+    "iou_top20": (0.0, 1.0),
+    "ssim": (-1.0, 1.0),
+}
 REFERENCES = ("dense", "previous", "random")  # what a ticket's maps are compared with
-HEADLINE_METRIC = "spearman_abs"
+# Rank correlation of the standard maps: an anti-correlated map scores below 0, never as consistent.
+HEADLINE_METRIC = "spearman"
 
 
 def concept_slug(name: str) -> str:
@@ -277,6 +285,15 @@ class ExplanationSettings(Settings):
 
 
 @dataclass(frozen=True)
+class FindingsSettings(Settings):
+    """The `findings` section: the level of every test of the findings and the non-inferiority margins."""
+
+    alpha: float
+    accuracy_margin: float
+    consistency_margin: float
+
+
+@dataclass(frozen=True)
 class TrainingSettings(Settings):
     optimizer: str
     lr: float
@@ -344,6 +361,7 @@ class StudyParams(Settings):
     study: StudySettings
     pruning: PruningSettings
     explanations: ExplanationSettings
+    findings: FindingsSettings
     datasets: dict[str, DatasetSettings]
 
     @classmethod
@@ -352,6 +370,7 @@ class StudyParams(Settings):
             study=StudySettings.from_dict(values["study"]),
             pruning=PruningSettings.from_dict(values["pruning"]),
             explanations=ExplanationSettings.from_dict(values["explanations"]),
+            findings=FindingsSettings.from_dict(values["findings"]),
             datasets={
                 name: DatasetSettings.from_dict(section) for name, section in values["datasets"].items()
             },

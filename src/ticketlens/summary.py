@@ -1,32 +1,34 @@
 """Per-dataset tables: read every ticket folder into one row per ticket, and aggregate rows over seeds.
 
 `summarize_dataset` is the only function here that touches the file system: it reads the per-ticket
-targets of docs/architecture.md and writes summary.csv, summary_agg.csv, tcav_summary.csv, findings.json
-and metrics.json atomically. The claims themselves are computed from these tables in `findings`.
+targets of docs/architecture.md (the tables, and from saliency.npz the dense nets' maps for the seed-to-seed
+ceiling and every ticket's per-image test outcomes) and writes summary.csv, summary_agg.csv,
+tcav_summary.csv, findings.json and metrics.json atomically. The claims themselves are computed from these
+tables in `findings`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from ticketlens import fileio
+from ticketlens import fileio, inference
 from ticketlens.errors import UserError
 from ticketlens.explanations.tcav import KEYS as TCAV_KEY
 from ticketlens.explanations.tcav import compare_tcav, summarize_tcav
 from ticketlens.study import (
     DENSE_ROUND,
+    METRIC_RANGES,
     SIMILARITY_METRICS,
     TICKET,
     TICKET_FILES,
+    FindingsSettings,
     Ticket,
     branch_order,
     concept_slug,
@@ -123,16 +125,20 @@ def consistency_columns(consistency: pd.DataFrame, is_dense: bool) -> dict[str, 
 
 
 def saliency_columns(saliency: pd.DataFrame) -> dict[str, float]:
-    """Localisation and faithfulness per method (mean over probe images) and probe accuracy."""
+    """Localisation and faithfulness per method (mean over probe images), the number of maps with no
+    positive cell per method (`empty_{method}`: Grad-CAM maps the ReLU emptied) and probe accuracy."""
     out: dict[str, float] = {}
     for method, group in saliency.groupby("method"):
         for prefix, columns in (("loc", LOCALISATION), ("faith", FAITHFULNESS)):
             for col in columns:
                 if col in group:
                     out[f"{prefix}_{method}_{col}"] = float(group[col].mean())
+        if "empty" in group:
+            out[f"empty_{method}"] = float(group["empty"].astype(bool).sum())
     if "correct" in saliency:
         # The same probe appears once per method: take one method so images are not double counted.
         first = saliency[saliency["method"] == saliency["method"].iloc[0]]
+        out["n_probe"] = float(len(first))
         out["probe_accuracy"] = float(first["correct"].astype(float).mean())
     return out
 
@@ -176,19 +182,17 @@ def tcav_agreement(
 # ----------------------------------------------------------------------------------- aggregation
 
 
-def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float, int]:
-    """Mean and two-sided t-interval over seeds; (mean, nan, nan, 1) when one seed gives no interval."""
-    data = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    n = len(data)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    mean = float(data.mean())
-    if n < 2:
-        return mean, float("nan"), float("nan"), n
-    # Not scipy's `t.interval(level, n - 1, loc=mean, scale=sem)`: it equals this only to the last bits
-    # (which findings.json records) and gives NaN rather than a zero-width interval when the seeds agree.
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * data.std(ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half, n
+def column_bounds(column: str) -> tuple[float, float]:
+    """The range a summary column can take, which no interval may leave."""
+    if column.startswith("cons_"):
+        return METRIC_RANGES.get(split_consistency_column(column)[2], (-1.0, 1.0))
+    if column in ("accuracy_change", "tcav_rank_corr_dense"):
+        return -1.0, 1.0
+    if column.startswith(("loc_", "faith_")) or "accuracy" in column or column in ("remaining_fraction",):
+        return 0.0, 1.0
+    if column == "tcav_jaccard_dense":
+        return 0.0, 1.0
+    return 0.0, np.inf  # counts, iterations, losses
 
 
 def measure_columns(summary: pd.DataFrame) -> list[str]:
@@ -202,7 +206,8 @@ def order_branches(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def aggregate_over_seeds(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per branch x round: `{col}_mean`, `{col}_ci_low`, `{col}_ci_high` and `n_seeds`."""
+    """One row per branch x round: `{col}_mean`, `{col}_ci_low`, `{col}_ci_high` (95% t-interval over seeds
+    clipped to the column's range; NaN below 3 seeds) and `n_seeds`."""
     rows = []
     for (branch, r), group in summary.groupby(["branch", "round"], sort=True):
         # Plain `remaining_fraction` (the seed mean; equal across seeds at a round) is the x column of the
@@ -214,8 +219,13 @@ def aggregate_over_seeds(summary: pd.DataFrame) -> pd.DataFrame:
             "n_seeds": int(group["seed"].nunique()),
         }
         for col in measure_columns(summary):
-            mean, low, high, _ = t_interval(group[col])
-            row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = mean, low, high
+            # Below 3 seeds no interval (numbers only): a t-interval on 1 degree of freedom says nothing.
+            est = inference.seed_mean(group[col].tolist(), 0.95, column_bounds(col))
+            row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = (
+                est.estimate,
+                est.ci_low,
+                est.ci_high,
+            )
         rows.append(row)
     return order_branches(pd.DataFrame(rows))
 
@@ -294,11 +304,35 @@ def add_tcav_agreement(
     return pd.concat([summary.reset_index(drop=True), pd.DataFrame(out)], axis=1)
 
 
+def read_map_files(tickets: Sequence[Path]) -> tuple[dict[TicketKey, np.ndarray], pd.DataFrame]:
+    """From every ticket's saliency.npz: its per-image test outcomes (`test_correct`), and the dense
+    seed-to-seed consistency of the dense nets' standard maps (the ceiling; one row per seed pair x
+    method, `explanations.compare.dense_seed_consistency`)."""
+    from ticketlens.explanations.compare import dense_seed_consistency
+    from ticketlens.explanations.explain import load_standard_maps
+
+    outcomes: dict[TicketKey, np.ndarray] = {}
+    dense_maps: dict[int, dict[str, np.ndarray]] = {}
+    for folder in tickets:
+        ticket, path = Ticket.from_folder(folder), ticket_file(Path(folder), "saliency_maps")
+        npz = fileio.load_npz(path, "saliency maps", ("test_correct",))
+        if "test_correct" in npz:
+            outcomes[(ticket.seed, ticket.branch, ticket.round)] = npz["test_correct"].astype(bool)
+        if ticket.is_dense:
+            dense_maps[ticket.seed] = load_standard_maps(path)
+    try:
+        ceiling = dense_seed_consistency(dense_maps)
+    except ValueError as err:
+        raise UserError(f"{err}: re-run the explain step of every dense net with the same params") from None
+    return outcomes, ceiling
+
+
 def summarize_dataset(
     dataset: str,
     tickets: list[Path],
     concepts: Sequence[str],
     alpha: float,
+    settings: FindingsSettings,
     summary: Path,
     aggregate: Path,
     tcav_summary: Path,
@@ -306,13 +340,15 @@ def summarize_dataset(
     metrics: Path,
 ) -> dict[str, Any]:
     """Read the ticket folders; write summary.csv, summary_agg.csv, tcav_summary.csv, findings.json and
-    metrics.json to the given paths; return the findings."""
+    metrics.json to the given paths; return the findings. `alpha` is the TCAV level, `settings` the
+    findings' tests (params section `findings`)."""
     # findings.py computes its claims from this module's tables, so it is imported here, not at the top.
     from ticketlens.findings import compact_metrics, compute_findings
 
     table, tcav_all, raw = ticket_tables(tickets, concepts, alpha)
     table = add_tcav_agreement(table, tcav_all, raw, alpha)
-    result = compute_findings(table, tcav_all, dataset, alpha)
+    outcomes, ceiling = read_map_files(tickets)
+    result = compute_findings(table, tcav_all, dataset, settings, ceiling, outcomes, tcav_alpha=alpha)
     write_csv(table, Path(summary))
     write_csv(aggregate_over_seeds(table), Path(aggregate))
     write_csv(tcav_all, Path(tcav_summary))

@@ -8,6 +8,7 @@ def summarize_dataset_inputs(wc):
         "metrics": [t.file("metrics") for t in tickets],
         "saliency": [t.file("saliency_table") for t in tickets],
         "consistency": [t.file("consistency") for t in tickets],
+        "maps": [t.file("saliency_maps") for t in tickets],
         "null": [t.file("tcav_null") for t in tickets],
         "tcav": [t.file("tcav_concept", concept=s) for t in tickets for s in slugs],
     }
@@ -34,9 +35,11 @@ rule summarize_dataset:
         tickets=lambda wc: [str(t.folder) for t in STUDY.tickets(wc.dataset)],
         concepts=lambda wc: PARAMS.datasets[wc.dataset].concepts,
         alpha=TCAV.alpha,
+        findings=PARAMS.findings.to_json(),
     shell:
         "ticketlens --log {log:q} summarize-dataset --dataset {wildcards.dataset:q}"
         " --tickets {params.tickets:q} --concepts {params.concepts:q} --alpha {params.alpha}"
+        " --settings {params.findings:q}"
         " --summary {output.summary:q} --aggregate {output.aggregate:q}"
         " --tcav-summary {output.tcav:q} --findings {output.findings:q} --metrics {output.metrics:q}"
 

@@ -1,7 +1,8 @@
-"""Pixel-level explanations of one ticket: Grad-CAM and gradient saliency on a fixed probe set, their
-localisation and faithfulness, and their consistency with the dense net, the previous round and a
-randomised-weights floor. `explain_ticket` writes saliency.npz, saliency.csv and consistency.csv
-(docs/architecture.md); the concept level is `tcav.tcav_null` / `tcav.tcav_concept`.
+"""Pixel-level explanations of one ticket: standard Grad-CAM and gradient saliency on a fixed probe set,
+their localisation and faithfulness, and their consistency with the dense net, the previous round and a
+randomised-weights floor. `explain_ticket` writes saliency.npz (with the signed Grad-CAM map and the test
+split's per-image correctness, which the findings need for test-set noise), saliency.csv and
+consistency.csv (docs/architecture.md); the concept level is `tcav.tcav_null` / `tcav.tcav_concept`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from ticketlens.errors import UserError
 from ticketlens.fileio import file_sha256, load_npz
 from ticketlens.provenance import CHECKPOINT_SHA
-from ticketlens.study import SIMILARITY_METRICS, TICKET_FILES
+from ticketlens.study import METHOD_NAMES, SIMILARITY_METRICS, TICKET_FILES
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,8 @@ EXPLAIN_SEED = 0
 PROBE_SEED = 0
 RANDOM_MODEL_SEED = 1234  # the randomised-weights floor is the same draw for every ticket
 FAITHFULNESS_STEPS = 20
-SALIENCY_COLUMNS = ["probe", "label", "pred", "correct", "method", "box_mass", "box_hit", "part_mass",
-                    "part_hit", "deletion_auc", "insertion_auc", "box_area", "part_area"]  # fmt: skip
+SALIENCY_COLUMNS = ["probe", "label", "pred", "correct", "method", "empty", "box_mass", "box_hit",
+                    "part_mass", "part_hit", "deletion_auc", "insertion_auc", "box_area", "part_area"]  # fmt: skip
 CONSISTENCY_COLUMNS = ["probe", "method", "reference", *SIMILARITY_METRICS]
 
 
@@ -38,7 +39,8 @@ def localisation_table(
     extras: dict[str, Any],
     faithfulness: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> pd.DataFrame:
-    """saliency.csv: one row per probe image x method (NaN where the data has no boxes or part masks)."""
+    """saliency.csv: one row per probe image x method (NaN where the data has no boxes or part masks);
+    `empty` marks maps with no positive cell, which every metric scores as its module documents."""
     from ticketlens.explanations import saliency as sal
 
     n = len(probe)
@@ -61,6 +63,7 @@ def localisation_table(
                     "pred": preds,
                     "correct": labels == preds,
                     "method": method,
+                    "empty": sal.empty_maps(m),
                     "box_mass": sal.mass_share(m, box) if box is not None else nan,
                     "box_hit": sal.pointing_hit(m, box) if box is not None else nan,
                     "part_mass": sal.mass_share(m, part) if part is not None else nan,
@@ -75,13 +78,14 @@ def localisation_table(
     return pd.concat(frames, ignore_index=True)[SALIENCY_COLUMNS]
 
 
-def _load_reference(path: Path, probe: np.ndarray) -> dict[str, np.ndarray]:
-    if not path.exists():
+def load_standard_maps(path: Path, probe: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The standard maps of a saliency.npz (and its `probe` indices), refusing maps of other probe images."""
+    if not Path(path).exists():
         raise UserError(f"reference maps {path} not found (explain that ticket first)")
     ref = load_npz(path, "reference maps")
-    if "probe" not in ref or not np.array_equal(ref["probe"], probe):
+    if probe is not None and ("probe" not in ref or not np.array_equal(ref["probe"], probe)):
         raise UserError(f"{path} explains other probe images: re-run it with the same explanations params")
-    return {m: ref[m] for m in ("gradcam", "saliency") if m in ref}
+    return {m: ref[m] for m in (*METHOD_NAMES, "probe") if m in ref}
 
 
 def consistency_table(
@@ -103,6 +107,24 @@ def consistency_table(
     if not frames:
         return pd.DataFrame(columns=CONSISTENCY_COLUMNS)
     return pd.concat(frames, ignore_index=True)[CONSISTENCY_COLUMNS]
+
+
+@torch.no_grad()
+def test_correctness(
+    model: torch.nn.Module, data: Any, batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the test split, whether the model classifies each correctly): the per-image outcomes
+    from which the findings estimate how much of an accuracy difference is test-set noise."""
+    from ticketlens.data.prepared import TEST
+
+    indices = data.indices(TEST)
+    correct = []
+    for start in range(0, len(indices), batch_size):
+        index = indices[start : start + batch_size]
+        logits = model(data.float_images(index))
+        correct.append((logits.argmax(dim=1) == data.labels[index]).numpy())
+    flags = np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+    return indices.numpy().astype(np.int64), flags.astype(bool)
 
 
 def explain_ticket(
@@ -141,25 +163,23 @@ def explain_ticket(
     logits = sal.predict(model, x)
     preds = logits.argmax(dim=1).numpy()
     layer = gradcam_layer or getattr(model, "gradcam_layer", None)
-    maps = sal.explain_probe(model, x, target, layer)
-    arrays = {
-        **maps,
-        "probe": probe,
-        "labels": labels_all[probe].astype(np.int64),
-        "preds": preds.astype(np.int64),
-        "logits": logits.numpy().astype(np.float32),
-        CHECKPOINT_SHA: np.array(file_sha256(Path(checkpoint))),  # which checkpoint these maps explain
-    }
+    all_maps = sal.explain_probe(model, x, target, layer)
+    maps = sal.standard_maps(all_maps)
+    test_indices, test_correct = test_correctness(model, data)
+    arrays = {**all_maps, "probe": probe, "labels": labels_all[probe].astype(np.int64)}
+    arrays |= {"preds": preds.astype(np.int64), "logits": logits.numpy().astype(np.float32)}
+    arrays |= {"test_indices": test_indices, "test_correct": test_correct}
+    arrays[CHECKPOINT_SHA] = np.array(file_sha256(Path(checkpoint)))  # which checkpoint these maps explain
     faith = {
         method: deletion_insertion(model, x, m, target, data.mean, FAITHFULNESS_STEPS)[:2]
         for method, m in maps.items()
     }
     table = localisation_table(maps, probe, labels_all[probe], preds, data.extras, faith)
     random_model = sal.randomized_copy(model, RANDOM_MODEL_SEED)
-    references = {"random": sal.explain_probe(random_model, x, target, layer)}
+    references = {"random": sal.standard_maps(sal.explain_probe(random_model, x, target, layer))}
     for name, path in (("dense", dense_maps), ("previous", previous_maps)):
         if path is not None:
-            references[name] = _load_reference(Path(path), probe)
+            references[name] = sal.standard_maps(load_standard_maps(Path(path), probe))
     consistency = consistency_table(probe, maps, references)
     # maps first, tables after: every target is written atomically, so a killed job leaves none half-done
     write_npz(arrays, out_dir / TICKET_FILES.saliency_maps)

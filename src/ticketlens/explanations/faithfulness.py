@@ -14,11 +14,19 @@ import numpy as np
 import torch
 from torch import nn
 
+TIE_SEED = 0  # one fixed tie order for every ticket, so tied pixels are removed in the same order
+
 
 def pixel_ranks(attribution: np.ndarray) -> torch.Tensor:
-    """Rank of every pixel (0 = most important); stable so ties keep raster order."""
+    """Rank of every pixel (0 = most important).
+
+    Ties (the zero region of a Grad-CAM map after its ReLU, or a whole empty map) are broken by one fixed
+    random order rather than raster order, so an empty map gets the curve of random removal instead of
+    one that deletes the top rows first.
+    """
     flat = np.asarray(attribution, dtype=np.float64).ravel()
-    order = np.argsort(-flat, kind="stable")
+    tie_break = np.random.default_rng(TIE_SEED).permutation(len(flat))
+    order = np.lexsort((tie_break, -flat))
     ranks = np.empty_like(order)
     ranks[order] = np.arange(len(order))
     return torch.from_numpy(ranks)

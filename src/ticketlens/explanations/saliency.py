@@ -40,16 +40,33 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.T
 def gradcam_maps(
     model: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor, batch_size: int = 128
 ) -> np.ndarray:
-    """Signed Grad-CAM (no ReLU) upsampled bilinearly to the input size: N x H x W, raw magnitudes."""
+    """Standard Grad-CAM (ReLU at the layer's resolution, then upsampled): N x H x W, raw magnitudes."""
+    return gradcam_standard_and_signed(model, layer, x, target, batch_size)[0]
+
+
+def gradcam_standard_and_signed(
+    model: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor, batch_size: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
+    """(standard, signed) Grad-CAM, both upsampled bilinearly to the input size: N x H x W, raw magnitudes.
+
+    Standard Grad-CAM (Selvaraju et al. 2017; pytorch-grad-cam) applies the ReLU to the weighted activation
+    map at the layer's resolution and then upsamples. Upsampling first would blend negative cells into
+    their positive neighbours, and skipping the ReLU (captum's default) leaves maps whose negative evidence
+    the metrics would have to interpret. The signed map (no ReLU) is returned for analysis only.
+    """
     from captum.attr import LayerAttribution, LayerGradCam
 
     explainer = LayerGradCam(model, get_module(model, layer))
-    parts = []
+    size = tuple(x.shape[-2:])
+    standard, signed = [], []
     for s in _batches(len(x), batch_size):
-        raw = explainer.attribute(x[s], target=target[s])
-        up = LayerAttribution.interpolate(raw, tuple(x.shape[-2:]), interpolate_mode="bilinear")
-        parts.append(up[:, 0].detach())
-    return torch.cat(parts).numpy().astype(np.float32)
+        raw = explainer.attribute(x[s], target=target[s], relu_attributions=False).detach()
+        for out, cam in ((standard, torch.relu(raw)), (signed, raw)):
+            out.append(LayerAttribution.interpolate(cam, size, interpolate_mode="bilinear")[:, 0])
+    return (
+        torch.cat(standard).numpy().astype(np.float32),
+        torch.cat(signed).numpy().astype(np.float32),
+    )
 
 
 def gradient_maps(
@@ -68,12 +85,26 @@ def gradient_maps(
 
 
 def explain_probe(model: nn.Module, x: torch.Tensor, target: torch.Tensor, gradcam_layer: str | None) -> dict:
-    """Every pixel-level method that applies to the model: gradcam needs a conv layer, saliency always."""
+    """Every pixel-level method that applies to the model (gradcam needs a conv layer, saliency always),
+    as standard maps; `gradcam_signed` is Grad-CAM without its ReLU, kept for analysis, never compared."""
     maps = {}
     if gradcam_layer:
-        maps["gradcam"] = gradcam_maps(model, gradcam_layer, x, target)
+        maps["gradcam"], maps["gradcam_signed"] = gradcam_standard_and_signed(model, gradcam_layer, x, target)
     maps["saliency"] = gradient_maps(model, x, target)
     return maps
+
+
+def standard_maps(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The maps every metric is computed on: the methods of `study.METHOD_NAMES`, not the signed map."""
+    from ticketlens.study import METHOD_NAMES
+
+    return {method: m for method, m in maps.items() if method in METHOD_NAMES}
+
+
+def empty_maps(maps: np.ndarray) -> np.ndarray:
+    """True where a map has no positive cell (a Grad-CAM map whose every cell the ReLU set to zero)."""
+    flat = np.asarray(maps).reshape(len(maps), -1)
+    return ~(flat > 0).any(axis=1)
 
 
 def randomized_copy(model: nn.Module, seed: int) -> nn.Module:
@@ -127,19 +158,29 @@ def _resize_nearest(label_map: np.ndarray, height: int, width: int) -> np.ndarra
 
 
 def mass_share(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Share of the positive attribution mass inside the mask (Grad-CAM's ReLU); NaN for empty maps."""
+    """Share of the positive attribution mass inside the mask.
+
+    A map with no positive mass (empty after Grad-CAM's ReLU) is the limit of a constant map, which spreads
+    its mass evenly: its share is the mask's area share (chance level), never a silently dropped NaN.
+    """
     positive = np.clip(np.asarray(maps, dtype=np.float64), 0, None).reshape(len(maps), -1)
     inside = (positive * masks.reshape(len(masks), -1)).sum(axis=1)
     total = positive.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, inside / np.where(total > 0, total, 1.0), np.nan)
+    share = inside / np.where(total > 0, total, 1.0)
+    return np.where(total > 0, share, area_share(masks))
 
 
 def pointing_hit(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Pointing game: 1.0 where the map's maximum lies in the mask (first maximum on ties)."""
-    flat = np.asarray(maps).reshape(len(maps), -1)
-    peak = flat.argmax(axis=1)
-    return masks.reshape(len(masks), -1)[np.arange(len(flat)), peak].astype(np.float64)
+    """Pointing game: 1.0 where the map's maximum lies in the mask.
+
+    Ties for the maximum are broken uniformly at random, in expectation: the hit is the share of maximal
+    pixels inside the mask, so a constant (or empty) map scores the mask's area share, not whatever pixel
+    raster order puts first.
+    """
+    flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+    peaks = flat == flat.max(axis=1, keepdims=True)
+    inside = (peaks & masks.reshape(len(masks), -1)).sum(axis=1)
+    return inside / peaks.sum(axis=1)
 
 
 def area_share(masks: np.ndarray) -> np.ndarray:

@@ -84,7 +84,7 @@ def _write_figures(
 
     keep(figures.plot_accuracy(summary, findings), ACCURACY_FIGURE)
     for method in figures.consistency_methods(summary):
-        keep(figures.plot_consistency(summary, method, findings["n_seeds"]), f"consistency_{method}")
+        keep(figures.plot_consistency(summary, method, findings), f"consistency_{method}")
     seed = int(findings["seeds"][0])
     images, maps, class_names = load_gallery_inputs(data, saliency_maps, seed)
     keep(grids.plot_gallery(images, maps, class_names, seed), "gallery")
@@ -92,7 +92,8 @@ def _write_figures(
         for group in grids.heatmap_groups(tcav):
             whole = len(group) == len(tcav["target_class"].unique())
             name = "tcav" if whole else f"tcav_{group[0]}-{group[-1]}"
-            keep(grids.plot_tcav_heatmap(tcav, group, class_names, findings["alpha"]), name)
+            alpha = findings.get("tcav_alpha", findings["alpha"])
+            keep(grids.plot_tcav_heatmap(tcav, group, class_names, alpha), name)
     if figures.consistency_methods(summary):
         keep(figures.plot_scatter(summary, findings), "scatter_accuracy_consistency")
     return names

@@ -23,6 +23,7 @@ from ticketlens.study import (  # noqa: E402
     BRANCH_LABELS,
     DENSE_ROUND,
     HEADLINE_METRIC,
+    METRIC_RANGES,
     RANDMASK,
     REINIT,
     SIMILARITY_METRICS,
@@ -32,7 +33,6 @@ from ticketlens.summary import (  # noqa: E402
     add_accuracy_change,
     aggregate_over_seeds,
     consistency_column,
-    dense_rows,
     split_consistency_column,
     with_dense_rows,
 )
@@ -120,7 +120,7 @@ def _interval_note(n_seeds: int) -> str:
 
 def _dense_accuracy_marks(ax: Any, match: dict[str, Any]) -> None:
     """The dense net's interval (or value, with one seed) and the last matching round."""
-    if match.get("dense_ci_low") is not None:
+    if match.get("dense_ci_low") is not None and np.isfinite(match["dense_ci_low"]):
         ax.axhspan(
             100 * max(match["dense_ci_low"], 0.0),
             100 * min(match["dense_ci_high"], 1.0),
@@ -129,7 +129,9 @@ def _dense_accuracy_marks(ax: Any, match: dict[str, Any]) -> None:
             label="dense net, 95% interval",
         )
     elif match.get("dense_accuracy") is not None:
-        ax.axhline(100 * match["dense_accuracy"], color="grey", linestyle="-.", label="dense net (one seed)")
+        ax.axhline(
+            100 * match["dense_accuracy"], color="grey", linestyle="-.", label="dense net (no interval)"
+        )
     last = match.get("last_matching_remaining")
     if last is not None:
         ax.axvline(
@@ -163,37 +165,52 @@ def consistency_methods(summary: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(split_consistency_column(column)[1] for column in columns))
 
 
-def _consistency_panel(ax: Any, agg: pd.DataFrame, dense: pd.DataFrame, method: str, metric: str) -> None:
-    for branch in agg["branch"].unique():
-        _branch_curve(ax, agg, consistency_column("dense", method, metric), branch)
-    floor_column = consistency_column("random", method, metric)
-    if floor_column in dense and dense[floor_column].notna().any():
+def _reference_lines(ax: Any, levels: dict[str, Any]) -> None:
+    """The ceiling (dense vs the dense nets of other seeds) and the floor (dense vs randomised weights)."""
+    if levels.get("ceiling") is not None and np.isfinite(levels["ceiling"]):
         ax.axhline(
-            float(dense[floor_column].mean()),
+            levels["ceiling"],
+            color="black",
+            linestyle="-.",
+            linewidth=1,
+            label="ceiling: dense vs dense of other seeds",
+        )
+    if levels.get("floor") is not None and np.isfinite(levels["floor"]):
+        ax.axhline(
+            levels["floor"],
             color="black",
             linestyle="--",
             linewidth=1,
             label="floor: dense vs randomised weights",
         )
+
+
+def _consistency_panel(ax: Any, agg: pd.DataFrame, method: str, metric: str, levels: dict[str, Any]) -> None:
+    column = consistency_column("dense", method, metric)
+    for branch in agg["branch"].unique():
+        _branch_curve(ax, agg, column, branch, bounds=METRIC_RANGES.get(metric, (-1.0, 1.0)))
+    _reference_lines(ax, levels)
     _percent_axis(ax, list(agg["remaining_fraction_mean"]))
-    ax.set_ylabel("similarity with the dense net")
+    ax.set_ylabel("similarity with the own dense net")
     ax.set_title(metric_name(metric))
 
 
-def plot_consistency(summary: pd.DataFrame, method: str, n_seeds: int) -> Figure:
-    """One panel per similarity metric: consistency with the dense net vs weights remaining.
+def plot_consistency(summary: pd.DataFrame, method: str, findings: dict[str, Any]) -> Figure:
+    """One panel per similarity metric: consistency with the dense net of the same seed vs weights remaining.
 
-    The dashed floor is the dense net compared with its own weight-randomised copy (round 0 rows with
-    reference=random): consistency at that level means the maps no longer carry the dense net's evidence.
+    The dash-dotted ceiling is the dense nets' seed-to-seed consistency (a ticket has drifted only below
+    it); the dashed floor is the dense net compared with its own weight-randomised copy: consistency at
+    that level means the maps no longer carry the dense net's evidence.
     """
     metrics = [m for m in SIMILARITY_METRICS if consistency_column("dense", method, m) in summary]
+    levels = {d["column"]: d for d in findings.get("drift", [])}
     agg = aggregate_over_seeds(with_dense_rows(summary))
-    dense = dense_rows(summary)
     ncols = 3 if len(metrics) > 2 else len(metrics)
     nrows = math.ceil(len(metrics) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
-        _consistency_panel(ax, agg, dense, method, metric)
+        column = consistency_column("dense", method, metric)
+        _consistency_panel(ax, agg, method, metric, levels.get(column, {}))
     for ax in list(axes.flat)[len(metrics) :]:
         fig.delaxes(ax)  # no empty panels in print
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -201,26 +218,26 @@ def plot_consistency(summary: pd.DataFrame, method: str, n_seeds: int) -> Figure
         handles,
         labels,
         loc="lower center",
-        ncol=min(4, len(labels)),
+        ncol=min(3, len(labels)),
         frameon=False,
         bbox_to_anchor=(0.5, -0.02),
     )
-    fig.suptitle(f"{method_name(method)} consistency with the dense net ({_interval_note(n_seeds)})")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.suptitle(
+        f"{method_name(method)} consistency with the dense net ({_interval_note(findings['n_seeds'])})"
+    )
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
-def _correlation_note(correlations: dict[tuple[str, str], dict[str, Any]], column: str) -> str:
-    lines = []
-    for scope, name in (("ticket", "tickets"), ("all", "all branches")):
-        c = correlations.get((column, scope))
-        if c and c["spearman_rho"] is not None and np.isfinite(c["spearman_rho"]):
-            lines.append(
-                f"{name}: Spearman rho {c['spearman_rho']:.2f}, {format_p(c['spearman_p'])}, n {c['n']}"
-            )
-        elif c:
-            lines.append(f"{name}: n {c['n']}, correlation undefined")
-    return "\n".join(lines)
+def _correlation_note(correlation: dict[str, Any] | None) -> str:
+    """The within-seed correlation (exploratory) of the panel's metric, as the findings computed it."""
+    if not correlation or correlation.get("mean_rho") is None or not np.isfinite(correlation["mean_rho"]):
+        return "within-seed rho undefined"
+    text = f"within-seed Spearman rho {correlation['mean_rho']:.2f} ({correlation['n_seeds']} seeds)"
+    p_holm = correlation.get("p_holm")
+    if p_holm is not None and np.isfinite(p_holm):
+        text += f"\nHolm {format_p(p_holm)} (exploratory)"
+    return text
 
 
 def _scatter_panel(ax: Any, frame: pd.DataFrame, method: str, note: str) -> None:
@@ -249,16 +266,17 @@ def _scatter_panel(ax: Any, frame: pd.DataFrame, method: str, note: str) -> None
 
 
 def plot_scatter(summary: pd.DataFrame, findings: dict[str, Any]) -> Figure:
-    """Accuracy change vs dense vs consistency with dense (rank correlation), per method, with the r."""
+    """Accuracy change vs dense vs consistency with dense (rank correlation), per method, with the
+    within-seed correlation of the findings (the points of one seed are not independent)."""
     frame = add_accuracy_change(summary)
     frame = frame[frame["round"] > DENSE_ROUND]
     methods = [
         m for m in consistency_methods(summary) if consistency_column("dense", m, HEADLINE_METRIC) in frame
     ]
     fig, axes = plt.subplots(1, len(methods), figsize=(5.0 * len(methods), 4.2), squeeze=False)
-    correlations = {(c["column"], c["scope"]): c for c in findings["correlations"]}
+    correlations = {c["column"]: c for c in findings["correlations"]}
     for ax, method in zip(axes.flat, methods, strict=True):
-        note = _correlation_note(correlations, consistency_column("dense", method, HEADLINE_METRIC))
+        note = _correlation_note(correlations.get(consistency_column("dense", method, HEADLINE_METRIC)))
         _scatter_panel(ax, frame, method, note)
     fig.tight_layout()
     return fig

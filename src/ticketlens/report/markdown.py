@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ticketlens.report.sentences import STUDY_SECTIONS, finding_sentences, method_name
+from ticketlens.study import HEADLINE_METRIC
 from ticketlens.summary import aggregate_over_seeds, split_consistency_column
 
 OVERVIEW_TCAV = {
@@ -30,15 +31,15 @@ QUALITY_NAMES = {
 # The findings tables of the dataset report: (heading, findings key, columns shown).
 FINDINGS_TABLES = (
     (
-        "Consistency onset per metric",
-        "consistency_onset",
-        ["method", "metric", "baseline_mean", "first_drop_round", "first_drop_remaining",
-         "accuracy_first_failing_round", "relation"],
+        "Consistency ceiling, floor and drift onset per metric",
+        "drift",
+        ["method", "metric", "ceiling", "ceiling_ci_low", "ceiling_ci_high", "floor", "last_not_drifted_round",
+         "first_drift_round", "relation", "lag_rounds"],
     ),
     (
-        "Accuracy change vs consistency (Spearman and Pearson)",
+        "Exploratory: within-seed Spearman rho of accuracy change and consistency (Holm over metrics)",
         "correlations",
-        ["method", "metric", "scope", "n", "spearman_rho", "spearman_p", "pearson_r", "pearson_p", "significant"],
+        ["method", "metric", "n_seeds", "n_rounds", "mean_rho", "ci_low", "ci_high", "p", "p_holm", "significant"],
     ),
     (
         "Concept significance changes relative to the dense net",
@@ -46,13 +47,45 @@ FINDINGS_TABLES = (
         ["branch", "concept", "layer", "target_class", "change", "round", "remaining", "dense_score", "score"],
     ),
 )  # fmt: skip
+ACCURACY_COLUMNS = [
+    "round",
+    "remaining",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_matches",
+    "p_fails",
+    "verdict",
+]
+DRIFT_COLUMNS = [
+    "round",
+    "remaining",
+    "consistency",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_drifted",
+    "verdict",
+]
 STUDY_INTRO = [
     "# ticketlens: lottery tickets, explained",
     "",
     "Per-dataset headlines (generated from each dataset's `findings.json`):",
     "",
 ]
-GAP_COLUMNS = ["control", "round", "remaining", "metric", "mean_gap", "ci_low", "ci_high", "n", "p", "test"]
+GAP_COLUMNS = [
+    "control",
+    "round",
+    "remaining",
+    "metric",
+    "mean_gap",
+    "ci_low",
+    "ci_high",
+    "n",
+    "p",
+    "p_holm",
+    "test",
+]
 
 
 def _cell(value: Any) -> str:
@@ -104,6 +137,12 @@ def overview_table(summary: pd.DataFrame, head: str | None) -> pd.DataFrame:
     for column, name in OVERVIEW_TCAV.items():
         if f"{column}_mean" in agg:
             table[name] = _with_interval(agg, column)
+    for column in (c for c in summary.columns if c.startswith("empty_") and "n_probe" in summary):
+        sums = summary.groupby(["branch", "round"])[[column, "n_probe"]].sum()
+        table[f"empty {method_name(column.removeprefix('empty_'))} maps"] = [
+            f"{int(sums.loc[(b, r), column])} of {int(sums.loc[(b, r), 'n_probe'])}"
+            for b, r in zip(agg["branch"], agg["round"], strict=True)
+        ]
     return table
 
 
@@ -144,20 +183,39 @@ def _gap_table(findings: dict[str, Any]) -> pd.DataFrame:
     return gaps[gaps["metric"].isin(shown)]
 
 
+def _per_round_tables(findings: dict[str, Any]) -> list[str]:
+    """The accuracy test per round and the drift test per round of each method's headline metric."""
+    m = findings["accuracy_match"]
+    lines = [
+        f"### Accuracy: ticket minus dense net of the same seed, per round ({m['test']})",
+        "",
+        markdown_table(_records(m["per_round"], ACCURACY_COLUMNS)),
+    ]
+    for d in findings["drift"]:
+        if d["metric"] == HEADLINE_METRIC:
+            lines += [
+                f"### Drift: {method_name(d['method'])} consistency with the own dense net minus the ceiling",
+                "",
+                markdown_table(_records(d["per_round"], DRIFT_COLUMNS)),
+            ]
+    return lines
+
+
 def _tables_markdown(summary: pd.DataFrame, findings: dict[str, Any]) -> list[str]:
     lines = [
         "## Tables",
         "",
-        "### Accuracy and explanation agreement per branch and round (mean [95% CI])",
+        "### Accuracy and explanation agreement per branch and round (mean [95% CI; none below 3 seeds])",
         "",
     ]
     lines.append(markdown_table(overview_table(summary, findings.get("headline_consistency"))))
     quality = explanation_quality_table(summary)
     if not quality.empty:
         lines += ["### Localisation and faithfulness (seed means)", "", markdown_table(quality)]
+    lines += _per_round_tables(findings)
     for heading, key, columns in FINDINGS_TABLES:
         lines += [f"### {heading}", "", markdown_table(_records(findings[key], columns))]
-    lines += ["### Controls minus tickets at equal round (paired over seeds)", ""]
+    lines += ["### Controls minus tickets at equal round (paired over seeds, Holm per metric)", ""]
     lines.append(markdown_table(_gap_table(findings)))
     return lines
 
@@ -169,7 +227,9 @@ def dataset_markdown(
     lines = [f"# {dataset}: do lottery tickets use the same evidence as the dense network?", ""]
     lines.append(
         f"Seeds: {', '.join(map(str, findings['seeds']))}; pruning rounds: {findings['rounds']}; controls: "
-        f"{', '.join(findings['controls']) or 'none'}; intervals: {findings['interval']}. "
+        f"{', '.join(findings['controls']) or 'none'}; intervals: {findings['interval']}; findings tests at "
+        f"alpha {findings['alpha']:g}, accuracy margin {100 * findings['accuracy_margin']:g} point(s), "
+        f"consistency margin {findings['consistency_margin']:g} (params `findings`). "
         "Every sentence below is generated from `findings.json`."
     )
     lines.append("")

@@ -1,5 +1,6 @@
 """The report's sentences, built from findings.json numbers only: the report makes no claim the analysis
-did not compute."""
+did not compute, states every difference with its direction and interval, and says "not determined" when
+the test does not decide."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ticketlens.study import (
 from ticketlens.summary import split_consistency_column
 
 # The sections of the study report that repeat a dataset's sentences (the others stay in its own report).
-STUDY_SECTIONS = ("Accuracy", "Controls at equal sparsity")
+STUDY_SECTIONS = ("Accuracy", "When explanations drift", "Controls at equal sparsity")
 
 
 def method_name(method: str) -> str:
@@ -33,9 +34,13 @@ def branch_noun(branch: str) -> str:
     return BRANCH_NOUNS.get(branch, branch)
 
 
+def _finite(value: Any) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
 def format_p(p: float | None) -> str:
     """'p = 0.003' or 'p < 1e-4' (p-values that small are not resolved by a handful of seeds anyway)."""
-    if p is None or not np.isfinite(p):
+    if not _finite(p):
         return "p n/a"
     return f"p = {p:.2g}" if p >= 1e-4 else "p < 1e-4"
 
@@ -45,80 +50,201 @@ def format_percent(fraction: float | None) -> str:
 
 
 def format_accuracy(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
+    return "n/a" if not _finite(value) else f"{100 * value:.2f}%"
 
 
-# --------------------------------------------------------------------------------------- sections
+def format_points(value: float | None) -> str:
+    """An accuracy difference in percentage points, with its sign."""
+    return "n/a" if not _finite(value) else f"{100 * value:+.2f}"
+
+
+def interval_text(low: float | None, high: float | None, scale: float = 1.0, unit: str = "") -> str:
+    if not (_finite(low) and _finite(high)):
+        return "no interval"
+    if scale == 100.0:
+        return f"{100 * low:+.2f} to {100 * high:+.2f}{unit}"
+    return f"{scale * low:.3g} to {scale * high:.3g}{unit}"
+
+
+def _where(round_: int | None, remaining: float | None) -> str:
+    return f"round {round_} ({format_percent(remaining)} of weights remaining)"
+
+
+def _side(difference: float) -> str:
+    return "below" if difference < 0 else "above"
+
+
+def _points(fraction: float) -> str:
+    return f"{100 * fraction:g} point" + ("" if 100 * fraction == 1 else "s")
+
+
+def _level(findings: dict[str, Any]) -> str:
+    return f"{100 * (1 - 2 * findings['alpha']):g}%"
+
+
+# --------------------------------------------------------------------------------------- accuracy
+
+
+def _dense_sentence(findings: dict[str, Any]) -> str:
+    m, n = findings["accuracy_match"], findings["n_seeds"]
+    if _finite(m.get("dense_ci_low")) and findings.get("tested", n >= 3):
+        noise = ", test-set noise included" if m.get("test_set_noise") else ""
+        detail = (
+            f"95% interval {format_accuracy(m['dense_ci_low'])} to {format_accuracy(m['dense_ci_high'])} "
+            f"over {n} seeds{noise}"
+        )
+    else:
+        detail = f"mean of {n} seed(s); numbers only, no interval: a test needs at least 3 seeds"
+    return f"The dense network reaches {format_accuracy(m['dense_accuracy'])} test accuracy ({detail})."
+
+
+def _untested_accuracy(m: dict[str, Any]) -> list[str]:
+    values = ", ".join(f"round {r['round']} {format_points(r['difference'])}" for r in m["per_round"])
+    return [f"Ticket minus dense accuracy, same seed, in points: {values or 'no pruned rounds'} (no test)."]
 
 
 def accuracy_sentences(findings: dict[str, Any]) -> list[str]:
     m = findings["accuracy_match"]
-    n = findings["n_seeds"]
-    if m.get("dense_ci_low") is not None:
-        interval = (
-            f"95% t-interval {format_accuracy(m['dense_ci_low'])} to {format_accuracy(m['dense_ci_high'])} "
-            f"over {n} seeds"
-        )
-    else:
-        interval = "one seed, so no interval: matching uses a fixed tolerance of one accuracy point"
-    out = [f"The dense network reaches {format_accuracy(m['dense_accuracy'])} test accuracy ({interval})."]
+    out = [_dense_sentence(findings)]
+    if not findings.get("tested", findings["n_seeds"] >= 3):
+        return out + _untested_accuracy(m) + [f"Test: {m['test']}."]
+    margin = f"margin of {_points(m['margin'])}"
+    rounds = {r["round"]: r for r in m["per_round"]}
     last, first = m["last_matching_round"], m["first_failing_round"]
+    if last != DENSE_ROUND:
+        row = rounds[last]
+        out.append(
+            f"Tickets match the dense accuracy (non-inferior within the {margin}) at every round up to "
+            f"{_where(last, m['last_matching_remaining'])}; there the difference is "
+            f"{format_points(row['difference'])} points ({_level(findings)} interval "
+            f"{interval_text(row['ci_low'], row['ci_high'], 100, ' points')})."
+        )
+    if first is not None:
+        row = rounds[first]
+        out.append(
+            f"From {_where(first, m['first_failing_remaining'])} on, tickets fail: accuracy is "
+            f"{abs(100 * row['difference']):.2f} points {_side(row['difference'])} the dense net's "
+            f"({_level(findings)} interval "
+            f"{interval_text(row['ci_low'], row['ci_high'], 100, ' points')}), significantly beyond the {margin}."
+        )
+    undecided = [r for r in rounds if r > last and (first is None or r < first)]
+    if undecided:
+        out.append(
+            f"Whether tickets match is not determined at round(s) {', '.join(map(str, undecided))}: "
+            f"the interval includes the {margin}."
+        )
+    return out + [f"Test: {m['test']}."]
+
+
+# ------------------------------------------------------------------------------------------ drift
+
+
+def _levels_sentence(d: dict[str, Any]) -> str:
+    what = f"{method_name(d['method'])} consistency ({metric_name(d['metric'])})"
+    ceiling = f"{d['ceiling']:.3f}" if _finite(d["ceiling"]) else "n/a (fewer than 2 dense seeds)"
+    if _finite(d.get("ceiling_ci_low")):
+        ceiling += f" (95% interval {interval_text(d['ceiling_ci_low'], d['ceiling_ci_high'])})"
+    floor = f"{d['floor']:.3f}" if _finite(d["floor"]) else "n/a"
+    return (
+        f"{what}: the ceiling, a dense net compared with the dense nets of the other seeds, is {ceiling}; "
+        f"the floor, a dense net compared with its randomised-weights copy, is {floor}."
+    )
+
+
+def _drift_sentence(d: dict[str, Any], findings: dict[str, Any]) -> str:
+    rounds = {r["round"]: r for r in d["per_round"]}
+    first, last = d["first_drift_round"], d["last_not_drifted_round"]
     if first is None:
-        out.append(
-            f"Tickets match the dense accuracy at every pruning round, down to round {last} "
-            f"({format_percent(m['last_matching_remaining'])} of weights remaining)."
+        if d["relation"] == "no drift observed in the rounds run":
+            return "No drift observed in the rounds run: at no round is it significantly below the ceiling."
+        return "Drift onset not determined: a drift at some round is not confirmed up to the last round."
+    row = rounds[first]
+    return (
+        f"Tickets have drifted from {_where(first, d['first_drift_remaining'])} on: consistency with their "
+        f"own dense net is {abs(row['difference']):.3f} {_side(row['difference'])} the ceiling "
+        f"({_level(findings)} interval "
+        f"{interval_text(row['ci_low'], row['ci_high'])}); the onset lies after round {last} and at or "
+        f"before round {first}."
+    )
+
+
+def _relation_sentence(d: dict[str, Any]) -> str:
+    relation, lag = d["relation"], d.get("lag_rounds")
+    if relation in ("before", "with", "after"):
+        return (
+            f"Explanations drift {relation} accuracy fails (drift onset minus accuracy onset: "
+            f"{lag[0]:+d} to {lag[1]:+d} rounds)."
         )
-    elif last == DENSE_ROUND:
-        out.append(
-            f"Already the first pruned ticket (round {first}, {format_percent(m['first_failing_remaining'])} "
-            "of weights remaining) falls below the dense accuracy."
-        )
-    else:
-        out.append(
-            f"Tickets match the dense accuracy up to round {last} ({format_percent(m['last_matching_remaining'])}"
-            f" of weights remaining); round {first} ({format_percent(m['first_failing_remaining'])}) is the "
-            "first that does not."
-        )
-    out.append(f"Matching criterion: {m['criterion']}.")
+    if d["first_drift_round"] is None:
+        return ""
+    reason = (
+        "the accuracy onset is not determined"
+        if d["accuracy_first_failing_round"] is None
+        else f"the onsets' intervals overlap (lag {lag[0]:+d} to {lag[1]:+d} rounds)"
+    )
+    return f"Whether explanations drift before, with or after accuracy fails is not determined: {reason}."
+
+
+def _untested_drift(d: dict[str, Any]) -> str:
+    values = ", ".join(f"round {r['round']} {r['consistency']:.3f}" for r in d["per_round"])
+    return f"Consistency of tickets with their own dense net: {values} (numbers only, no test)."
+
+
+def drift_sentences(findings: dict[str, Any]) -> list[str]:
+    """Per method, the headline metric: ceiling and floor, drift onset and its relation to accuracy."""
+    out = []
+    for d in findings["drift"]:
+        if d["metric"] != HEADLINE_METRIC:
+            continue  # the tables list every metric; sentences keep to the headline metric per method
+        out.append(_levels_sentence(d))
+        if not findings.get("tested", True):
+            out.append(_untested_drift(d))
+            continue
+        out += [s for s in (_drift_sentence(d, findings), _relation_sentence(d)) if s]
     return out
 
 
-def onset_sentences(findings: dict[str, Any]) -> list[str]:
+def empty_map_sentences(findings: dict[str, Any]) -> list[str]:
+    counts = findings.get("empty_maps", {})
     out = []
-    for o in findings["consistency_onset"]:
-        if o["metric"] != HEADLINE_METRIC:
-            continue  # the table lists every metric; sentences keep to the headline metric per method
-        what = f"{method_name(o['method'])} consistency with the dense net ({metric_name(o['metric'])})"
-        if o["baseline_mean"] is None:
-            continue
-        start = f"{what} is {o['baseline_mean']:.2f} at round 1"
-        acc = o["accuracy_first_failing_round"]
-        acc_text = f"accuracy first fails at round {acc}" if acc is not None else "accuracy never fails"
-        if o["first_drop_round"] is None:
-            out.append(f"{start} and does not fall further within the studied rounds; {acc_text}.")
-        else:
-            out.append(
-                f"{start} and starts falling at round {o['first_drop_round']} "
-                f"({format_percent(o['first_drop_remaining'])} of weights remaining): {o['relation']} accuracy "
-                f"({acc_text})."
+    for method, rows in counts.items():
+        total = sum(r["empty"] for r in rows)
+        probes = sum(r["maps"] for r in rows)
+        worst = max(rows, key=lambda r: r["empty"] / max(r["maps"], 1), default=None)
+        text = f"{method_name(method)} maps with no positive cell (empty after the ReLU): {total} of {probes}"
+        if worst is not None and worst["empty"]:
+            text += (
+                f"; most at {branch_noun(worst['branch'])} round {worst['round']} "
+                f"({worst['empty']} of {worst['maps']})"
             )
+        out.append(text + ". Every metric scores them by its stated rule; none is dropped.")
     return out
 
 
 def correlation_sentences(findings: dict[str, Any]) -> list[str]:
     out = []
     for c in findings["correlations"]:
-        if c["metric"] != HEADLINE_METRIC or c["scope"] != "ticket":
+        if c["metric"] != HEADLINE_METRIC:
             continue
         what = f"{method_name(c['method'])} consistency ({metric_name(c['metric'])})"
-        if c["spearman_rho"] is None:
-            out.append(f"The correlation between accuracy change and {what} is undefined (n = {c['n']}).")
+        if not _finite(c["mean_rho"]):
+            out.append(
+                f"Exploratory: the within-seed correlation of accuracy change and {what} is undefined."
+            )
             continue
-        verdict = "significant" if c["significant"] else "not significant"
+        if _finite(c["p_holm"]):
+            verdict = "significant" if c["significant"] else "not significant"
+            test = (
+                f"95% interval {interval_text(c['ci_low'], c['ci_high'])}, Holm-adjusted "
+                f"{format_p(c['p_holm'])} over {len(findings['correlations'])} metrics: {verdict} at alpha "
+                f"{findings['alpha']:g}"
+            )
+        else:
+            test = "no test"
         out.append(
-            f"Across pruned tickets, accuracy change and {what} have Spearman rho = {c['spearman_rho']:.2f} "
-            f"({format_p(c['spearman_p'])}, n = {c['n']}; {verdict} at alpha {findings['alpha']:g}); "
-            f"Pearson r = {c['pearson_r']:.2f} ({format_p(c['pearson_p'])})."
+            f"Exploratory: within each seed, across pruned rounds, accuracy change and {what} have mean "
+            f"Spearman rho = {c['mean_rho']:.2f} over {c['n_seeds']} seeds ({test}); both fall with "
+            "sparsity, so this says they fall together, not why."
         )
     return out
 
@@ -149,8 +275,7 @@ def concept_sentences(findings: dict[str, Any], limit: int = 8) -> list[str]:
 
 
 def _gap_sentence(gap: dict[str, Any]) -> str:
-    """One control's gap to the ticket, with its interval and test."""
-    # Accuracy gaps are stated in percentage points, consistency gaps in the metric's own units.
+    """One control's gap to the ticket, with its direction, interval and Holm-adjusted test."""
     if gap["metric"] == "test_accuracy":
         scale, unit = 100.0, " points"
         size, what = f"{abs(100 * gap['mean_gap']):.2f} points", "accuracy"
@@ -162,16 +287,16 @@ def _gap_sentence(gap: dict[str, Any]) -> str:
             f"{method_name(method)} consistency ({metric_name(metric)})",
         )
     side = "below" if gap["mean_gap"] < 0 else "above"
-    ci = (
-        ""
-        if gap["ci_low"] is None
-        else f"gap 95% CI {scale * gap['ci_low']:+.3g} to {scale * gap['ci_high']:+.3g}{unit}; "
-    )
-    p_text = "" if gap["p"] is None else f"{format_p(gap['p'])}, "
-    test = f"{ci}{gap['test']}, {p_text}n = {gap['n']}"
+    parts = []
+    if _finite(gap.get("ci_low")):
+        parts.append(f"gap 95% interval {interval_text(gap['ci_low'], gap['ci_high'], scale, unit)}")
+    parts.append(gap["test"])
+    if _finite(gap.get("p_holm")):
+        parts.append(f"Holm-adjusted {format_p(gap['p_holm'])}")
+    parts.append(f"n = {gap['n']}")
     return (
         f"At round {gap['round']} ({format_percent(gap['remaining'])} remaining) the "
-        f"{branch_noun(gap['control'])}'s {what} is {size} {side} the ticket's ({test})."
+        f"{branch_noun(gap['control'])}'s {what} is {size} {side} the ticket's ({'; '.join(parts)})."
     )
 
 
@@ -181,7 +306,7 @@ def control_sentences(findings: dict[str, Any]) -> list[str]:
     return [
         _gap_sentence(g)
         for g in findings["control_gaps"]
-        if g["round"] == last and g["metric"] in ("test_accuracy", head) and g["mean_gap"] is not None
+        if g["round"] == last and g["metric"] in ("test_accuracy", head) and _finite(g["mean_gap"])
     ]
 
 
@@ -193,7 +318,8 @@ def finding_sentences(findings: dict[str, Any]) -> dict[str, list[str]]:
     """Report sections, each a list of sentences built from findings.json numbers only."""
     sections = {
         "Accuracy": accuracy_sentences(findings),
-        "When explanations drift": onset_sentences(findings) + correlation_sentences(findings),
+        "When explanations drift": drift_sentences(findings) + empty_map_sentences(findings),
+        "Exploratory: accuracy and consistency together": correlation_sentences(findings),
         "Concepts": concept_sentences(findings),
         "Controls at equal sparsity": control_sentences(findings),
     }
@@ -204,21 +330,27 @@ def headline(findings: dict[str, Any]) -> str:
     """One line per dataset for stdout and the study report."""
     m = findings["accuracy_match"]
     parts = [f"dense {format_accuracy(m['dense_accuracy'])}"]
-    if m["first_failing_round"] is None:
-        parts.append(
-            f"tickets match at every round (to {format_percent(m['last_matching_remaining'])} weights)"
-        )
-    else:
-        parts.append(
-            f"tickets match to {format_percent(m['last_matching_remaining'])} weights "
-            f"(round {m['last_matching_round']}), fail from round {m['first_failing_round']}"
-        )
+    if not findings.get("tested", True):
+        parts.append(f"{findings['n_seeds']} seed(s): numbers only, no test")
+        return f"{findings.get('dataset')}: " + "; ".join(parts)
+    last, first = m["last_matching_round"], m["first_failing_round"]
+    matched = (
+        f"tickets match to {format_percent(m['last_matching_remaining'])} weights (round {last})"
+        if last != DENSE_ROUND
+        else "matching not shown at any round"
+    )
+    parts.append(matched + (f", fail from round {first}" if first is not None else ""))
     head = findings.get("headline_consistency")
-    for o in findings["consistency_onset"]:
-        if o["column"] != head:
+    for d in findings["drift"]:
+        if d["column"] != head:
             continue
-        if o["relation"] == "neither falls":
-            parts.append(f"neither accuracy nor {method_name(o['method'])} consistency falls after round 1")
+        what = f"{method_name(d['method'])} consistency"
+        if d["relation"] in ("before", "with", "after"):
+            parts.append(f"{what} drifts {d['relation']} accuracy fails")
+        elif d["first_drift_round"] is None:
+            parts.append(f"{what}: {d['relation']}")
         else:
-            parts.append(f"{method_name(o['method'])} consistency falls {o['relation']} accuracy")
+            parts.append(
+                f"{what} drifts from round {d['first_drift_round']} (relation to accuracy not determined)"
+            )
     return f"{findings.get('dataset')}: " + "; ".join(parts)
