@@ -159,7 +159,7 @@ def write_ticket(folder: Path, seed: int, branch: str, r: int, concepts: list[st
         return [
             {
                 "concept": concept, "layer": layer, "target_class": target, "mean": score(layer, target),
-                "cosine": score(layer, target) - 0.5, "null_mean": 0.5, "effect": score(layer, target) - 0.5,
+                "cosine": score(layer, target) - 0.5, "null_cosine": 0.0, "null_mean": 0.5, "effect": score(layer, target) - 0.5,
                 "effect_low": -0.3, "effect_high": 0.3, "p_value": 0.001 if score(layer, target) > 0.8 else 0.6,
                 "side": 1, "cav_accuracy": 0.85, "null_accuracy": 0.5, "p_learnable": 0.001, "n_null": 999,
                 "n_counterparts": 5, "classifier": "fastcav",
@@ -453,17 +453,6 @@ def test_missing_ticket_file_is_a_user_error(tmp_path: Path) -> None:
         study.summarize()
 
 
-def test_dense_nets_explaining_different_probe_images_are_refused(tmp_path: Path) -> None:
-    from ticketlens.errors import UserError
-
-    study = make_results_tree(tmp_path, seeds=[0, 1], rounds=1, concepts=[])
-    path = study.results / "seed_1" / "ticket" / "round_0" / "saliency.npz"
-    arrays = dict(np.load(path))
-    np.savez(path, **{**arrays, "probe": arrays["probe"] + 1})
-    with pytest.raises(UserError, match="different probe images"):
-        study.summarize()
-
-
 def test_tcav_calibration_in_findings_metrics_and_report(summarized: tuple[Path, dict[str, Any]]) -> None:
     """Every ticket's calibration sets (tcav/random.csv) pooled per dataset; all were null-like here."""
     results, findings = summarized
@@ -482,3 +471,14 @@ def test_tcav_calibration_in_findings_metrics_and_report(summarized: tuple[Path,
     assert {(d["concept"], d["target_class"], d["direction"]) for d in dense} == {("stripes", 0, "up")}
     lost = [c for c in findings["concept_changes"] if c["branch"] == "ticket"]
     assert lost and all(c["change"] == "lost" and c["round"] == 3 for c in lost)
+
+
+def test_dense_nets_explaining_different_probe_images_are_refused(tmp_path: Path) -> None:
+    from ticketlens.errors import UserError
+
+    study = make_results_tree(tmp_path, seeds=[0, 1], rounds=1, concepts=[])
+    path = study.results / "seed_1" / "ticket" / "round_0" / "saliency.npz"
+    arrays = dict(np.load(path))
+    np.savez(path, **{**arrays, "probe": arrays["probe"] + 1})
+    with pytest.raises(UserError, match="different probe images"):
+        study.summarize()

@@ -14,7 +14,8 @@ per layer (`LayerRows`):
 With F in the thousands and R in the hundreds, a fit costs O(n^2) in its n training rows, not O(n F).
 
 * ``"fastcav"``: FastCAV (Schmalwasser et al., ICML 2025, arXiv 2505.17883), closed form from means.
-* ``"logistic"``: L2 logistic regression (unpenalised intercept), damped Newton on the dual coefficients.
+* ``"logistic"``: L2 logistic regression (unpenalised intercept), damped Newton on the dual coefficients
+  (`logistic`).
 * ``"sgd"``: captum's DefaultClassifier (scikit-learn SGD), the literature's reference, one problem at a
   time in feature space (`sgd_reference`); scikit-learn and captum are imported only for it.
 
@@ -30,13 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ticketlens.explanations.logistic import newton_logistic
+
 METHODS = ("sgd", "logistic", "fastcav")
 L2 = 0.01  # mean log-loss + L2/2 |w|^2 (captum's SGD uses alpha 0.01 in the same convention)
 TEST_FRACTION = 0.33  # captum's default held-out share
-NEWTON_ITERATIONS = 50
-NEWTON_TOLERANCE = 1e-10  # on the norm of the optimality residual (the objective is O(1))
-STEP_SIZES = 2.0 ** -torch.arange(0, 21, dtype=torch.float64)  # backtracking candidates, all tried at once
-ARMIJO = 1e-4
 GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # splitmix64 increment
 CHUNK_ENTRIES = 1 << 24  # gathered inner products per fitting chunk (128 MiB in float64)
 
@@ -138,7 +137,7 @@ def solve(geometry: FitGeometry, method: str, l2: float = L2) -> tuple[torch.Ten
     if method == "fastcav":
         return _fastcav(geometry)
     if method == "logistic":
-        return _newton_logistic(geometry.train, geometry.labels().expand(len(geometry.train), -1), l2)
+        return newton_logistic(geometry.train, geometry.labels().expand(len(geometry.train), -1), l2)
     raise ValueError(f"unknown batched CAV method '{method}' (allowed: fastcav, logistic)")
 
 
@@ -171,111 +170,6 @@ def held_out_accuracy(scores: torch.Tensor, n_positive: int) -> torch.Tensor:
     """Share of held-out rows on the right side: positives above 0, negatives at or below."""
     correct = (scores[:, :n_positive] > 0).sum(1) + (scores[:, n_positive:] <= 0).sum(1)
     return correct.to(torch.float32) / scores.shape[1]
-
-
-def _logistic_terms(
-    gram: torch.Tensor, labels: torch.Tensor, dual: torch.Tensor, intercept: torch.Tensor, l2: float
-) -> tuple[torch.Tensor, ...]:
-    """Margins z = K a + b, the loss curvature, and the residuals (r_a, r_b) of the optimality conditions."""
-    n = labels.shape[1]
-    z = (gram @ dual[:, :, None]).squeeze(-1) + intercept[:, None]
-    correct = torch.sigmoid(labels * z)
-    dloss = -labels * (1 - correct)
-    curvature = correct * (1 - correct)
-    return z, curvature, dloss / n + l2 * dual, dloss.sum(1) / n
-
-
-def _newton_logistic(
-    gram: torch.Tensor, labels: torch.Tensor, l2: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise mean softplus(-y z) + l2/2 a^T K a over (a, b), z = K a + b, for all B problems at once.
-
-    The optimum satisfies r_a = dloss/dz / n + l2 a = 0 and r_b = sum(dloss/dz) / n = 0; each Newton step
-    solves the (n+1) x (n+1) linearisation of these (non-singular for l2 > 0 even when K is singular)
-    and is damped by a batched Armijo search.
-    """
-    batch, n = labels.shape
-    dual = gram.new_zeros(batch, n)
-    intercept = gram.new_zeros(batch)
-    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
-    for _ in range(NEWTON_ITERATIONS):
-        z, curvature, r_a, r_b = _logistic_terms(gram, labels, dual, intercept, l2)
-        k_r = (gram @ r_a[:, :, None]).squeeze(-1)
-        if float(((r_a * k_r).sum(1) + r_b**2).sqrt().max()) < NEWTON_TOLERANCE:
-            break
-        weighted = curvature[:, :, None] * gram / n
-        jacobian = gram.new_zeros(batch, n + 1, n + 1)
-        jacobian[:, :n, :n] = weighted + l2 * eye
-        jacobian[:, :n, n] = curvature / n
-        jacobian[:, n, :n] = weighted.sum(1)
-        jacobian[:, n, n] = curvature.sum(1) / n
-        step = torch.linalg.solve(jacobian, -torch.cat([r_a, r_b[:, None]], 1))
-        slope = (k_r * step[:, :n]).sum(1) + r_b * step[:, n]
-        t = _armijo_step(gram, labels, dual, z, step, slope, l2)
-        dual = dual + t[:, None] * step[:, :n]
-        intercept = intercept + t * step[:, n]
-    return dual, intercept
-
-
-def _armijo_step(
-    gram: torch.Tensor,
-    labels: torch.Tensor,
-    dual: torch.Tensor,
-    z: torch.Tensor,
-    step: torch.Tensor,
-    slope: torch.Tensor,
-    l2: float,
-) -> torch.Tensor:
-    """Largest step size 2^-k with sufficient decrease, per problem (0 where none: converged).
-
-    The objective along the step is cheap in closed form (margins move linearly, the penalty is a
-    quadratic in t); the full step is tried first and the ladder of halvings only where it fails.
-    """
-    n = labels.shape[1]
-    k_step = (gram @ step[:, :n, None]).squeeze(-1)
-    quadratic = torch.stack(
-        [
-            (dual * (gram @ dual[:, :, None]).squeeze(-1)).sum(1),
-            (dual * k_step).sum(1),
-            (step[:, :n] * k_step).sum(1),
-        ],
-        dim=1,
-    )
-    along = _LineObjective(labels, z, k_step + step[:, n : n + 1], quadratic, l2)
-    current = along.at(torch.zeros(1, dtype=z.dtype, device=z.device))[:, 0]
-    sizes = torch.ones_like(slope)
-    full = along.at(torch.ones(1, dtype=z.dtype, device=z.device))[:, 0] <= current + ARMIJO * slope
-    retry = (~full).nonzero().squeeze(1)
-    if len(retry):
-        ladder = STEP_SIZES.to(z.device)
-        values = along.subset(retry).at(ladder)
-        accepted = values <= current[retry, None] + ARMIJO * ladder * slope[retry, None]
-        first = accepted.to(torch.int8).argmax(1)
-        sizes[retry] = torch.where(accepted.any(1), ladder[first], torch.zeros_like(first, dtype=z.dtype))
-    return sizes
-
-
-@dataclass(frozen=True)
-class _LineObjective:
-    """mean softplus(-y (z + t dz)) + l2/2 (aKa + 2t aKs + t^2 sKs): the objective along a Newton step."""
-
-    labels: torch.Tensor
-    z: torch.Tensor
-    dz: torch.Tensor
-    quadratic: torch.Tensor  # B x 3: aKa, aKs, sKs
-    l2: float
-
-    def at(self, sizes: torch.Tensor) -> torch.Tensor:
-        """Objective for every problem and step size (B x T)."""
-        margins = self.labels[:, None] * (self.z[:, None] + sizes[None, :, None] * self.dz[:, None])
-        loss = torch.logaddexp(torch.zeros_like(margins), -margins).mean(-1)
-        a_k_a, a_k_s, s_k_s = self.quadratic.unbind(1)
-        return loss + self.l2 / 2 * (a_k_a[:, None] + 2 * sizes * a_k_s[:, None] + sizes**2 * s_k_s[:, None])
-
-    def subset(self, index: torch.Tensor) -> _LineObjective:
-        return _LineObjective(
-            self.labels[index], self.z[index], self.dz[index], self.quadratic[index], self.l2
-        )
 
 
 # ---------------------------------------------------------------- fits from shared rows (the TCAV engine)
@@ -356,7 +250,7 @@ def fit_rows(
         tr, te = (index[start : start + chunk].to(rows.gram.device) for index in (train, test))
         labels = torch.where(torch.arange(n, device=tr.device) < n_pos_train, 1.0, -1.0).to(rows.gram.dtype)
         if method == "logistic":
-            coefficients, intercept = _newton_logistic(rows.gram[tr[:, :, None], tr[:, None, :]],
+            coefficients, intercept = newton_logistic(rows.gram[tr[:, :, None], tr[:, None, :]],
                                                        labels.expand(len(tr), -1), l2)  # fmt: skip
         else:
             coefficients, intercept = _fastcav_coefficients(labels, n_pos_train).expand(len(tr), -1), None

@@ -1,10 +1,10 @@
 """TCAV statistics without torch: rank p-values, the per-ticket decision (Holm, learnability, direction),
 the calibration of the test, and how a ticket's concept decisions differ from the dense net's.
 
-The TCAV job (`tcav_test`) writes one row per concept x layer x class with the statistic T (column
-`mean`: the mean over K counterpart fits of the TCAV score), its permutation null summarised (`null_mean`,
-the effect T - null mean with an interval), the two-sided rank p-value and its side, and the learnability
-test of the concept's CAV accuracy. What needs all of a ticket's concepts at once, Holm over the ticket's
+The TCAV job (`tcav_test`) writes one row per concept x layer x class with the TCAV score (column `mean`:
+the mean over K counterpart fits) and the test statistic (`cosine`: the mean cosine between CAV and
+gradients), their permutation null's means, the effect (cosine minus its null's) with an interval, the
+two-sided rank p-value and its side, and the learnability test of the concept's CAV accuracy. What needs all of a ticket's concepts at once, Holm over the ticket's
 concepts x layers x classes, happens here at summary time (`decide`). Calibration rows (held-out random sets
 run through the concept path) are judged exactly like a concept added to the ticket's family
 (`calibration_rates`).
@@ -21,40 +21,30 @@ import pandas as pd
 KEYS = ["concept", "layer", "target_class"]
 TIE_TOLERANCE = 1e-9  # statistics that agree to this are ties (means of counts, summed in any order)
 # One row per concept x layer x class, as the TCAV job writes it (tcav/{slug}.csv, tcav/random.csv).
-TEST_COLUMNS = [*KEYS, "mean", "cosine", "null_mean", "effect", "effect_low", "effect_high", "p_value", "side",
-                "cav_accuracy", "null_accuracy", "p_learnable", "n_null", "n_counterparts", "classifier"]  # fmt: skip
+TEST_COLUMNS = [*KEYS, "mean", "null_mean", "cosine", "null_cosine", "effect", "effect_low", "effect_high", "p_value",
+                "side", "cav_accuracy", "null_accuracy", "p_learnable", "n_null", "n_counterparts", "classifier"]  # fmt: skip
 DECISION_COLUMNS = ["p_holm", "learnable", "significant", "direction"]
 
 
 # ---------------------------------------------------------------- rank statistics
 
 
-def upper_rank_p(
-    concept: np.ndarray, null: np.ndarray, tiebreak: tuple[np.ndarray, np.ndarray] | None = None
-) -> np.ndarray:
+def upper_rank_p(concept: np.ndarray, null: np.ndarray) -> np.ndarray:
     """One-sided rank p-value that the concept's value is larger: (1 + #{null >= concept}) / (1 + N).
 
-    concept (...), null (N, ...); ties count against the concept, which keeps the test valid. With
-    `tiebreak` (the concept's and the null's second statistic, same shapes), null values tied with the
-    concept's count only where their second statistic is at least the concept's: a lexicographic order.
+    concept (...), null (N, ...); ties count against the concept, which keeps the test valid.
     """
-    above = null > concept[None] + TIE_TOLERANCE
-    tied = np.abs(null - concept[None]) <= TIE_TOLERANCE
-    if tiebreak is not None:
-        tied &= tiebreak[1] >= tiebreak[0][None] - TIE_TOLERANCE
-    return (1 + (above | tied).sum(0)) / (1 + len(null))
+    at_least = (null >= concept[None] - TIE_TOLERANCE).sum(0)
+    return (1 + at_least) / (1 + len(null))
 
 
-def equal_tailed_p(
-    concept: np.ndarray, null: np.ndarray, tiebreak: tuple[np.ndarray, np.ndarray] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def equal_tailed_p(concept: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided p = min(1, 2 min(p_up, p_down)) and the side (+1 up, -1 down, 0 undecided).
 
     Each one-sided rank p-value is valid under exchangeability, so their Bonferroni pair is too, whatever
-    the null's skew (TCAV scores pile up near 0 and 1; folding at 0.5 would assume a symmetric null).
+    the null's skew (folding at a fixed centre would assume a symmetric null).
     """
-    flipped = None if tiebreak is None else (-tiebreak[0], -tiebreak[1])
-    p_up, p_down = upper_rank_p(concept, null, tiebreak), upper_rank_p(-concept, -null, flipped)
+    p_up, p_down = upper_rank_p(concept, null), upper_rank_p(-concept, -null)
     side = np.sign(p_down - p_up).astype(int)  # the smaller one-sided p-value names the direction
     return np.minimum(1.0, 2 * np.minimum(p_up, p_down)), side
 
@@ -93,9 +83,10 @@ def holm(p_values: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SetStatistics:
-    """Per image set (the concept first, then its N null draws) and class: the TCAV statistic T (the mean
-    over K fits of the TCAV score), the mean cosine between CAV and gradients (T's tie-break), and per set
-    the mean held-out CAV accuracy."""
+    """Per image set (the concept first, then its N null draws) and class: the TCAV score (the mean over K
+    fits of the share of inputs with a positive directional derivative) and the test statistic, the mean
+    over K fits and the class's inputs of the cosine between CAV and gradient; per set the mean held-out
+    CAV accuracy."""
 
     scores: np.ndarray  # (1 + N) x C
     cosines: np.ndarray  # (1 + N) x C
@@ -107,25 +98,27 @@ def layer_table(
 ) -> pd.DataFrame:
     """Rows of one concept at one layer (one per class) from its statistics and its null draws'.
 
-    The test orders sets by T and breaks T's ties (frequent: TCAV scores saturate at 0 and 1) by the mean
-    cosine. The effect interval [T - q_hi, T - q_lo] is the set of shifts d for which T - d would not be
-    rejected on T alone (the test inverted under a location shift); at a saturated T it may touch 0 where
-    the tie-break still rejects.
+    The test ranks the mean cosine (the TCAV score is its thresholded form: the share of positive cosines;
+    it saturates at 0 and 1 for concepts and random sets alike, which leaves a rank test on it little
+    power). The effect is the concept's mean cosine minus its null's, with the interval [U - q_hi, U - q_lo]:
+    the shifts d for which U - d would not be rejected (the test inverted under a location shift), so it
+    excludes 0 exactly when p <= alpha.
     """
     scores, cosines, accuracy = stats.scores, stats.cosines, stats.accuracy
-    p_value, side = equal_tailed_p(scores[0], scores[1:], (cosines[0], cosines[1:]))
-    low, high = null_bounds(scores[1:], alpha)
+    p_value, side = equal_tailed_p(cosines[0], cosines[1:])
+    low, high = null_bounds(cosines[1:], alpha)
     return pd.DataFrame(
         {
             "concept": concept,
             "layer": layer,
             "target_class": np.asarray(classes, dtype=int),
             "mean": scores[0],
-            "cosine": cosines[0],
             "null_mean": scores[1:].mean(0),
-            "effect": scores[0] - scores[1:].mean(0),
-            "effect_low": scores[0] - high,
-            "effect_high": scores[0] - low,
+            "cosine": cosines[0],
+            "null_cosine": cosines[1:].mean(0),
+            "effect": cosines[0] - cosines[1:].mean(0),
+            "effect_low": cosines[0] - high,
+            "effect_high": cosines[0] - low,
             "p_value": p_value,
             "side": side,
             "cav_accuracy": accuracy[0],

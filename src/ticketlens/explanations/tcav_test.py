@@ -7,13 +7,15 @@ concept path is flagged far more often than alpha (docs/benchmarks.md, tests/tes
 
 Here, per layer:
 
-* The ticket's random sets are split into K counterparts (the first K) and a pool (the rest). A set's
-  statistic T (per class) is the mean over its K fits (the set against each counterpart, one seed per fit)
-  of the TCAV score, the share of the class's inputs with a positive directional derivative.
+* The ticket's random sets are split into K counterparts (the first K) and a pool (the rest). A set is
+  fitted against each counterpart (one seed per fit); per class, its TCAV score is the mean over the K fits
+  of the share of the class's inputs with a positive directional derivative, and its test statistic U the
+  mean over the K fits and those inputs of the cosine between CAV and gradient (the TCAV score thresholds
+  these cosines at 0 and saturates at 0 and 1, for random sets too, which costs a rank test its power).
 * The null: N draws of n rows from the pool and the concept's own n rows together, each fitted and scored
   exactly like the concept (same K counterparts, classifier and seed scheme). Under the null hypothesis the
   concept's images are as exchangeable with the pool's as random training images are, so the concept set
-  is one more uniform draw from that union: T_concept and the N draws' T are exchangeable and a rank
+  is one more uniform draw from that union: U_concept and the N draws' U are exchangeable and a rank
   p-value is exact whatever the classifier, the layer or the gradients. Including the concept's rows in
   the union is what makes it exact for a concept that is not a subset of the pool (a fixed pool alone
   gives a null that is slightly too narrow); the same holds for the CAV accuracy (the learnability test).

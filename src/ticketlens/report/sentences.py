@@ -288,13 +288,14 @@ def concept_sentences(findings: dict[str, Any], limit: int = 8) -> list[str]:
 def calibration_sentences(findings: dict[str, Any]) -> list[str]:
     """How the TCAV test behaves on held-out random image sets run as concepts (its calibration)."""
     cal = findings.get("tcav_calibration") or {}
-    alpha = findings["alpha"]
+    alpha = findings.get("tcav_alpha", findings["alpha"])
     method = (
-        "TCAV test: per concept, layer and class, the TCAV score (mean over K random counterparts) is ranked "
-        "against a permutation null of random sets drawn from the random pool together with the concept's own "
-        "images, each treated exactly like the concept (ties broken by the mean cosine between CAV and "
-        f"gradients); two-sided; Holm per ticket over concepts x layers x classes at alpha {alpha:g}; a concept "
-        "whose CAV is not more accurate than its null's is not learnable at that layer and never significant."
+        "TCAV test: per concept, layer and class, the mean cosine between the concept's CAVs (one against each "
+        "of K random counterparts) and the class's gradients is ranked against a permutation null of random "
+        "sets drawn from the random pool together with the concept's own images, each treated exactly like "
+        f"the concept; two-sided; Holm per ticket over concepts x layers x classes at alpha {alpha:g}; a "
+        "concept whose CAV is not more accurate than its null's is not learnable at that layer and never "
+        "significant. Scores shown are TCAV scores (share of inputs with a positive directional derivative)."
     )
     if not cal.get("rows"):
         return [method, "No calibration sets were run (explanations.tcav.n_calibration_sets is 0)."]
@@ -302,7 +303,7 @@ def calibration_sentences(findings: dict[str, Any]) -> list[str]:
         method,
         f"Calibration: {cal['sets']} held-out random image sets run as concepts ({cal['rows']} layer-class rows "
         f"over all tickets) were rejected in {format_percent(cal['rate_uncorrected'])} of rows before correction "
-        f"(a calibrated test: about {alpha:g}; 99% binomial bound {format_percent(cal['upper_bound_99'])}), "
+        f"(a calibrated test: about {format_percent(alpha)}; 99% binomial bound {format_percent(cal['upper_bound_99'])}), "
         f"{format_percent(cal['rate_gated'])} with the learnability gate, and "
         f"{format_percent(cal['rate_holm'])} after Holm; {format_percent(cal['rate_sets_flagged_holm'])} of the sets "
         "had any significant row.",
