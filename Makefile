@@ -20,8 +20,9 @@ run: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 	@cat results/summary.txt
 
+# loadgroup: tests marked xdist_group(name) share one worker (the tiny study and the SLURM run use it)
 test: setup lint
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny learnable prepared dataset, the typed settings that train on it in seconds, and
-helpers that build settings from the schema's defaults (the only place defaults live)."""
+"""Shared fixtures: a tiny learnable prepared dataset, the typed settings that train on it in seconds,
+helpers that build settings from the schema's defaults (the only place defaults live), and the tiny study
+run locally by Snakemake (test_workflow.py, test_slurm.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ticketlens.study import (
     TcavSettings,
     TrainingSettings,
 )
+from tiny_study import make_study_dir, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
@@ -125,3 +127,12 @@ def toy_data_path(tmp_path: Path) -> Path:
     path = tmp_path / "data.pt"
     save_prepared(make_toy_data(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Path:
+    """The tiny study (tiny_study.TINY) run locally on 2 cores: its working directory."""
+    workdir = make_study_dir(tmp_path_factory.mktemp("study"))
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir

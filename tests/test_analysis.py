@@ -453,17 +453,6 @@ def test_missing_ticket_file_is_a_user_error(tmp_path: Path) -> None:
         study.summarize()
 
 
-def test_dense_nets_explaining_different_probe_images_are_refused(tmp_path: Path) -> None:
-    from ticketlens.errors import UserError
-
-    study = make_results_tree(tmp_path, seeds=[0, 1], rounds=1, concepts=[])
-    path = study.results / "seed_1" / "ticket" / "round_0" / "saliency.npz"
-    arrays = dict(np.load(path))
-    np.savez(path, **{**arrays, "probe": arrays["probe"] + 1})
-    with pytest.raises(UserError, match="different probe images"):
-        study.summarize()
-
-
 def test_tcav_calibration_in_findings_metrics_and_report(summarized: tuple[Path, dict[str, Any]]) -> None:
     """Every ticket's calibration sets (tcav/random.csv) pooled per dataset; all were null-like here."""
     results, findings = summarized
@@ -482,3 +471,14 @@ def test_tcav_calibration_in_findings_metrics_and_report(summarized: tuple[Path,
     assert {(d["concept"], d["target_class"], d["direction"]) for d in dense} == {("stripes", 0, "up")}
     lost = [c for c in findings["concept_changes"] if c["branch"] == "ticket"]
     assert lost and all(c["change"] == "lost" and c["round"] == 3 for c in lost)
+
+
+def test_dense_nets_explaining_different_probe_images_are_refused(tmp_path: Path) -> None:
+    from ticketlens.errors import UserError
+
+    study = make_results_tree(tmp_path, seeds=[0, 1], rounds=1, concepts=[])
+    path = study.results / "seed_1" / "ticket" / "round_0" / "saliency.npz"
+    arrays = dict(np.load(path))
+    np.savez(path, **{**arrays, "probe": arrays["probe"] + 1})
+    with pytest.raises(UserError, match="different probe images"):
+        study.summarize()

@@ -189,10 +189,10 @@ def test_report_markdown_states_computed_findings(built: dict[str, Any]) -> None
     assert "Grad-CAM maps with no positive cell (empty after the ReLU): 12 of 288" in text
     assert "Exploratory: within each seed" in text and "Holm-adjusted" in text
     assert "concept stripes (layer features.3, class 0) loses significance at round 3" in text
-    assert "random re-init control's accuracy is 6.97 points below the ticket's" in text
     assert "concept stripes pushes class 0 up (layer features.3)" in text  # the direction of the effect
     assert "Holm per ticket over concepts x layers x classes at alpha 0.05" in text
     assert "were rejected in 0% of rows before correction" in text and "0% after Holm" in text
+    assert "random re-init control's accuracy is 6.97 points below the ticket's" in text
     assert "paired t-test over seeds" in text
     for name in FIGURES:
         assert f"figures/{name}.png" in text

@@ -2,98 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
-import os
-import struct
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tiny_study import TINY, snakemake
 
-TINY_TRAINING = {
-    "optimizer": "adam",
-    "lr": 0.003,
-    "batch_size": 16,
-    "iterations": 12,
-    "eval_every": 6,
-    "checkpoint_every": 6,
-}
-TINY = {
-    "study": {
-        "datasets": ["mnist", "synthbirds"],
-        "seeds": [0],
-        "rounds": 1,
-        "controls": ["reinit", "randmask"],
-    },
-    "pruning": {"rate_conv": 0.3, "rate_fc": 0.5, "rate_output": 0.2},
-    "explanations": {
-        "probe_per_class": 1,
-        "tcav": {
-            "n_random_sets": 3,
-            "set_size": 5,
-            "inputs_per_class": 2,
-            "n_counterparts": 1,
-            "n_null_draws": 19,
-            "n_calibration_sets": 1,
-        },
-    },
-    "datasets": {
-        "mnist": {
-            "source": "idx",
-            "root": "idx",
-            "validation_size": 20,
-            "model": "convnet_mnist",
-            "model_width": 0.25,
-            "concepts": ["stroke_horizontal"],
-            "training": TINY_TRAINING,
-        },
-        "synthbirds": {
-            "root": "synthbirds",
-            "n_classes": 3,
-            "images_per_class": 24,
-            "generate_size": 32,
-            "image_size": 32,
-            "model": "conv4",
-            "model_width": 0.125,
-            "concepts": ["texture_dotted"],
-            "training": TINY_TRAINING,
-        },
-    },
-}
-
-
-def write_idx(folder: Path, n_train: int = 120, n_test: int = 30) -> None:
-    """The four MNIST idx files with random digits (gzipped, as distributed)."""
-    folder.mkdir(parents=True)
-    rng = __import__("random").Random(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        pixels = bytes(rng.randrange(256) for _ in range(n * 28 * 28))
-        labels = bytes(i % 10 for i in range(n))
-        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">IIII", 2051, n, 28, 28) + pixels)
-        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">II", 2049, n) + labels)
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    command = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("study")
-    write_idx(workdir / "idx")
-    (workdir / "params.yaml").write_text(yaml.safe_dump(TINY))
-    result = snakemake(workdir, "--cores", "2")
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir
+# `study` (conftest.py) is the tiny study run locally, shared with test_slurm.py: keep its users on one
+# xdist worker (pytest runs with --dist loadgroup) so that it is computed once.
+pytestmark = pytest.mark.xdist_group("tiny_study")
 
 
 @pytest.mark.slow

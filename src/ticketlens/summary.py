@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ticketlens import fileio, inference
 from ticketlens.errors import UserError

