@@ -50,6 +50,8 @@ FAITHFULNESS = ("deletion_auc", "insertion_auc")
 ID_COLUMNS = ("seed", "branch", "round")
 TCAV_AGREEMENT = ("tcav_rank_corr_dense", "tcav_jaccard_dense", "tcav_n_changed")
 
+TicketKey = tuple[int, str, int]
+
 
 # ---------------------------------------------------------------------------------------------- files
 
@@ -256,9 +258,11 @@ def add_accuracy_change(summary: pd.DataFrame) -> pd.DataFrame:
 def tcav_calibration(counts: list[dict[str, int]], alpha: float) -> dict[str, Any]:
     """The dataset's TCAV calibration (findings.json): held-out random sets run as concepts on every ticket,
     pooled, with the 99% binomial bound a calibrated test stays under."""
+    from scipy.stats import binom
+
     pooled = calibration_summary(counts)
     rows = pooled.get("rows", 0)
-    bound = float(stats.binom.ppf(0.99, rows, alpha)) / rows if rows else float("nan")
+    bound = float(binom.ppf(0.99, rows, alpha)) / rows if rows else float("nan")
     return {
         **pooled,
         "alpha": alpha,
