@@ -50,8 +50,6 @@ FAITHFULNESS = ("deletion_auc", "insertion_auc")
 ID_COLUMNS = ("seed", "branch", "round")
 TCAV_AGREEMENT = ("tcav_rank_corr_dense", "tcav_jaccard_dense", "tcav_n_changed")
 
-TicketKey = tuple[int, str, int]
-
 
 # ---------------------------------------------------------------------------------------------- files
 
