@@ -7,13 +7,8 @@ changes params.yaml and asks `snakemake -n` which rules would run.
 from __future__ import annotations
 
 import copy
-import gzip
-import os
 import re
 import shutil
-import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,55 +16,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-TRAINING = {"optimizer": "adam", "lr": 0.003, "batch_size": 16, "iterations": 12, "eval_every": 6}
-STUDY = {
-    "study": {"datasets": ["mnist"], "seeds": [0], "rounds": 1, "controls": ["reinit"]},
-    "pruning": {"rate_conv": 0.3, "rate_fc": 0.5, "rate_output": 0.2},
-    "explanations": {
-        "probe_per_class": 1,
-        "tcav": {
-            "n_random_sets": 3,
-            "set_size": 5,
-            "inputs_per_class": 2,
-            "n_counterparts": 1,
-            "n_null_draws": 19,
-            "n_calibration_sets": 1,
-        },
-    },
-    "datasets": {
-        "mnist": {
-            "source": "idx",
-            "root": "idx",
-            "validation_size": 20,
-            "model": "convnet_mnist",
-            "model_width": 0.25,
-            "concepts": ["stroke_horizontal"],
-            "training": TRAINING,
-        }
-    },
-}
+from tiny_study import TINY, snakemake, write_idx
+
+# The end-to-end tests' tiny study, reduced to MNIST with one control (enough to see what re-runs).
+STUDY = copy.deepcopy(TINY)
+STUDY["study"] |= {"datasets": ["mnist"], "controls": ["reinit"]}
+STUDY["datasets"] = {"mnist": STUDY["datasets"]["mnist"]}
+TRAINING = STUDY["datasets"]["mnist"]["training"]
 DATA_RULES = {"prepare_dataset", "make_random_sets", "make_concept_set"}
 TICKET_RULES = {"train_ticket", "explain_ticket", "tcav_null"}
 REPORT_RULES = {"summarize_dataset", "build_dataset_report", "build_study_report", "all"}
-
-
-def write_idx(folder: Path, n_train: int = 120, n_test: int = 30) -> None:
-    """The four MNIST idx files with random digits (gzipped, as distributed)."""
-    folder.mkdir(parents=True)
-    rng = __import__("random").Random(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">IIII", 2051, n, 28, 28) + bytes(rng.randrange(256) for _ in range(n * 784)))
-        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">II", 2049, n) + bytes(i % 10 for i in range(n)))
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    command = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
 
 
 def planned_jobs(workdir: Path) -> dict[str, int]:
