@@ -167,22 +167,13 @@ def consistency_methods(summary: pd.DataFrame) -> list[str]:
 
 def _reference_lines(ax: Any, levels: dict[str, Any]) -> None:
     """The ceiling (dense vs the dense nets of other seeds) and the floor (dense vs randomised weights)."""
-    if levels.get("ceiling") is not None and np.isfinite(levels["ceiling"]):
-        ax.axhline(
-            levels["ceiling"],
-            color="black",
-            linestyle="-.",
-            linewidth=1,
-            label="ceiling: dense vs dense of other seeds",
-        )
-    if levels.get("floor") is not None and np.isfinite(levels["floor"]):
-        ax.axhline(
-            levels["floor"],
-            color="black",
-            linestyle="--",
-            linewidth=1,
-            label="floor: dense vs randomised weights",
-        )
+    styles = {
+        "ceiling": ("-.", "ceiling: dense vs dense of other seeds"),
+        "floor": ("--", "floor: dense vs randomised weights"),
+    }
+    for level, (linestyle, label) in styles.items():
+        if levels.get(level) is not None and np.isfinite(levels[level]):
+            ax.axhline(levels[level], color="black", linestyle=linestyle, linewidth=1, label=label)
 
 
 def _consistency_panel(ax: Any, agg: pd.DataFrame, method: str, metric: str, levels: dict[str, Any]) -> None:
