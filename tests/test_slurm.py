@@ -264,6 +264,9 @@ def slurm_study(cluster, tmp_path_factory) -> dict:
         workdir,
         "--workflow-profile",
         str(PROFILE),
+        # the test node has 2 CPUs: a submission (a ticket's group of explanation jobs) must not ask more
+        "--cores",
+        "2",
         "--set-threads",
         f"{THREADED_RULE}=2",
         env=env,
