@@ -32,6 +32,19 @@ if workflow.is_main_process:
         sys.exit(f"ticketlens: {err}")
 
 
+# Jobs that run on this machine go through one job server that has torch imported (ticketlens.jobserver):
+# most jobs do under a second of work and would otherwise spend 2-2.5 s each on imports.
+# TICKETLENS_JOB_SERVER=off runs every job in its own process; cluster jobs always do.
+onstart:
+    if workflow.local_exec and not workflow.touch:
+        from ticketlens.jobserver import start
+
+        start(
+            study_params(config).study.threads,
+            Path(".snakemake/ticketlens/job_server.log"),
+        )
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/lottery.smk"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import pwd
 import re
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_study import ROOT, TINY, make_study_dir, snakemake
+from tiny_study import ROOT, TINY, assert_same_results, make_study_dir, snakemake
 
 # One cluster at a time, on the worker that also holds the local run of the tiny study (`study`).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_study")]
@@ -36,7 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_study")]
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "srun")
-TIMING_FIELDS = {"train_seconds", "images_per_second"}  # the only fields allowed to differ
 THREADED_RULE = "make_random_sets"  # run with --set-threads {THREADED_RULE}=2: must get 2 CPUs
 LOCAL_RULES = {"prepare_dataset", "all"}  # never submitted
 GROUPED_RULES = {"explain_ticket", "tcav_null", "tcav_concept"}  # one submission per ticket
@@ -324,32 +322,9 @@ def test_each_job_gets_its_rules_threads_as_cpus(slurm_study):
     assert set().union(*by_kind.values()) == {1}, by_kind  # study.threads = 1 in the tiny study
 
 
-def _without_timing(value):
-    if isinstance(value, dict):
-        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_FIELDS}
-    if isinstance(value, list):
-        return [_without_timing(v) for v in value]
-    return value
-
-
 @pytest.mark.slurm
 def test_results_equal_the_local_run_except_timings(slurm_study, study):
-    local_root, slurm_root = study / "results", slurm_study["workdir"] / "results"
-    local_files = sorted(p.relative_to(local_root) for p in local_root.rglob("*") if p.is_file())
-    slurm_files = sorted(p.relative_to(slurm_root) for p in slurm_root.rglob("*") if p.is_file())
-    assert slurm_files == local_files, f"only in one run: {sorted(set(local_files) ^ set(slurm_files))}"
-    timed = 0
-    for relative in local_files:
-        a, b = (local_root / relative).read_bytes(), (slurm_root / relative).read_bytes()
-        if a == b:
-            continue
-        assert relative.name == "metrics.json", f"{relative} differs"
-        local_json, slurm_json = json.loads(a), json.loads(b)
-        assert local_json.keys() >= TIMING_FIELDS, f"{relative} differs and has no timing fields"
-        assert _without_timing(local_json) == _without_timing(slurm_json), f"{relative} differs"
-        timed += 1
-    assert any(p.suffix == ".pt" for p in local_files) and any(p.suffix == ".npz" for p in local_files)
-    assert timed <= 8  # one metrics.json per ticket: 2 datasets x (dense, ticket, reinit, randmask)
+    assert_same_results(study / "results", slurm_study["workdir"] / "results")
 
 
 @pytest.mark.slurm

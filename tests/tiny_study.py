@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 import subprocess
@@ -93,3 +94,33 @@ def make_study_dir(workdir: Path) -> Path:
     write_idx(workdir / "idx")
     (workdir / "params.yaml").write_text(yaml.safe_dump(TINY))
     return workdir
+
+
+TIMING_FIELDS = {"train_seconds", "images_per_second"}  # the only fields two runs may differ in
+
+
+def _without_timing(value):
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_FIELDS}
+    if isinstance(value, list):
+        return [_without_timing(v) for v in value]
+    return value
+
+
+def assert_same_results(expected_root: Path, actual_root: Path) -> None:
+    """Two runs of the tiny study wrote the same files with the same bytes, except timing fields."""
+    expected = sorted(p.relative_to(expected_root) for p in expected_root.rglob("*") if p.is_file())
+    actual = sorted(p.relative_to(actual_root) for p in actual_root.rglob("*") if p.is_file())
+    assert actual == expected, f"only in one run: {sorted(set(expected) ^ set(actual))}"
+    timed = 0
+    for relative in expected:
+        a, b = (expected_root / relative).read_bytes(), (actual_root / relative).read_bytes()
+        if a == b:
+            continue
+        assert relative.name == "metrics.json", f"{relative} differs"
+        expected_json, actual_json = json.loads(a), json.loads(b)
+        assert expected_json.keys() >= TIMING_FIELDS, f"{relative} differs and has no timing fields"
+        assert _without_timing(expected_json) == _without_timing(actual_json), f"{relative} differs"
+        timed += 1
+    assert any(p.suffix == ".pt" for p in expected) and any(p.suffix == ".npz" for p in expected)
+    assert timed <= 8  # one metrics.json per ticket: 2 datasets x (dense, ticket, reinit, randmask)

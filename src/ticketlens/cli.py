@@ -199,6 +199,12 @@ def _describe(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     import logging
 
+    if argv is None:  # the console script: a workstation job server runs it with torch already imported
+        from ticketlens.jobserver import run_on_server
+
+        code = run_on_server(sys.argv)
+        if code is not None:
+            return code
     args = build_parser().parse_args(argv)
     name = "data-check" if args.command == "data" else args.command
     _setup_logging(args.log)
