@@ -110,11 +110,16 @@ class Ticket:
 
     @property
     def folder(self) -> Path:
-        return Path(RESULTS) / TICKET_DIR.format(**dataclasses.asdict(self))
+        return Path(RESULTS, self._dir)
 
     @property
     def log_folder(self) -> Path:
-        return Path(LOGS) / TICKET_DIR.format(**dataclasses.asdict(self))
+        return Path(LOGS, self._dir)
+
+    @property
+    def _dir(self) -> str:
+        # Not dataclasses.asdict: it deep-copies, and rules ask for ticket paths tens of thousands of times.
+        return TICKET_DIR.format(dataset=self.dataset, seed=self.seed, branch=self.branch, round=self.round)
 
     def file(self, name: str, **fields: str) -> Path:
         """`ticket.file("checkpoint")`, `ticket.file("tcav_concept", concept=slug)`."""

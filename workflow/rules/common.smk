@@ -1,5 +1,7 @@
 # The study's shape for the rule files, all from ticketlens.study (the one vocabulary):
 # typed settings, ticket and dataset paths, branches; and the JSON of each rule's settings.
+import functools
+
 from ticketlens.config import study_params
 from ticketlens.study import (
     BRANCHES,
@@ -30,22 +32,25 @@ def ticket_of(wc):
     return Ticket(wc.dataset, int(wc.seed), wc.branch, int(wc.round))
 
 
+@functools.cache
+def concept_names(dataset):
+    """Slug -> concept name, built once per dataset rather than once per make_concept_set job."""
+    return {concept_slug(c): c for c in PARAMS.datasets[dataset].concepts}
+
+
 def concept_name(dataset, slug):
-    return {concept_slug(c): c for c in PARAMS.datasets[dataset].concepts}[slug]
+    return concept_names(dataset)[slug]
 
 
-def random_set_files(dataset):
-    """The TCAV random sets: counterparts and the null's pool (explanations.tcav.n_random_sets)."""
-    return [DatasetFiles(dataset).random_set(i) for i in range(TCAV.n_random_sets)]
-
-
-def calibration_set_files(dataset):
-    """Held-out random sets after them, never in the pool: run as concepts to calibrate the test."""
-    first = TCAV.n_random_sets
-    return [
-        DatasetFiles(dataset).random_set(i)
-        for i in range(first, first + TCAV.n_calibration_sets)
-    ]
+# Static {dataset} patterns, not input functions: every tcav_concept job (24,080 in a CUB-sized study)
+# would otherwise call a function that builds 20 Paths (docs/benchmarks.md, the CUB-sized dry run).
+# The TCAV random sets: counterparts and the null's pool (explanations.tcav.n_random_sets).
+RANDOM_SETS = [str(DATA.random_set(i)) for i in range(TCAV.n_random_sets)]
+# Held-out random sets after them, never in the pool: run as concepts to calibrate the test.
+CALIBRATION_SETS = [
+    str(DATA.random_set(i))
+    for i in range(TCAV.n_random_sets, TCAV.n_random_sets + TCAV.n_calibration_sets)
+]
 
 
 def optional_flag(flag, value):

@@ -24,10 +24,7 @@ rule make_random_sets:
     input:
         data=DATA.prepared_data,
     output:
-        [
-            DATA.random_set(i)
-            for i in range(TCAV.n_random_sets + TCAV.n_calibration_sets)
-        ],
+        RANDOM_SETS + CALIBRATION_SETS,
     log:
         "logs/{dataset}/make_random_sets.log",
     params:
@@ -41,8 +38,7 @@ rule make_random_sets:
 rule make_concept_set:
     input:
         data=DATA.prepared_data,
-        random=lambda wc: random_set_files(wc.dataset)
-        + calibration_set_files(wc.dataset),
+        random=RANDOM_SETS + CALIBRATION_SETS,
     output:
         DATA.concept_set("{concept}"),
     log:

@@ -46,8 +46,8 @@ rule tcav_null:
     input:
         checkpoint=ticket_pattern("checkpoint"),
         data=DATA.prepared_data,
-        random=lambda wc: random_set_files(wc.dataset),
-        calibration=lambda wc: calibration_set_files(wc.dataset),
+        random=RANDOM_SETS,
+        calibration=CALIBRATION_SETS,
     output:
         ticket_pattern("tcav_null"),
     log:
@@ -66,7 +66,7 @@ rule tcav_concept:
     input:
         checkpoint=ticket_pattern("checkpoint"),
         data=DATA.prepared_data,
-        random=lambda wc: random_set_files(wc.dataset),
+        random=RANDOM_SETS,
         concept=DATA.concept_set("{concept}"),
     output:
         ticket_pattern("tcav_concept"),
