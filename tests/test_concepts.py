@@ -16,6 +16,7 @@ from ticketlens.data.concepts import (
     STROKES,
     TEXTURES,
     check_concept_names,
+    load_image_sets,
     make_concept_set,
     make_random_sets,
 )
@@ -52,8 +53,8 @@ def birds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     base = tmp_path_factory.mktemp("concepts")
     data = base / "data.pt"
     prepare_synthbirds(data_settings("synthbirds", **BIRDS, root=str(base / "raw")), data)
-    randoms = [base / f"random_{i}.pt" for i in range(3)]
-    make_random_sets(data, 3, 10, 0, randoms)
+    randoms = [base / "random_sets.pt", base / "calibration_sets.pt"]
+    make_random_sets(data, 2, 1, 10, 0, *randoms)  # 2 random sets and 1 held-out calibration set
     return data, randoms
 
 
@@ -64,17 +65,21 @@ def _load(path: Path) -> dict:
 def test_random_sets_disjoint_train_deterministic(birds: tuple[Path, list[Path]], tmp_path: Path) -> None:
     data_path, randoms = birds
     data = load_prepared(data_path)
-    sets = [_load(p) for p in randoms]
+    pool, calibration = (_load(p)["sets"] for p in randoms)
+    sets = pool + calibration
     indices = [s["indices"] for s in sets]
-    assert [s["name"] for s in sets] == ["random_0", "random_1", "random_2"]
-    assert len(set(torch.cat(indices).tolist())) == 30  # disjoint
+    assert [s["name"] for s in pool] == ["random_0", "random_1"] and [s["name"] for s in calibration] == [
+        "random_2"
+    ]
+    assert len(set(torch.cat(indices).tolist())) == 30  # disjoint, the held-out set too
     assert all((data.split[i] == TRAIN).all() for i in indices)
     assert torch.equal(sets[1]["images"], data.images[indices[1]])
-    again = [tmp_path / f"r{i}.pt" for i in range(3)]
-    make_random_sets(data_path, 3, 10, 0, again)
-    assert all(torch.equal(_load(a)["indices"], i) for a, i in zip(again, indices, strict=True))
+    assert [name for name, _ in load_image_sets(randoms[1])] == ["random_2"]
+    again = [tmp_path / "r.pt", tmp_path / "c.pt"]
+    make_random_sets(data_path, 2, 1, 10, 0, *again)
+    assert [s["indices"].tolist() for p in again for s in _load(p)["sets"]] == [i.tolist() for i in indices]
     with pytest.raises(UserError, match="need 30000 train images"):
-        make_random_sets(data_path, 3, 10000, 0, again)
+        make_random_sets(data_path, 2, 1, 10000, 0, *again)
 
 
 def _part_pixels(data: PreparedData, index: torch.Tensor, concept: str) -> torch.Tensor:
@@ -95,7 +100,7 @@ def test_attribute_concept_is_part_patches_by_default(birds: tuple[Path, list[Pa
     a = data.extras["attribute_names"].index("has_wing_color::blue")
     assert (data.extras["attributes"][chosen, a] == 1).all() and (data.split[chosen] == TRAIN).all()
     assert (data.extras["certainty"][chosen, a] >= 3).all()
-    used = set(torch.cat([_load(p)["indices"] for p in randoms]).tolist())
+    used = set(torch.cat([s["indices"] for p in randoms for s in _load(p)["sets"]]).tolist())
     assert not used & set(chosen.tolist())  # disjoint from every random set
     wing = _part_pixels(data, chosen, "has_wing_color::blue")[:, None].expand_as(concept["images"])
     source = data.images[chosen]

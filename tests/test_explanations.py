@@ -292,10 +292,14 @@ def toy_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
         Ticket("toy", 0, "ticket", 1), *train, root / "r1", previous=root / "r0" / TICKET_FILES.checkpoint
     )
     generator = torch.Generator().manual_seed(0)
-    randoms = [
-        write_image_set(root / f"random_{i}.pt", f"random_{i}", torch.randint(0, 256, (12, 1, 28, 28), generator=generator, dtype=torch.uint8))
+    sets = [
+        {"name": f"random_{i}", "images": torch.randint(0, 256, (12, 1, 28, 28), generator=generator, dtype=torch.uint8),
+         "indices": torch.zeros(0, dtype=torch.int64), "source": "test"}
         for i in range(4)
     ]  # fmt: skip
+    randoms = [root / "random_sets.pt", root / "calibration_sets.pt"]
+    torch.save({"sets": sets[:3]}, randoms[0])
+    torch.save({"sets": sets[3:]}, randoms[1])
     concept = write_image_set(root / "band0.pt", "band0", data.images[data.labels == 0][:12])
     return {"root": root, "data": root / "data.pt", "randoms": randoms, "concept": concept}
 
@@ -311,8 +315,7 @@ def explain(
 def null(study: dict, ticket: str, out: Path) -> None:
     """tcav_null (the calibration sets through the concept test) of ticket folder `ticket` into `out`."""
     checkpoint = study["root"] / ticket / TICKET_FILES.checkpoint
-    randoms = study["randoms"]
-    tcav_null(checkpoint, study["data"], randoms[:3], randoms[3:], TCAV, out / TICKET_FILES.tcav_null)
+    tcav_null(checkpoint, study["data"], *study["randoms"], TCAV, out / TICKET_FILES.tcav_null)
 
 
 def test_explain_ticket_and_tcav_null_write_every_target_in_the_contract_format(toy_study: dict) -> None:

@@ -113,11 +113,13 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     pytest.importorskip("PIL")
     root = tmp_path_factory.mktemp("birds")
     clean, shortcut = prepare(root, 0.0), prepare(root, 1.0)
-    randoms = [root / "sets" / f"random_{i}.pt" for i in range(R + 1)]  # the last one: a held-out random set
-    make_random_sets(clean, R + 1, SET_SIZE, 0, randoms)
+    randoms = [root / "sets" / "random_sets.pt", root / "sets" / "calibration_sets.pt"]
+    make_random_sets(clean, R, 1, SET_SIZE, 0, *randoms)  # R random sets and 1 held out
+    held_out = root / "sets" / f"random_{R}.pt"  # as a concept set file
+    torch.save(torch.load(randoms[1], weights_only=True)["sets"][0], held_out)
     options = dataset_settings("synthbirds").concept_options  # the schema's defaults
     make_concept_set(clean, "synthbirds", BLUE, SET_SIZE, options, randoms, root / "sets" / "blue.pt")
-    study = {"blue": root / "sets" / "blue.pt", "random": randoms[R], "randoms": randoms[:R], "data_path": clean,
+    study = {"blue": root / "sets" / "blue.pt", "random": held_out, "randoms": randoms[0], "data_path": clean,
              "scenes": [scene_set(k, root / "sets" / f"scene_{k}.pt") for k in range(N_CLASSES)]}  # fmt: skip
     models = {}
     models["clean"], study["clean_accuracy"] = train(clean, root / "clean", 300)

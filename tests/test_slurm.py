@@ -338,7 +338,9 @@ def test_a_failed_jobs_error_is_in_its_rules_log_and_shown(cluster, tmp_path):
     # the dense net and the random sets, built locally in seconds; then the prepared data corrupted with
     # its old mtime (so nothing upstream re-runs; not a checkpoint, which the Snakefile's start-up check
     # would refuse before any submission)
-    local = snakemake(workdir, "--cores", "2", f"{dense}/checkpoint.pt", "results/mnist/concepts/random_0.pt")
+    local = snakemake(
+        workdir, "--cores", "2", f"{dense}/checkpoint.pt", "results/mnist/concepts/random_sets.pt"
+    )
     assert local.returncode == 0, local.stderr[-4000:]
     stat = (workdir / broken).stat()
     (workdir / broken).write_bytes(b"not a prepared dataset")

@@ -169,14 +169,16 @@ def ticket_files(tmp_path_factory: pytest.TempPathFactory) -> dict:
     other_seed = torch.load(checkpoint, weights_only=True)
     other_seed["seed"] = 1
     torch.save(other_seed, root / "seed1.pt")
-    sets = [root / f"random_{i}.pt" for i in range(6)]
-    make_random_sets(root / "data.pt", 6, 8, 0, sets)
+    make_random_sets(root / "data.pt", 4, 2, 8, 0, root / "random_sets.pt", root / "calibration_sets.pt")
+    held_out = torch.load(root / "calibration_sets.pt", weights_only=True)["sets"][0]
+    torch.save(held_out, root / "random_4.pt")  # the first calibration set, as a concept set file
     concept = root / "band.pt"
     images = data.images[data.labels == 2][:8]
     torch.save({"name": "band", "images": images, "indices": torch.zeros(0, dtype=torch.int64), "source": "test"},
                concept)  # fmt: skip
     return {"root": root, "checkpoint": checkpoint, "seed1": root / "seed1.pt", "data": root / "data.pt",
-            "random": sets[:4], "calibration": sets[4:], "concept": concept}  # fmt: skip
+            "random": root / "random_sets.pt", "calibration": root / "calibration_sets.pt",
+            "held_out": root / "random_4.pt", "concept": concept}  # fmt: skip
 
 
 def run_concept(files: dict, out: Path, checkpoint: Path | None = None, **changes: object) -> pd.DataFrame:
@@ -208,7 +210,7 @@ def test_tcav_null_runs_calibration_sets_through_the_concept_path(ticket_files: 
     assert list(pd.read_csv(tmp_path / "random.csv").columns) == TEST_COLUMNS
     assert sorted(null["concept"].unique()) == ["random_4", "random_5"] and len(null) == 2 * 2 * 4
     # the same function as a concept: random_4 as "the concept" gives the same rows
-    as_concept = tcav.tcav_concept(files["checkpoint"], files["data"], files["random"], files["calibration"][0],
+    as_concept = tcav.tcav_concept(files["checkpoint"], files["data"], files["random"], files["held_out"],
                                    settings(), tmp_path / "r4.csv")  # fmt: skip
     pd.testing.assert_frame_equal(null[null["concept"] == "random_4"].reset_index(drop=True), as_concept)
 
@@ -219,7 +221,7 @@ def test_a_tcav_job_imports_neither_sklearn_nor_captum(ticket_files: dict, tmp_p
         "import sys\n"
         "from ticketlens.cli import main\n"
         f"code = main(['tcav-concept', '--checkpoint', {str(files['checkpoint'])!r}, '--data', {str(files['data'])!r},"
-        f" '--random', *{[str(p) for p in files['random']]!r}, '--concept', {str(files['concept'])!r},"
+        f" '--random', {str(files['random'])!r}, '--concept', {str(files['concept'])!r},"
         f" '--tcav', {settings().to_json()!r}, '--out', {str(tmp_path / 'x.csv')!r}])\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'captum'))\n"
         "assert code == 0 and not loaded, (code, loaded)\n"
@@ -232,12 +234,15 @@ def test_bad_settings_are_one_clear_error(ticket_files: dict, tmp_path: Path) ->
     with pytest.raises(UserError, match="n_counterparts is 4: it must be at least 1 and below n_random_sets"):
         run_concept(ticket_files, tmp_path / "x.csv", n_counterparts=4)
     assert not (tmp_path / "x.csv").exists()
-    files = {
-        **ticket_files,
-        "random": [*ticket_files["random"][:3], ticket_files["concept"], ticket_files["data"]],
-    }
-    with pytest.raises(UserError):
-        run_concept(files, tmp_path / "x.csv")
+    for wrong in (ticket_files["concept"], ticket_files["data"]):  # a concept set, prepared data
+        with pytest.raises(
+            UserError, match=f"random sets file {wrong} has no 'sets' list: delete it and re-run"
+        ):
+            run_concept({**ticket_files, "random": wrong}, tmp_path / "x.csv")
+    torch.save({"sets": [{"name": "random_0"}]}, tmp_path / "no_images.pt")
+    with pytest.raises(UserError, match="has no 'images' entry"):
+        run_concept({**ticket_files, "random": tmp_path / "no_images.pt"}, tmp_path / "x.csv")
+    assert not (tmp_path / "x.csv").exists()
 
 
 # ---------------------------------------------------------------- per-ticket statistics

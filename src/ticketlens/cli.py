@@ -73,10 +73,11 @@ COMMANDS: dict[str, Command] = {
     "prepare-dataset": Command("ticketlens.data:prepare_dataset", "prepare a dataset into a cached tensor file", (
         Arg("--dataset", "name"), Arg("--settings", convert=_settings("DataSettings")), Arg("--out", convert=Path),
     )),
-    "make-random-sets": Command("ticketlens.data.concepts:make_random_sets", "draw the R disjoint random image sets", (
+    "make-random-sets": Command("ticketlens.data.concepts:make_random_sets", "draw the R disjoint random image sets (and the calibration sets)", (
         Arg("--data", "data_path", Path), Arg("--n", options={"type": int, "required": True}),
         Arg("--size", options={"type": int, "required": True}), Arg("--seed", options={"type": int, "default": 0}),
-        Arg("--out", "outs", _paths, PATHS),
+        Arg("--n-calibration", options={"type": int, "required": True}), Arg("--out", convert=Path),
+        Arg("--calibration-out", convert=Path),
     )),
     "make-concept-set": Command("ticketlens.data.concepts:make_concept_set", "the positive example set of one concept", (
         Arg("--data", "data_path", Path), Arg("--dataset"), Arg("--concept"),
@@ -104,13 +105,12 @@ COMMANDS: dict[str, Command] = {
     )),
     "tcav-null": Command("ticketlens.explanations.tcav:tcav_null", "TCAV calibration: held-out random sets as concepts", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
-        Arg("--random", "random_sets", _paths, PATHS),
-        Arg("--calibration", "calibration_sets", _paths, {"nargs": "*", "default": []}),
+        Arg("--random", "random_sets", Path), Arg("--calibration", "calibration_sets", Path),
         Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS,
     )),
     "tcav-concept": Command("ticketlens.explanations.tcav:tcav_concept", "calibrated TCAV test of one concept", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
-        Arg("--random", "random_sets", _paths, PATHS), Arg("--concept", "concept_path", Path),
+        Arg("--random", "random_sets", Path), Arg("--concept", "concept_path", Path),
         Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS,
     )),
     "summarize-dataset": Command("ticketlens.summary:summarize_dataset", "tables and findings of one dataset", (

@@ -174,8 +174,15 @@ class DatasetFiles:
     def prepared_meta(self) -> Path:
         return self.folder / "prepared" / "meta.csv"
 
-    def random_set(self, index: int | str) -> Path:
-        return self.folder / "concepts" / f"random_{index}.pt"
+    @property
+    def random_sets(self) -> Path:
+        """The TCAV random sets: K counterparts, then the null's pool (explanations.tcav.n_random_sets)."""
+        return self.folder / "concepts" / "random_sets.pt"
+
+    @property
+    def calibration_sets(self) -> Path:
+        """Held-out random sets, never in the pool: run as concepts to calibrate the test."""
+        return self.folder / "concepts" / "calibration_sets.pt"
 
     def concept_set(self, slug: str) -> Path:
         return self.folder / "concepts" / f"{slug}.pt"

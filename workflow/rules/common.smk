@@ -42,15 +42,10 @@ def concept_name(dataset, slug):
     return concept_names(dataset)[slug]
 
 
-# Static {dataset} patterns, not input functions: every tcav_concept job (24,080 in a CUB-sized study)
-# would otherwise call a function that builds 20 Paths (docs/benchmarks.md, the CUB-sized dry run).
-# The TCAV random sets: counterparts and the null's pool (explanations.tcav.n_random_sets).
-RANDOM_SETS = [str(DATA.random_set(i)) for i in range(TCAV.n_random_sets)]
-# Held-out random sets after them, never in the pool: run as concepts to calibrate the test.
-CALIBRATION_SETS = [
-    str(DATA.random_set(i))
-    for i in range(TCAV.n_random_sets, TCAV.n_random_sets + TCAV.n_calibration_sets)
-]
+# The TCAV random sets (K counterparts, then the null's pool) and the held-out calibration sets, one file
+# each per dataset: ~24k tcav_concept jobs of a CUB-sized study take them as static {dataset} patterns.
+RANDOM_SETS = DATA.random_sets
+CALIBRATION_SETS = DATA.calibration_sets
 
 
 def optional_flag(flag, value):

@@ -24,21 +24,24 @@ rule make_random_sets:
     input:
         data=DATA.prepared_data,
     output:
-        RANDOM_SETS + CALIBRATION_SETS,
+        random=RANDOM_SETS,
+        calibration=CALIBRATION_SETS,
     log:
         "logs/{dataset}/make_random_sets.log",
     params:
-        n=TCAV.n_random_sets + TCAV.n_calibration_sets,
+        n=TCAV.n_random_sets,
+        n_calibration=TCAV.n_calibration_sets,
         size=TCAV.set_size,
     shell:
         "ticketlens --log {log:q} make-random-sets --data {input.data:q} --n {params.n}"
-        " --size {params.size} --seed 0 --out {output:q}"
+        " --n-calibration {params.n_calibration} --size {params.size} --seed 0"
+        " --out {output.random:q} --calibration-out {output.calibration:q}"
 
 
 rule make_concept_set:
     input:
         data=DATA.prepared_data,
-        random=RANDOM_SETS + CALIBRATION_SETS,
+        random=[RANDOM_SETS, CALIBRATION_SETS],
     output:
         DATA.concept_set("{concept}"),
     log:

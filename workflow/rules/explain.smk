@@ -55,10 +55,9 @@ rule tcav_null:
     threads: STUDY.threads
     params:
         tcav=TCAV.to_json(),
-        calibration=lambda wc, input: optional_flag("--calibration", input.calibration),
     shell:
         "ticketlens --log {log:q} tcav-null --checkpoint {input.checkpoint:q} --data {input.data:q}"
-        " --random {input.random:q} {params.calibration} --tcav {params.tcav:q}"
+        " --random {input.random:q} --calibration {input.calibration:q} --tcav {params.tcav:q}"
         " --out {output:q} --threads {threads}"
 
 

@@ -44,28 +44,34 @@ def concept_seed(name: str) -> int:
 # ---------------------------------------------------------------------------------------- set files
 
 
-def make_random_sets(data_path: Path, n: int, size: int, seed: int, outs: list[Path]) -> None:
-    """R disjoint random sets of train images (seeded, independent of every concept)."""
+def make_random_sets(
+    data_path: Path, n: int, n_calibration: int, size: int, seed: int, out: Path, calibration_out: Path
+) -> None:
+    """R disjoint random sets of train images (seeded, independent of every concept) in `out`, and
+    `n_calibration` more, drawn after them and never in the TCAV pool, in `calibration_out`.
+
+    One file per role rather than per set: a CUB-sized study has ~24k TCAV jobs, and 20 inputs each made
+    Snakemake's DAG the slowest part of a dry run (docs/benchmarks.md)."""
     import numpy as np
 
     from ticketlens.data.prepared import TRAIN, load_prepared
     from ticketlens.fileio import atomic_save
 
-    if len(outs) != n:
-        raise UserError(f"random-sets: --n {n} but {len(outs)} output files given")
     data = load_prepared(Path(data_path))
     train = data.indices(TRAIN).numpy()
-    if n * size > len(train):
+    total = n + n_calibration
+    if total * size > len(train):
         raise UserError(
-            f"{data_path}: {n} random sets of {size} images need {n * size} train images, it has {len(train)} "
-            "(lower explanations.tcav.set_size or n_random_sets)"
+            f"{data_path}: {total} random sets of {size} images need {total * size} train images, it has "
+            f"{len(train)} (lower explanations.tcav.set_size, n_random_sets or n_calibration_sets)"
         )
     order = np.random.default_rng(seed).permutation(train)
-    for i, out in enumerate(outs):
+    sets = []
+    for i in range(total):
         chosen = np.sort(order[i * size : (i + 1) * size])
-        atomic_save(
-            _set_dict(f"random_{i}", data.images[chosen], chosen, f"train images, seed {seed}"), Path(out)
-        )
+        sets.append(_set_dict(f"random_{i}", data.images[chosen], chosen, f"train images, seed {seed}"))
+    atomic_save({"sets": sets[:n]}, Path(out))
+    atomic_save({"sets": sets[n:]}, Path(calibration_out))
 
 
 def _set_dict(name: str, images: Any, indices: Any, source: str) -> dict[str, Any]:
@@ -80,16 +86,15 @@ def _set_dict(name: str, images: Any, indices: Any, source: str) -> dict[str, An
     }
 
 
-def _excluded(random_paths: Iterable[Path], n: int) -> Any:
+def _excluded(random_paths: Iterable[Path], n: int) -> tuple[Any, int]:
+    """Which of the n images are in a random set (of the random-set files given), and how many sets."""
     import numpy as np
 
-    from ticketlens.fileio import load_torch
-
     mask = np.zeros(n, dtype=bool)
-    for path in random_paths:
-        indices = load_torch(path, "random set", "run the random-sets step first")["indices"]
+    sets = [indices for path in random_paths for _, _, indices in _load_sets(Path(path))]
+    for indices in sets:
         mask[indices.numpy()] = True
-    return mask
+    return mask, len(sets)
 
 
 def make_concept_set(
@@ -143,7 +148,8 @@ def _attribute_set(
     from ticketlens.data import attribute_concepts as attributes
 
     positive, rule = attributes.attribute_candidates(data, concept, options)
-    positive &= ~_excluded(random_paths, len(positive))
+    in_random_sets, n_random_sets = _excluded(random_paths, len(positive))
+    positive &= ~in_random_sets
     if options.images != "whole":
         positive &= attributes.shows_parts(data, concept, options.images)
     candidates = np.flatnonzero(positive)
@@ -158,22 +164,43 @@ def _attribute_set(
     images = attributes.attribute_images(data, chosen, concept, options.images, rng)
     source = (
         f"attribute {concept}: {options.images.replace('_', ' ')} of train images, {rule}, "
-        f"disjoint from {len(random_paths)} random sets"
+        f"disjoint from {n_random_sets} random sets"
     )
     return _set_dict(concept, images, chosen, source)
 
 
-def load_image_set(path: Path) -> tuple[str, Any]:
-    """A concept or random set file: (name, float images in [0, 1])."""
+def _images(raw: dict[str, Any], path: Path) -> Any:
     import torch
 
-    from ticketlens.fileio import load_torch
-
-    raw = load_torch(path, "image set", "run the concept set step first")
     if "images" not in raw:
         raise UserError(f"image set {path} has no 'images' entry: delete it and re-run")
     images = raw["images"]
     if images.dtype == torch.uint8:
         images = images.float().div_(255.0)
-    name = str(raw.get("name") or Path(path).stem)
-    return name, images.float()
+    return images.float()
+
+
+def load_image_set(path: Path) -> tuple[str, Any]:
+    """A concept set file: (name, float images in [0, 1])."""
+    from ticketlens.fileio import load_torch
+
+    raw = load_torch(path, "image set", "run the concept set step first")
+    return str(raw.get("name") or Path(path).stem), _images(raw, path)
+
+
+def _load_sets(path: Path) -> list[tuple[str, dict[str, Any], Any]]:
+    from ticketlens.fileio import load_torch
+
+    raw = load_torch(path, "random sets", "run the random-sets step first")
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("sets"), list)
+        or not all(isinstance(entry, dict) for entry in raw["sets"])
+    ):
+        raise UserError(f"random sets file {path} has no 'sets' list: delete it and re-run")
+    return [(str(entry.get("name")), entry, entry.get("indices")) for entry in raw["sets"]]
+
+
+def load_image_sets(path: Path) -> list[tuple[str, Any]]:
+    """A random-sets file: [(name, float images in [0, 1])] in drawing order."""
+    return [(name, _images(entry, path)) for name, entry, _ in _load_sets(Path(path))]

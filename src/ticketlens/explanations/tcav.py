@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ticketlens.data.concepts import load_image_set
+from ticketlens.data.concepts import load_image_set, load_image_sets
 from ticketlens.errors import UserError
 from ticketlens.explanations.tcav_stats import TEST_COLUMNS
 from ticketlens.explanations.tcav_test import LayerBase, TestDesign, TicketBase, concept_test
@@ -128,7 +128,7 @@ def ticket_base(
 
 
 def load_ticket(
-    checkpoint: Path, data_path: Path, random_sets: list[Path], tcav: TcavSettings, threads: int
+    checkpoint: Path, data_path: Path, random_sets: Path, tcav: TcavSettings, threads: int
 ) -> tuple[nn.Module, TicketBase]:
     from ticketlens.data.prepared import load_prepared
     from ticketlens.lottery import load_model
@@ -137,25 +137,26 @@ def load_ticket(
     model = load_model(Path(checkpoint))
     seed = int(load_torch(Path(checkpoint), "checkpoint").get("seed", 0))
     layers = list(tcav.layers or model.tcav_layers)
-    randoms = [load_image_set(Path(p)) for p in random_sets]
+    randoms = load_image_sets(Path(random_sets))
     inputs = class_inputs(load_prepared(Path(data_path)), tcav.inputs_per_class)
     return model, ticket_base(model, seed, layers, randoms, inputs, tcav)
 
 
-def image_set_test(model: nn.Module, base: TicketBase, path: Path, tcav: TcavSettings) -> pd.DataFrame:
-    """The concept test of one image set file (a concept or a calibration set)."""
-    name, images = load_image_set(Path(path))
+def image_set_test(
+    model: nn.Module, base: TicketBase, name: str, images: torch.Tensor, tcav: TcavSettings
+) -> pd.DataFrame:
+    """The concept test of one image set (a concept or a calibration set)."""
     activations = layer_activations(model, list(base.layers), images)
     return concept_test(base, name, activations, design_of(tcav))[TEST_COLUMNS]
 
 
 def tcav_concept(
-    checkpoint: Path, data_path: Path, random_sets: list[Path], concept_path: Path, tcav: TcavSettings,
+    checkpoint: Path, data_path: Path, random_sets: Path, concept_path: Path, tcav: TcavSettings,
     out: Path, threads: int = 1,
 ) -> pd.DataFrame:  # fmt: skip
     """The calibrated TCAV test of one concept on one ticket, written to `out` (tcav/{slug}.csv)."""
     model, base = load_ticket(checkpoint, data_path, random_sets, tcav, threads)
-    table = image_set_test(model, base, concept_path, tcav)
+    table = image_set_test(model, base, *load_image_set(Path(concept_path)), tcav)
     write_csv(table, Path(out))
     log.info("TCAV %s: %d rows (%s, K=%d, N=%d) -> %s", table["concept"].iloc[0], len(table), tcav.classifier,
              tcav.n_counterparts, tcav.n_null_draws, out)  # fmt: skip
@@ -163,13 +164,15 @@ def tcav_concept(
 
 
 def tcav_null(
-    checkpoint: Path, data_path: Path, random_sets: list[Path], calibration_sets: list[Path], tcav: TcavSettings,
+    checkpoint: Path, data_path: Path, random_sets: Path, calibration_sets: Path, tcav: TcavSettings,
     out: Path, threads: int = 1,
 ) -> pd.DataFrame:  # fmt: skip
     """The calibration of the test on one ticket: held-out random sets as concepts -> tcav/random.csv."""
     model, base = load_ticket(checkpoint, data_path, random_sets, tcav, threads)
     columns = TEST_COLUMNS
-    tables = [image_set_test(model, base, path, tcav) for path in calibration_sets]
+    tables = [
+        image_set_test(model, base, *image_set, tcav) for image_set in load_image_sets(Path(calibration_sets))
+    ]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
     write_csv(table, Path(out))
     rate = float(np.mean(table["p_value"] <= tcav.alpha)) if len(table) else float("nan")
