@@ -5,6 +5,7 @@ run locally by Snakemake (test_workflow.py, test_slurm.py)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,15 @@ def toy_data_path(tmp_path: Path) -> Path:
     path = tmp_path / "data.pt"
     save_prepared(make_toy_data(), path)
     return path
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for the test: tiny batched kernels only contend with the other test worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -24,15 +23,7 @@ from ticketlens.explanations.cav import (
 )
 
 BATCHED = ["logistic", "fastcav"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # tiny batched kernels: extra threads only contend with the other test worker on a 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def two_sets(problems: int, n: int, features: int, shift: float, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -8,8 +8,6 @@ fails the same check on simulated tickets, so the check can fail.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,15 +29,7 @@ from ticketlens.explanations.tcav_test import TestDesign as Design
 
 ALPHA = 0.05
 METHODS = ["fastcav", "logistic"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # tiny batched kernels: extra threads only contend with the other test worker on a 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def upper_bound(trials: int, alpha: float = ALPHA) -> float:
