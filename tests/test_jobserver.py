@@ -5,6 +5,7 @@ in its own process; and the tiny study gives the same bytes with and without it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -96,6 +97,18 @@ def test_a_killed_client_stops_its_job(server, tmp_path):
             client.stdin.flush()
             time.sleep(0.05)
     client.stdin = None  # already broken: Popen must not flush it again
+
+
+def test_ctrl_c_stops_the_jobs_not_the_server(server, tmp_path):
+    """A terminal's Ctrl-C signals the whole process group: the server must keep serving (it ends with
+    its Snakemake run), while a job interrupted like this ends as a process of its own would."""
+    running, log = server
+    os.kill(running.process.pid, signal.SIGINT)
+    (tmp_path / "good.yaml").write_text((ROOT / "params.yaml").read_text())
+    result = _ticketlens("check-params", "good.yaml", "--schema", str(SCHEMA), cwd=tmp_path,
+                         env_value=str(running.socket_path))  # fmt: skip
+    assert running.process.poll() is None and result.returncode == 0
+    assert _served(log) == [f"{TICKETLENS} check-params good.yaml --schema {SCHEMA}"]
 
 
 def test_a_stopped_server_leaves_nothing_behind(tmp_path):

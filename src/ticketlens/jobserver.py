@@ -105,6 +105,8 @@ def serve(path: Path, log_path: Path | None = None) -> None:
     for module in (*_PRELOAD, *sorted({c.target.split(":")[0] for c in COMMANDS.values()})):
         importlib.import_module(module)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    # Ctrl-C reaches the whole process group: it is for the jobs; the server ends with its Snakemake
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # bind under a temporary name and rename: the socket appears only once it accepts connections
     pending = path.with_name(path.name + ".binding")
@@ -143,6 +145,7 @@ def _run_child(connection: socket.socket, log: TextIO | None) -> int:
             os.dup2(fd, target)
             os.close(fd)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a process of its own
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
