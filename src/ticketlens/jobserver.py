@@ -101,12 +101,12 @@ def serve(path: Path, log_path: Path | None = None) -> None:
 
     from ticketlens.cli import COMMANDS
 
+    # Ctrl-C reaches the whole process group: it is for the jobs; the server ends with its Snakemake
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     for module in (*_PRELOAD, *sorted({c.target.split(":")[0] for c in COMMANDS.values()})):
         importlib.import_module(module)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    # Ctrl-C reaches the whole process group: it is for the jobs; the server ends with its Snakemake
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # bind under a temporary name and rename: the socket appears only once it accepts connections
     pending = path.with_name(path.name + ".binding")
