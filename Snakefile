@@ -39,10 +39,7 @@ onstart:
     if workflow.local_exec and not workflow.touch:
         from ticketlens.jobserver import start
 
-        start(
-            study_params(config).study.threads,
-            Path(".snakemake/ticketlens/job_server.log"),
-        )
+        start(STUDY.threads, Path(".snakemake/ticketlens/job_server.log"))
 
 
 include: "workflow/rules/common.smk"

@@ -42,12 +42,6 @@ def concept_name(dataset, slug):
     return concept_names(dataset)[slug]
 
 
-# The TCAV random sets (K counterparts, then the null's pool) and the held-out calibration sets, one file
-# each per dataset: ~24k tcav_concept jobs of a CUB-sized study take them as static {dataset} patterns.
-RANDOM_SETS = DATA.random_sets
-CALIBRATION_SETS = DATA.calibration_sets
-
-
 def optional_flag(flag, value):
     """`--flag 'value'` for an optional value (a path, a string or a list of strings), or nothing;
     every value is shell-quoted because it may come from config."""

@@ -24,8 +24,8 @@ rule make_random_sets:
     input:
         data=DATA.prepared_data,
     output:
-        random=RANDOM_SETS,
-        calibration=CALIBRATION_SETS,
+        random=DATA.random_sets,
+        calibration=DATA.calibration_sets,
     log:
         "logs/{dataset}/make_random_sets.log",
     params:
@@ -41,7 +41,7 @@ rule make_random_sets:
 rule make_concept_set:
     input:
         data=DATA.prepared_data,
-        random=[RANDOM_SETS, CALIBRATION_SETS],
+        random=[DATA.random_sets, DATA.calibration_sets],
     output:
         DATA.concept_set("{concept}"),
     log:

@@ -46,8 +46,8 @@ rule tcav_null:
     input:
         checkpoint=ticket_pattern("checkpoint"),
         data=DATA.prepared_data,
-        random=RANDOM_SETS,
-        calibration=CALIBRATION_SETS,
+        random=DATA.random_sets,
+        calibration=DATA.calibration_sets,
     output:
         ticket_pattern("tcav_null"),
     log:
@@ -65,7 +65,7 @@ rule tcav_concept:
     input:
         checkpoint=ticket_pattern("checkpoint"),
         data=DATA.prepared_data,
-        random=RANDOM_SETS,
+        random=DATA.random_sets,
         concept=DATA.concept_set("{concept}"),
     output:
         ticket_pattern("tcav_concept"),

@@ -91,9 +91,9 @@ def _excluded(random_paths: Iterable[Path], n: int) -> tuple[Any, int]:
     import numpy as np
 
     mask = np.zeros(n, dtype=bool)
-    sets = [indices for path in random_paths for _, _, indices in _load_sets(Path(path))]
-    for indices in sets:
-        mask[indices.numpy()] = True
+    sets = [entry for path in random_paths for entry in _load_sets(Path(path))]
+    for entry in sets:
+        mask[entry["indices"].numpy()] = True
     return mask, len(sets)
 
 
@@ -188,7 +188,8 @@ def load_image_set(path: Path) -> tuple[str, Any]:
     return str(raw.get("name") or Path(path).stem), _images(raw, path)
 
 
-def _load_sets(path: Path) -> list[tuple[str, dict[str, Any], Any]]:
+def _load_sets(path: Path) -> list[dict[str, Any]]:
+    """The per-set entries of a random-sets file (name, images, indices, source), checked to be dicts."""
     from ticketlens.fileio import load_torch
 
     raw = load_torch(path, "random sets", "run the random-sets step first")
@@ -198,9 +199,9 @@ def _load_sets(path: Path) -> list[tuple[str, dict[str, Any], Any]]:
         or not all(isinstance(entry, dict) for entry in raw["sets"])
     ):
         raise UserError(f"random sets file {path} has no 'sets' list: delete it and re-run")
-    return [(str(entry.get("name")), entry, entry.get("indices")) for entry in raw["sets"]]
+    return raw["sets"]
 
 
 def load_image_sets(path: Path) -> list[tuple[str, Any]]:
     """A random-sets file: [(name, float images in [0, 1])] in drawing order."""
-    return [(name, _images(entry, path)) for name, entry, _ in _load_sets(Path(path))]
+    return [(str(entry.get("name")), _images(entry, path)) for entry in _load_sets(Path(path))]
