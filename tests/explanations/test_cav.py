@@ -15,6 +15,7 @@ from ticketlens.explanations.cav import (
     L2,
     LayerRows,
     class_scores,
+    fastcav_all_rows,
     fit_cavs,
     fit_rows,
     fit_seed,
@@ -172,6 +173,18 @@ def test_gram_form_equals_feature_space(method: str) -> None:
     scores = class_scores(fit.derivatives, classes, [0, 1, 2])
     per_class = [gradients[classes == k] for k in range(3)]
     torch.testing.assert_close(scores.float(), tcav_scores(per_class, explicit.cavs.float()))
+
+
+def test_fastcav_all_rows_is_the_mean_difference_of_every_row() -> None:
+    """The test statistic's CAV: mean(all positive rows) - mean(all negative rows), no held-out split, for
+    every set against every negative set (order: set, negative)."""
+    x, gradients, positive, _, _ = shared_rows()
+    negatives = torch.stack([torch.arange(30, 40), torch.arange(20, 30)])  # K = 2 negative sets
+    fit = fastcav_all_rows(LayerRows.build(x, gradients), positive, negatives)
+    cavs = torch.stack([x[p].double().mean(0) - x[n].double().mean(0) for p in positive for n in negatives])
+    torch.testing.assert_close(fit.derivatives, cavs @ gradients.double().T, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fit.norm, cavs.norm(dim=1), rtol=1e-4, atol=1e-5)  # float32 Gram
+    assert fit.accuracy.isnan().all()  # defined by the held-out fits only
 
 
 def test_sgd_rows_need_features() -> None:
