@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
@@ -27,6 +25,7 @@ from ticketlens.errors import UserError
 DEVICES = "auto, cpu, cuda, cuda:N"  # the values of study.device
 PRECISIONS = ("fp32", "bf16")  # the values of training.precision
 CUBLAS_WORKSPACE = ":4096:8"
+HOST = torch.device("cpu")  # where data are prepared and files are written and read
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,12 +52,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def configure(device: torch.device) -> None:
-    """Deterministic kernels wherever torch has them (on CUDA with cuBLAS's fixed workspace)."""
+def configure(device: torch.device, deterministic_cpu: bool = True) -> None:
+    """Deterministic kernels wherever torch has them. On the CPU (for training: `deterministic_cpu`)
+    torch's strict mode, as always. On CUDA cuBLAS's fixed workspace, cuDNN without autotuning and torch's
+    deterministic mode with `warn_only`: the backward of AdaptiveAvgPool2d and NLLLoss (cross-entropy)
+    have no deterministic CUDA kernel, so strict mode would stop every ResNet run; they warn instead."""
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif deterministic_cpu:
+        torch.use_deterministic_algorithms(True)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -94,10 +99,3 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 def host(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor in host memory (for numpy or a file): itself on the CPU, a copy from a GPU."""
     return tensor.detach().cpu()
-
-
-@contextlib.contextmanager
-def on_host_rng() -> Iterator[None]:
-    """Draw from the CPU generator only (random floors, inits), whatever the device: same draws anywhere."""
-    with torch.random.fork_rng(devices=[]):
-        yield
