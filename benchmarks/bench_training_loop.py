@@ -91,6 +91,11 @@ def main() -> None:
         checkpoint_every=args.iterations,  # no checkpoint path: never written
         init="default",
         test_at="end",
+        model_init="scratch",
+        weights_file=None,
+        augment="none",
+        precision="fp32",
+        channels_last=None,
     )
     shape = images.shape
     bare, ours = [], []

@@ -18,6 +18,7 @@ The figures go to `--out` (JSON) and the same name with `.md`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -34,7 +35,14 @@ from ticketlens.device import autocast, configure, resolve_device, to_device, us
 from ticketlens.lottery.models import build_model
 from ticketlens.lottery.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from ticketlens.lottery.training import BatchStream, make_optimizer, train
-from ticketlens.study import ConceptOptions, DataSettings, PruningSettings, TcavSettings, Ticket, TrainingSettings
+from ticketlens.study import (
+    ConceptOptions,
+    DataSettings,
+    PruningSettings,
+    TcavSettings,
+    Ticket,
+    TrainingSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,9 @@ FULL = Sizes(224, 64, 60, 3, 200, 12, 300, 112, 5, 50, 20, 1999, 150.0)
 SMOKE = Sizes(32, 8, 3, 2, 3, 12, 4, 3, 2, 4, 4, 19, 60.0)
 
 
-def training_settings(sizes: Sizes, iterations: int, precision: str, augment: str = "none") -> TrainingSettings:
+def training_settings(
+    sizes: Sizes, iterations: int, precision: str, augment: str = "none"
+) -> TrainingSettings:
     return TrainingSettings.from_dict({
         "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": sizes.batch,
         "iterations": iterations, "eval_every": iterations, "checkpoint_every": iterations, "init": "default",
@@ -138,7 +148,9 @@ def _timed(times: dict[str, float], name: str, function, *args, **kwargs) -> Any
     return result
 
 
-def cub_round(sizes: Sizes, device: torch.device, work: Path, precision: str) -> tuple[dict[str, Any], Path, Path]:
+def cub_round(
+    sizes: Sizes, device: torch.device, work: Path, precision: str
+) -> tuple[dict[str, Any], Path, Path]:
     """Prepare -> sets -> train round 0 -> explain -> TCAV calibration + one concept, timed step by step."""
     from ticketlens.data import prepare_dataset
     from ticketlens.data.concepts import make_concept_set, make_random_sets
@@ -158,7 +170,9 @@ def cub_round(sizes: Sizes, device: torch.device, work: Path, precision: str) ->
     _timed(times, "make_random_sets", make_random_sets, data, sizes.n_random_sets, 2, sizes.set_size, 0,
            randoms, calibration)  # fmt: skip
     concept = work / "concepts" / "has_wing_color__blue.pt"
-    options = ConceptOptions.from_dict({"min_certainty": 1, "class_majority": False, "images": "part_patches"})
+    options = ConceptOptions.from_dict(
+        {"min_certainty": 1, "class_majority": False, "images": "part_patches"}
+    )
     _timed(times, "make_concept_set", make_concept_set, data, "synthbirds", "has_wing_color::blue",
            sizes.set_size, options, [randoms], concept)  # fmt: skip
     ticket = Ticket("synthbirds", 0, "ticket", 0)
@@ -196,7 +210,9 @@ def tcav_settings(sizes: Sizes) -> TcavSettings:
     })  # fmt: skip
 
 
-def tcav_scale(sizes: Sizes, device: torch.device, checkpoint: Path, data: Path, randoms: Path) -> dict[str, Any]:
+def tcav_scale(
+    sizes: Sizes, device: torch.device, checkpoint: Path, data: Path, randoms: Path
+) -> dict[str, Any]:
     """112 concepts x 200 classes: the ticket's evidence once, then one test per concept (random images of
     the data as concept sets: the cost does not depend on what the images show)."""
     from ticketlens.data.prepared import load_prepared
@@ -255,12 +271,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the CPU (CI)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default=None, help="fp32 | bf16 (default: bf16 on CUDA, fp32 on the CPU)")
+    parser.add_argument(
+        "--precision", default=None, help="fp32 | bf16 (default: bf16 on CUDA, fp32 on the CPU)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/device_check.json"))
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="only part 1 (e.g. a CPU's cost per image)"
+    )
+    parser.add_argument("--image-size", type=int, help="override part 1's image size")
+    parser.add_argument("--batch", type=int, help="override part 1's batch size")
+    parser.add_argument("--iterations", type=int, help="override part 1's timed iterations")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     configure(device)
     sizes = SMOKE if args.smoke else FULL
+    overrides = {"image": args.image_size, "batch": args.batch, "iterations": args.iterations}
+    sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     started = time.perf_counter()
     report: dict[str, Any] = {
@@ -269,9 +295,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
     }  # fmt: skip
     report["throughput"] = throughput(sizes, device, precision)
+    if args.throughput_only:
+        print(json.dumps(report, indent=2))
+        return report
     with tempfile.TemporaryDirectory(prefix="ticketlens-device-check-") as tmp:
         report["cub_round"], checkpoint, data = cub_round(sizes, device, Path(tmp), precision)
-        report["tcav"] = tcav_scale(sizes, device, checkpoint, data, Path(tmp) / "concepts" / "random_sets.pt")
+        report["tcav"] = tcav_scale(
+            sizes, device, checkpoint, data, Path(tmp) / "concepts" / "random_sets.pt"
+        )
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

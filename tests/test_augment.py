@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from ticketlens.augment import augment_generator, crop_boxes, crop_flip, crop_flip_thetas
+from ticketlens.lottery.augment import augment_generator, crop_boxes, crop_flip, crop_flip_thetas
 
 
 def _images(n: int = 6, size: int = 32) -> torch.Tensor:
@@ -17,7 +17,9 @@ def _images(n: int = 6, size: int = 32) -> torch.Tensor:
 def _apply(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     n, c, h, w = images.shape
     grid = F.affine_grid(crop_flip_thetas(boxes, flips, h, w), [n, c, h, w], align_corners=False)
-    return F.grid_sample(images.float() / 255, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(
+        images.float() / 255, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 def test_whole_image_box_is_identity_and_flip_mirrors():
@@ -44,9 +46,15 @@ def test_boxes_lie_inside_the_image_and_follow_torchvision_random_resized_crop()
     assert bool((top + h <= 32).all() and (left + w <= 48).all())
     torch.manual_seed(0)
     reference = torch.tensor(
-        [RandomResizedCrop.get_params(torch.zeros(3, 32, 48), (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(5000)]
+        [
+            RandomResizedCrop.get_params(torch.zeros(3, 32, 48), (0.08, 1.0), (3 / 4, 4 / 3))
+            for _ in range(5000)
+        ]
     ).double()
-    for ours, theirs in ((h * w, reference[:, 2] * reference[:, 3]), (w / h, reference[:, 3] / reference[:, 2])):
+    for ours, theirs in (
+        (h * w, reference[:, 2] * reference[:, 3]),
+        (w / h, reference[:, 3] / reference[:, 2]),
+    ):
         # same distribution: means within 4 standard errors of each other
         assert abs(float(ours.mean() - theirs.mean())) < 4 * float(theirs.std()) / 5000**0.5 * 2**0.5
 

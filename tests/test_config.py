@@ -50,7 +50,7 @@ def test_shipped_params_are_valid_and_defaults_are_filled():
         (
             "study.rouns",
             3,
-            r"unknown key 'study.rouns' \(allowed keys: controls, datasets, max_jobs, rounds, seeds, threads\)",
+            r"unknown key 'study.rouns' \(allowed keys: controls, datasets, device, max_jobs, rounds, seeds, threads\)",
         ),
         ("study.seeds", KeyError, r"'seeds' is a required property"),
         (

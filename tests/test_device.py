@@ -78,16 +78,19 @@ def _host_batch(n: int = 16):
 
 @pytest.mark.parametrize("augment", ["none", "crop_flip"])
 def test_training_step_and_evaluation_compute_on_the_given_device(augment):
-    from conftest import training_settings
-    from ticketlens.lottery.training import BatchStream, evaluation_totals, make_optimizer, train_step
+    from conftest import TOY
+    from ticketlens.lottery.training import BatchStream, batch_loss, evaluation_totals, make_optimizer
 
     model = _meta_model()
     images, labels = _host_batch()
     x, y = next(BatchStream(images, labels, 4, seed=0, device=META, augment=augment).batches(0))
     assert x.device == META and y.device == META and x.dtype == torch.float32
-    optimizer = make_optimizer(model.parameters(), training_settings())
-    loss = train_step(model, optimizer, x, y, "fp32")
+    optimizer = make_optimizer(model.parameters(), TOY.training)
+    loss = batch_loss(model, x, y, "fp32")
+    loss.backward()
+    optimizer.step()
     assert loss.device == META
+    assert all(p.device == META for p in model.parameters())
     loss_sum, correct = evaluation_totals(model, images, labels, batch_size=5)
     assert loss_sum.device == META and correct.device == META
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from ticketlens import pretrained
 from ticketlens.errors import UserError
 from ticketlens.fileio import file_sha256
+from ticketlens.lottery import pretrained
 
 
 def test_torchvision_names_the_file_and_its_hash():
@@ -54,7 +54,7 @@ def test_wrong_hash_is_refused_before_loading(fake_resnet18, monkeypatch):
 
 
 def test_weights_fill_the_features_and_the_output_layer_comes_from_the_seed(fake_resnet18):
-    from ticketlens.models import build_model
+    from ticketlens.lottery.models import build_model
 
     path, state = fake_resnet18
 
@@ -72,3 +72,18 @@ def test_weights_fill_the_features_and_the_output_layer_comes_from_the_seed(fake
     assert a.get_submodule(out).weight.shape == (5, 512)
     assert torch.equal(a.get_submodule(out).weight, b.get_submodule(out).weight)
     assert not torch.equal(a.get_submodule(out).weight, c.get_submodule(out).weight)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_torchvision_state_keys_fit_the_ticketnet_backbone(arch):
+    from ticketlens.lottery.models import build_model
+
+    model = build_model(arch, 7, 3, 64, pretrained.IMAGENET_MEAN, pretrained.IMAGENET_STD)
+    theirs = {
+        f"features.{k}"
+        for k in getattr(torchvision.models, arch)(weights=None).state_dict()
+        if not k.startswith("fc.")
+    }
+    ours = {k for k in model.state_dict() if not k.startswith(("normalize.", f"{model.output_layer}."))}
+    assert theirs == ours
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 7)

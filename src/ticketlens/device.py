@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+
 import torch
 from torch import nn
 

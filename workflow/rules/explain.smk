@@ -28,6 +28,7 @@ rule explain_ticket:
     threads: STUDY.threads
     params:
         out_dir=lambda wc: ticket_of(wc).folder,
+        device=STUDY.device,
         probe_per_class=PARAMS.explanations.probe_per_class,
         layer=optional_flag("--gradcam-layer", PARAMS.explanations.gradcam_layer),
         links=lambda wc, input: " ".join(
@@ -39,7 +40,7 @@ rule explain_ticket:
     shell:
         "ticketlens --log {log:q} explain-ticket --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --probe-per-class {params.probe_per_class} {params.layer} {params.links}"
-        " --out-dir {params.out_dir:q} --threads {threads}"
+        " --out-dir {params.out_dir:q} --threads {threads} --device {params.device}"
 
 
 rule tcav_null:
@@ -55,10 +56,11 @@ rule tcav_null:
     threads: STUDY.threads
     params:
         tcav=TCAV.to_json(),
+        device=STUDY.device,
     shell:
         "ticketlens --log {log:q} tcav-null --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --random {input.random:q} --calibration {input.calibration:q} --tcav {params.tcav:q}"
-        " --out {output:q} --threads {threads}"
+        " --out {output:q} --threads {threads} --device {params.device}"
 
 
 rule tcav_concept:
@@ -74,7 +76,8 @@ rule tcav_concept:
     threads: STUDY.threads
     params:
         tcav=TCAV.to_json(),
+        device=STUDY.device,
     shell:
         "ticketlens --log {log:q} tcav-concept --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --random {input.random:q} --concept {input.concept:q} --tcav {params.tcav:q}"
-        " --out {output:q} --threads {threads}"
+        " --out {output:q} --threads {threads} --device {params.device}"

@@ -24,6 +24,7 @@ rule train_ticket:
     threads: STUDY.threads
     params:
         out_dir=lambda wc: ticket_of(wc).folder,
+        device=STUDY.device,
         model=lambda wc: PARAMS.datasets[wc.dataset].model,
         width=lambda wc: PARAMS.datasets[wc.dataset].model_width,
         training=lambda wc: PARAMS.datasets[wc.dataset].training.to_json(),
@@ -37,4 +38,4 @@ rule train_ticket:
     shell:
         "ticketlens --log {log:q} train-ticket --data {input.data:q} --model {params.model:q}"
         " --model-width {params.width} --training {params.training:q} --pruning {params.pruning:q}"
-        " {params.links} --out-dir {params.out_dir:q} --threads {threads}"
+        " {params.links} --out-dir {params.out_dir:q} --threads {threads} --device {params.device}"

@@ -26,7 +26,10 @@ from ticketlens.fileio import file_sha256, load_torch
 MODEL_INITS = ("scratch", "imagenet")  # the values of training.model_init
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights.IMAGENET1K_V1", "resnet50": "ResNet50_Weights.IMAGENET1K_V1"}
+TORCHVISION_WEIGHTS = {
+    "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
+    "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
+}
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch.hub's convention: <name>-<sha256 prefix>.pth
 
 
@@ -98,7 +101,9 @@ def verified_state(weights: PretrainedWeights, weights_file: str | None) -> dict
     return state
 
 
-def load_imagenet(model: nn.Module, name: str, output_layer: str, weights_file: str | None, seed: int) -> None:
+def load_imagenet(
+    model: nn.Module, name: str, output_layer: str, weights_file: str | None, seed: int
+) -> None:
     """Copy torchvision's ImageNet weights into `model` (the torchvision layers live under `features.`;
     torchvision's `fc` is the dataset's own output layer) and re-initialise that layer from `seed`."""
     state = verified_state(published_weights(name), weights_file)
