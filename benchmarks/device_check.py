@@ -62,8 +62,8 @@ class Sizes:
     tcav_budget_s: float
 
 
-FULL = Sizes(224, 64, 60, 3, 200, 12, 300, 112, 5, 50, 20, 1999, 150.0)
-SMOKE = Sizes(32, 8, 3, 2, 3, 12, 4, 3, 2, 4, 4, 19, 60.0)
+FULL = Sizes(224, 64, 100, 3, 200, 12, 300, 112, 5, 50, 20, 1999, 150.0)
+SMOKE = Sizes(32, 8, 3, 2, 3, 20, 4, 3, 2, 4, 4, 19, 60.0)
 
 
 def training_settings(
@@ -169,11 +169,11 @@ def cub_round(
     randoms, calibration = work / "concepts" / "random_sets.pt", work / "concepts" / "calibration_sets.pt"
     _timed(times, "make_random_sets", make_random_sets, data, sizes.n_random_sets, 2, sizes.set_size, 0,
            randoms, calibration)  # fmt: skip
-    concept = work / "concepts" / "has_wing_color__blue.pt"
+    concept = work / "concepts" / "texture_dotted.pt"
     options = ConceptOptions.from_dict(
         {"min_certainty": 1, "class_majority": False, "images": "part_patches"}
     )
-    _timed(times, "make_concept_set", make_concept_set, data, "synthbirds", "has_wing_color::blue",
+    _timed(times, "make_concept_set", make_concept_set, data, "synthbirds", "texture_dotted",
            sizes.set_size, options, [randoms], concept)  # fmt: skip
     ticket = Ticket("synthbirds", 0, "ticket", 0)
     folder = work / "ticket"
