@@ -75,3 +75,19 @@ def test_the_gpu_profile_is_the_slurm_profile_with_one_gpu_per_job():
     grouped = {rule: gpu["set-resources"][rule] for rule in ("explain_ticket", "tcav_null", "tcav_concept")}
     assert {(r["slurm_partition"], r["gres"]) for r in grouped.values()} == {("gpu", "gpu:1")}
     assert gpu["set-resources"]["train_ticket"]["gres"] == "gpu:1"
+
+
+def test_the_new_registries_equal_the_schema_enums():
+    from ticketlens.config import PRETRAINED_MODELS
+    from ticketlens.device import PRECISIONS
+    from ticketlens.lottery.augment import AUGMENTS
+    from ticketlens.lottery.models import MODELS
+    from ticketlens.lottery.pretrained import MODEL_INITS, TORCHVISION_WEIGHTS
+
+    schema = yaml.safe_load(SCHEMA.read_text())["$defs"]
+    training = schema["training"]["properties"]
+    assert tuple(schema["model"]["enum"]) == MODELS
+    assert tuple(training["augment"]["enum"]) == AUGMENTS
+    assert tuple(training["precision"]["enum"]) == PRECISIONS
+    assert tuple(training["model_init"]["enum"]) == MODEL_INITS
+    assert tuple(TORCHVISION_WEIGHTS) == PRETRAINED_MODELS
