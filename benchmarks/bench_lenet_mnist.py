@@ -83,7 +83,15 @@ def main() -> None:
         """Train `ticket` into `folder` unless done (a re-run resumes the table), and return its metrics."""
         if not (folder / TICKET_FILES.metrics).exists():
             train_ticket(
-                ticket, data, mnist.model, mnist.model_width, mnist.training, params.pruning, folder, **links
+                ticket,
+                data,
+                mnist.model,
+                mnist.model_width,
+                mnist.training,
+                params.pruning,
+                folder / TICKET_FILES.checkpoint,
+                folder / TICKET_FILES.metrics,
+                **links,
             )
         return json.loads((folder / TICKET_FILES.metrics).read_text())
 
