@@ -155,7 +155,7 @@ def cub_round(
     from ticketlens.data import prepare_dataset
     from ticketlens.data.concepts import make_concept_set, make_random_sets
     from ticketlens.explanations.explain import explain_ticket
-    from ticketlens.explanations.tcav import tcav_concept, tcav_null
+    from ticketlens.explanations.tcav import tcav_calibration, tcav_concept
     from ticketlens.lottery.rounds import train_ticket
 
     times: dict[str, float] = {}
@@ -183,13 +183,14 @@ def cub_round(
         "one_shot": False, "rewind_iteration": 0,
     })  # fmt: skip
     device_name = str(device)
-    metrics = _timed(times, "train_ticket", train_ticket, ticket, data, "resnet18", 1.0, training, pruning,
-                     out_dir=folder, device=device_name)  # fmt: skip
     checkpoint = folder / "checkpoint.pt"
-    _timed(times, "explain_ticket", explain_ticket, checkpoint, data, 1, None, folder, device=device_name)
+    metrics = _timed(times, "train_ticket", train_ticket, ticket, data, "resnet18", 1.0, training, pruning,
+                     checkpoint, folder / "metrics.json", device=device_name)  # fmt: skip
+    _timed(times, "explain_ticket", explain_ticket, checkpoint, data, 1, None, folder / "saliency.npz",
+           folder / "saliency.csv", folder / "consistency.csv", device=device_name)  # fmt: skip
     tcav = tcav_settings(sizes)
-    _timed(times, "tcav_null", tcav_null, checkpoint, data, randoms, calibration, tcav, folder / "random.csv",
-           device=device_name)  # fmt: skip
+    _timed(times, "tcav_calibration", tcav_calibration, checkpoint, data, randoms, calibration, tcav,
+           folder / "calibration.csv", device=device_name)  # fmt: skip
     _timed(times, "tcav_concept", tcav_concept, checkpoint, data, randoms, concept, tcav,
            folder / "concept.csv", device=device_name)  # fmt: skip
     summary = {

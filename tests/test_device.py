@@ -78,7 +78,7 @@ def _host_batch(n: int = 16):
 
 @pytest.mark.parametrize("augment", ["none", "crop_flip"])
 def test_training_step_and_evaluation_compute_on_the_given_device(augment):
-    from conftest import TOY
+    from helpers import TOY
     from ticketlens.lottery.training import BatchStream, batch_loss, evaluation_totals, make_optimizer
 
     model = _meta_model()

@@ -26,7 +26,7 @@ def test_device_check_smoke_writes_every_figure(tmp_path, monkeypatch):
     assert throughput["ratio"] > 0
     steps = report["cub_round"]["seconds"]
     assert list(steps) == ["prepare_dataset", "make_random_sets", "make_concept_set", "train_ticket",
-                           "explain_ticket", "tcav_null", "tcav_concept"]  # fmt: skip
+                           "explain_ticket", "tcav_calibration", "tcav_concept"]  # fmt: skip
     assert 0 <= report["cub_round"]["test_accuracy"] <= 1
     tcav = report["tcav"]
     assert tcav["classes"] == 3 and tcav["concepts_timed"] == tcav["concepts"] == 3

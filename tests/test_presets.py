@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SCHEMA, schema_params
+from helpers import SCHEMA, unit_params
 from ticketlens.config import ConfigError, check_params, merge_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,11 +57,11 @@ def test_a_bad_preset_key_names_the_merged_files(tmp_path, monkeypatch):
     ],
 )  # fmt: skip
 def test_imagenet_init_is_refused_where_it_cannot_work(dataset, expected):
-    from conftest import REQUIRED_TRAINING
+    from helpers import REQUIRED_TRAINING
 
     section = {**dataset, "training": {**REQUIRED_TRAINING, **dataset["training"]}}
     with pytest.raises(ConfigError, match=expected):
-        schema_params("synthbirds", dataset=section)
+        unit_params("synthbirds", dataset=section)
 
 
 def test_the_gpu_profile_is_the_slurm_profile_with_one_gpu_per_job():
@@ -72,7 +72,9 @@ def test_the_gpu_profile_is_the_slurm_profile_with_one_gpu_per_job():
     assert {k: v for k, v in gpu.items() if k != "set-resources"} == {
         k: v for k, v in cpu.items() if k != "set-resources"
     }
-    grouped = {rule: gpu["set-resources"][rule] for rule in ("explain_ticket", "tcav_null", "tcav_concept")}
+    grouped = {
+        rule: gpu["set-resources"][rule] for rule in ("explain_ticket", "tcav_calibration", "tcav_concept")
+    }
     assert {(r["slurm_partition"], r["gres"]) for r in grouped.values()} == {("gpu", "gpu:1")}
     assert gpu["set-resources"]["train_ticket"]["gres"] == "gpu:1"
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from test_analysis import CLASSES, CONCEPTS, SETTINGS, ToyStudy, make_results_tree
+from helpers import CLASSES, CONCEPTS, ToyStudy, make_results_tree
 from ticketlens.cli import run
 from ticketlens.report import build_dataset_report, figures, grids, load_gallery_inputs
 from ticketlens.report.sentences import accuracy_sentences, headline
@@ -45,14 +45,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     study = make_results_tree(tmp_path_factory.mktemp("report"), seeds=[0, 1, 2])
     results = study.results
     # Through the console script, as the workflow calls it, so the CLI contract is covered too.
-    summarize_args = [
-        "summarize-dataset", "--dataset", "toy", "--tickets", *map(str, study.tickets),
-        "--concepts", *study.concepts, "--alpha", "0.05", "--settings", SETTINGS.to_json(),
-        "--summary", str(study.output("summary")), "--aggregate", str(study.output("summary_agg")),
-        "--tcav-summary", str(study.output("tcav_summary")), "--findings", str(study.output("findings")),
-        "--metrics", str(study.output("metrics")),
-    ]  # fmt: skip
-    assert run(summarize_args) == 0
+    assert run(study.summarize_args()) == 0
     assert run(report_args(study)) == 0
     return {
         "results": results,

@@ -9,9 +9,9 @@ import hashlib
 import pytest
 import torch
 import torchvision
+from test_rounds import CHECKPOINT, assert_same_round, crash_midway, run
 
-from conftest import TOY, make_toy_data
-from test_lottery import CHECKPOINT, assert_same_round, crash_midway, run
+from helpers import TOY, TOY_PRUNING, explain_into, into, make_toy_data
 from ticketlens.data.prepared import save_prepared
 from ticketlens.errors import UserError
 from ticketlens.fileio import file_sha256
@@ -42,10 +42,9 @@ def test_augmented_round_resumes_to_the_same_bytes_and_differs_from_plain(tmp_pa
 
 @pytest.mark.slow
 def test_the_whole_path_with_device_cpu_given_writes_the_default_bytes(tmp_path, toy_data_path):
-    from conftest import TOY_PRUNING, tcav_settings
+    from helpers import tcav_settings
     from ticketlens.data.concepts import make_random_sets
-    from ticketlens.explanations.explain import explain_ticket
-    from ticketlens.explanations.tcav import tcav_null
+    from ticketlens.explanations.tcav import tcav_calibration
 
     randoms, calibration = tmp_path / "random_sets.pt", tmp_path / "calibration_sets.pt"
     make_random_sets(toy_data_path, 4, 1, 6, 0, randoms, calibration)
@@ -55,20 +54,19 @@ def test_the_whole_path_with_device_cpu_given_writes_the_default_bytes(tmp_path,
     for device in ("auto", "cpu"):
         folder = tmp_path / device
         train_ticket(Ticket("toy", 0, "ticket", 0), toy_data_path, TOY.model, TOY.model_width, TOY.training,
-                     TOY_PRUNING, folder, device=device)  # fmt: skip
-        explain_ticket(folder / CHECKPOINT, toy_data_path, 2, None, folder, device=device)
-        tcav_null(
-            folder / CHECKPOINT,
-            toy_data_path,
-            randoms,
-            calibration,
-            tcav,
-            folder / "random.csv",
-            device=device,
-        )
+                     TOY_PRUNING, *into(folder), device=device)  # fmt: skip
+        explain_into(folder / CHECKPOINT, toy_data_path, 2, folder, device=device)  # type: ignore[arg-type]
+        tcav_calibration(folder / CHECKPOINT, toy_data_path, randoms, calibration, tcav, folder / "calibration.csv",
+                         device=device)  # fmt: skip
         outputs[device] = {
             name: _sha(folder / name)
-            for name in ("checkpoint.pt", "saliency.npz", "saliency.csv", "consistency.csv", "random.csv")
+            for name in (
+                "checkpoint.pt",
+                "saliency.npz",
+                "saliency.csv",
+                "consistency.csv",
+                "calibration.csv",
+            )
         }
     assert outputs["auto"] == outputs["cpu"]
 
@@ -91,8 +89,6 @@ def fake_imagenet(tmp_path, monkeypatch):
 def test_imagenet_rounds_rewind_to_the_pretrained_weights_and_never_prune_batchnorm_or_biases(
     tmp_path, fake_imagenet
 ):
-    from conftest import TOY_PRUNING
-
     folder, state = fake_imagenet
     data = tmp_path / "data.pt"
     save_prepared(make_toy_data(n=120, classes=3, size=32, channels=3), data)
@@ -101,7 +97,9 @@ def test_imagenet_rounds_rewind_to_the_pretrained_weights_and_never_prune_batchn
 
     def train(branch, r, **links):
         out = tmp_path / f"{branch}{r}"
-        train_ticket(Ticket("toy", 0, branch, r), data, "resnet18", 1.0, training, TOY_PRUNING, out, **links)
+        train_ticket(
+            Ticket("toy", 0, branch, r), data, "resnet18", 1.0, training, TOY_PRUNING, *into(out), **links
+        )
         return load_checkpoint(out / CHECKPOINT)
 
     dense = train("ticket", 0)
@@ -124,8 +122,6 @@ def test_imagenet_rounds_rewind_to_the_pretrained_weights_and_never_prune_batchn
 
 
 def test_a_missing_weights_file_stops_the_round_in_one_line(tmp_path, toy_data_path, monkeypatch):
-    from conftest import TOY_PRUNING
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     data = tmp_path / "rgb.pt"
     save_prepared(make_toy_data(n=40, classes=2, size=32, channels=3), data)
