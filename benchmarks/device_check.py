@@ -165,7 +165,7 @@ def cub_round(
         "generate_size": 64, "image_size": sizes.image, "shortcut_rate": 0.0, "generator_seed": 0,
         "validation_fraction": 0.1, "crop_to_box": False,
     })  # fmt: skip
-    _timed(times, "prepare_dataset", prepare_dataset, "synthbirds", settings, data)
+    _timed(times, "prepare_dataset", prepare_dataset, "synthbirds", settings, data, data.parent / "meta.csv")
     randoms, calibration = work / "concepts" / "random_sets.pt", work / "concepts" / "calibration_sets.pt"
     _timed(times, "make_random_sets", make_random_sets, data, sizes.n_random_sets, 2, sizes.set_size, 0,
            randoms, calibration)  # fmt: skip
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     report: dict[str, Any] = {
         "device": str(device), "smoke": args.smoke, "torch": torch.__version__,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
         "threads": torch.get_num_threads(),
     }  # fmt: skip
     report["throughput"] = throughput(sizes, device, precision)

@@ -1,4 +1,4 @@
-"""Training options for real bird studies: augmentation that resumes bitwise, an explicit device, and
+"""Training options for real bird studies: an explicit device, and
 ImageNet initialisation (rewinding to the pretrained weights, BatchNorm and biases never pruned)."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import hashlib
 import pytest
 import torch
 import torchvision
-from test_rounds import CHECKPOINT, assert_same_round, crash_midway, run
 
 from helpers import TOY, TOY_PRUNING, explain_into, into, make_toy_data
 from ticketlens.data.prepared import save_prepared
@@ -17,27 +16,13 @@ from ticketlens.errors import UserError
 from ticketlens.fileio import file_sha256
 from ticketlens.lottery import pretrained
 from ticketlens.lottery.rounds import load_checkpoint, train_ticket
-from ticketlens.study import Ticket
+from ticketlens.study import TICKET_FILES, Ticket
 
-AUGMENTED = dataclasses.replace(TOY.training, augment="crop_flip")
+CHECKPOINT = TICKET_FILES.checkpoint
 
 
 def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.mark.slow
-def test_augmented_round_resumes_to_the_same_bytes_and_differs_from_plain(tmp_path, toy_data_path):
-    run(toy_data_path, tmp_path / "full", training=AUGMENTED)
-    crash_midway(toy_data_path, tmp_path / "crash", training=AUGMENTED)
-    run(toy_data_path, tmp_path / "crash", training=AUGMENTED)
-    assert_same_round(tmp_path / "full", tmp_path / "crash")
-    run(toy_data_path, tmp_path / "again", training=AUGMENTED)
-    assert _sha(tmp_path / "full" / CHECKPOINT) == _sha(tmp_path / "again" / CHECKPOINT)
-    run(toy_data_path, tmp_path / "plain")
-    plain, augmented = (load_checkpoint(tmp_path / f / CHECKPOINT) for f in ("plain", "full"))
-    key = next(iter(plain["masks"]))
-    assert not torch.equal(plain["state_dict"][key], augmented["state_dict"][key])
 
 
 @pytest.mark.slow
