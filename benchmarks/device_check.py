@@ -69,11 +69,13 @@ SMOKE = Sizes(32, 8, 3, 2, 3, 20, 4, 3, 2, 4, 4, 19, 60.0)
 def training_settings(
     sizes: Sizes, iterations: int, precision: str, augment: str = "none"
 ) -> TrainingSettings:
+    """params.yaml's training keys (the defaults) with this check's schedule, SGD and the options asked."""
+    from bench_training_loop import params_training
+
     return TrainingSettings.from_dict({
-        "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": sizes.batch,
-        "iterations": iterations, "eval_every": iterations, "checkpoint_every": iterations, "init": "default",
-        "test_at": "end", "model_init": "scratch", "weights_file": None, "augment": augment,
-        "precision": precision, "channels_last": None,
+        **params_training(), "optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-4, "batch_size": sizes.batch,
+        "iterations": iterations, "eval_every": iterations, "checkpoint_every": iterations,
+        "augment": augment, "precision": precision,
     })  # fmt: skip
 
 

@@ -109,3 +109,18 @@ def test_explanations_compute_on_the_device_of_the_model():
     gradients = layer_gradients(model, model.tcav_layers, x, 1)
     for name in model.tcav_layers:
         assert activations[name].device == META and gradients[name].device == META
+
+
+def test_bf16_autocasts_the_training_forward_pass_and_fp32_does_not():
+    from ticketlens.lottery.models import build_model
+    from ticketlens.lottery.training import batch_loss
+
+    torch.manual_seed(0)
+    model = build_model("conv4", 3, 3, 32, [0.5] * 3, [0.25] * 3, 0.125)
+    images, labels = _host_batch(8)
+    x = images.float() / 255
+    with torch.no_grad():
+        fp32, bf16 = batch_loss(model, x, labels, "fp32"), batch_loss(model, x, labels, "bf16")
+    assert fp32.dtype == bf16.dtype == torch.float32  # cross-entropy runs in fp32 under autocast
+    assert torch.equal(fp32, torch.nn.functional.cross_entropy(model(x), labels).detach())
+    assert not torch.equal(fp32, bf16) and abs((fp32 - bf16).item()) < 0.05
