@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 import os
@@ -27,7 +26,7 @@ import torch
 import yaml
 
 from ticketlens.analysis.summary import summarize_dataset
-from ticketlens.config import study_params, validate_params
+from ticketlens.config import merge_params, study_params, validate_params
 from ticketlens.data.prepared import PreparedData, channel_stats, save_prepared
 from ticketlens.explanations.explain import explain_ticket
 from ticketlens.study import (
@@ -93,16 +92,7 @@ UNIT_PARAMS = yaml.safe_load((CONFIGS / "unit.yaml").read_text())
 REQUIRED_TRAINING = {"optimizer": "adam", "lr": 0.001, "batch_size": 8, "iterations": 10, "eval_every": 5}
 
 
-def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """`overrides` merged into `base` key by key (lists and values replace), as Snakemake merges a
-    --configfile into params.yaml."""
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+merged = merge_params  # `overrides` into `base` key by key, as Snakemake merges a --configfile
 
 
 def unit_params(

@@ -137,6 +137,18 @@ def _read_command_line_strings(params: dict, schema: Mapping[str, Any]) -> None:
             target[last] = value
 
 
+def merge_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
+    """`overrides` merged into `params` key by key (lists and values replace), as Snakemake merges a
+    `--configfile` into params.yaml: a preset or a test config over the complete params."""
+    out = copy.deepcopy(dict(params))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_params(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def study_params(params: Mapping[str, Any]) -> StudyParams:
     """The typed settings of validated params (see `ticketlens.study`)."""
     return StudyParams.from_dict(dict(params))
