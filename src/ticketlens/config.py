@@ -222,17 +222,6 @@ def check_params(paths: list[str | Path], schema_path: str | Path) -> None:
     print(f"{' + '.join(map(str, paths))}: valid")
 
 
-def merge_params(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
-    """`override` over `base`: mappings merge key by key, every other value (lists too) replaces."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge_params(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def load_params(path: str | Path, schema_path: str | Path) -> dict:
     """Read a params YAML file and validate it."""
     return validate_params(read_params(path), schema_path, source=str(path))
