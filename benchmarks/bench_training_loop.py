@@ -15,12 +15,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from ticketlens.data.prepared import TRAIN, load_prepared
 from ticketlens.lottery.models import build_model
 from ticketlens.lottery.pruning import PruningRates, full_masks, install_masks, magnitude_prune
 from ticketlens.lottery.training import BatchStream, make_optimizer, train
 from ticketlens.study import TrainingSettings
+
+
+def params_training() -> dict:
+    """The default study's training section (every key; params.yaml holds the defaults)."""
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    return dict(params["datasets"]["mnist"]["training"])
 
 
 def load_images(path: str | None, n: int) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:
@@ -80,18 +87,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images, labels, mean, std = load_images(args.data, 12_000)
-    config = TrainingSettings(
-        optimizer="adam",
-        lr=1e-3,
-        momentum=0.9,  # unused by adam
-        weight_decay=0.0,
-        batch_size=args.batch_size,
-        iterations=args.iterations,
-        eval_every=args.iterations,
-        checkpoint_every=args.iterations,  # no checkpoint path: never written
-        init="default",
-        test_at="end",
-    )
+    config = TrainingSettings.from_dict({
+        **params_training(), "optimizer": "adam", "lr": 1e-3, "batch_size": args.batch_size,
+        "iterations": args.iterations, "eval_every": args.iterations,
+        "checkpoint_every": args.iterations,  # no checkpoint path: never written
+    })  # fmt: skip
     shape = images.shape
     bare, ours = [], []
     for _ in range(args.repeats):  # interleaved so drift affects both

@@ -70,6 +70,11 @@ TOY = DatasetSettings(
         checkpoint_every=20,
         init="default",
         test_at="end",
+        model_init="scratch",
+        weights_file=None,
+        augment="none",
+        precision="fp32",
+        channels_last=None,
     ),
 )
 TOY_PRUNING = PruningSettings(

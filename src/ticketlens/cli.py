@@ -55,6 +55,7 @@ def _paths(values: list[str]) -> list[Path]:
 PATHS = {"nargs": "+", "required": True}
 OPTIONAL: dict[str, Any] = {}
 THREADS = Arg("--threads", options={"type": int, "default": 1})
+DEVICE = Arg("--device", options={"default": "auto", "help": "study.device: auto | cpu | cuda | cuda:N"})
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "check-params": Command("ticketlens.config:check_params", "validate a params file", (
-        Arg("params", "path", options={"nargs": "?", "default": "params.yaml"}),
+        Arg("params", "paths", options={"nargs": "*", "default": ["params.yaml"],
+                                        "help": "params.yaml, then presets merged over it in order"}),
         Arg("--schema", "schema_path", options={"default": "workflow/schemas/params.schema.yaml"}),
     )),
     "prepare-dataset": Command("ticketlens.data:prepare_dataset", "prepare a dataset into a cached tensor file", (
@@ -93,7 +95,7 @@ COMMANDS: dict[str, Command] = {
         Arg("--previous", convert=Path, options={"help": "checkpoint this ticket round prunes"}),
         Arg("--ticket-checkpoint", convert=Path, options={"help": "the same round's ticket (controls)"}),
         Arg("--ticket", convert=_ticket, options={"required": True, "help": "{dataset}/seed_{s}/{branch}/round_{r}"}),
-        Arg("--checkpoint", convert=Path), Arg("--metrics", convert=Path), THREADS,
+        Arg("--checkpoint", convert=Path), Arg("--metrics", convert=Path), THREADS, DEVICE,
     )),
     "explain-ticket": Command("ticketlens.explanations.explain:explain_ticket", "saliency maps and their comparisons", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
@@ -102,17 +104,17 @@ COMMANDS: dict[str, Command] = {
         Arg("--dense", "dense_maps", Path, {"help": "saliency.npz of the dense net of the same seed"}),
         Arg("--previous", "previous_maps", Path, {"help": "saliency.npz of the previous round"}),
         Arg("--saliency-maps", convert=Path), Arg("--saliency-table", convert=Path),
-        Arg("--consistency", convert=Path), THREADS,
+        Arg("--consistency", convert=Path), THREADS, DEVICE,
     )),
     "tcav-calibration": Command("ticketlens.explanations.tcav:tcav_calibration", "TCAV calibration: held-out random sets as concepts", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
         Arg("--random", "random_sets", Path), Arg("--calibration", "calibration_sets", Path),
-        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS,
+        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS, DEVICE,
     )),
     "tcav-concept": Command("ticketlens.explanations.tcav:tcav_concept", "calibrated TCAV test of one concept", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
         Arg("--random", "random_sets", Path), Arg("--concept", "concept_path", Path),
-        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS,
+        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS, DEVICE,
     )),
     "summarize-dataset": Command("ticketlens.analysis.summary:summarize_dataset", "tables and findings of one dataset", (
         Arg("--dataset"), Arg("--metrics", "ticket_metrics", _paths, PATHS),

@@ -186,16 +186,49 @@ def _check_cross_keys(params: dict, source: str) -> None:
                 f"{source}: key 'pruning.rewind_iteration': got {rewind} "
                 f"(allowed: 0 <= k < datasets.{name}.training.iterations = {iterations})"
             )
+        _check_model_init(name, configured[name], source)
 
 
-def check_params(path: str | Path, schema_path: str | Path) -> None:
-    """`ticketlens check-params`: validate a params file without running anything."""
-    load_params(path, schema_path)
-    print(f"{path}: valid")
+PRETRAINED_MODELS = (
+    "resnet18",
+    "resnet50",
+)  # the models with ImageNet weights (pretrained.TORCHVISION_WEIGHTS)
+
+
+def _check_model_init(name: str, section: Mapping[str, Any], source: str) -> None:
+    training = section["training"]
+    if training["model_init"] != "imagenet":
+        return
+    if section["model"] not in PRETRAINED_MODELS:
+        raise ConfigError(
+            f"{source}: key 'datasets.{name}.training.model_init': imagenet needs model "
+            f"{' or '.join(PRETRAINED_MODELS)}, got {section['model']} (allowed for it: scratch)"
+        )
+    if training["init"] != "default":
+        raise ConfigError(
+            f"{source}: key 'datasets.{name}.training.init': got {training['init']} with model_init imagenet "
+            "(allowed: default; the ImageNet weights replace the init)"
+        )
+
+
+def check_params(paths: list[str | Path], schema_path: str | Path) -> None:
+    """`ticketlens check-params params.yaml [preset.yaml ...]`: validate params, each later file merged
+    over the ones before key by key (as `snakemake --configfile` merges them), without running anything."""
+    paths = list(paths) or ["params.yaml"]
+    merged: dict = {}
+    for path in paths:
+        merged = merge_params(merged, read_params(path))
+    validate_params(merged, schema_path, source=" + ".join(map(str, paths)))
+    print(f"{' + '.join(map(str, paths))}: valid")
 
 
 def load_params(path: str | Path, schema_path: str | Path) -> dict:
     """Read a params YAML file and validate it."""
+    return validate_params(read_params(path), schema_path, source=str(path))
+
+
+def read_params(path: str | Path) -> dict:
+    """A params YAML file as a mapping, or one line naming the file and what is wrong with it."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -207,4 +240,6 @@ def load_params(path: str | Path, schema_path: str | Path) -> dict:
         raise ConfigError(f"{path}: is a folder, not a params file") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return validate_params(raw or {}, schema_path, source=str(path))
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: not a mapping of params sections (got {type(raw).__name__})")
+    return raw or {}

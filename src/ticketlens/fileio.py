@@ -164,7 +164,9 @@ def load_torch(path: Path, what: str, missing_hint: str = "") -> Any:
     import torch
 
     try:
-        return torch.load(path, weights_only=True)
+        from ticketlens.device import HOST  # lazy: it imports torch; fileio loads at Snakefile start-up
+
+        return torch.load(path, weights_only=True, map_location=HOST)  # GPU-written files load anywhere
     except FileNotFoundError:
         hint = f" ({missing_hint})" if missing_hint else ""
         raise UserError(f"{what} {path} not found{hint}") from None

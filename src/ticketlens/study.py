@@ -246,6 +246,7 @@ class StudySettings(Settings):
     controls: tuple[str, ...]
     threads: int
     max_jobs: int
+    device: str  # auto | cpu | cuda | cuda:N (ticketlens.device.resolve_device)
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -313,6 +314,11 @@ class TrainingSettings(Settings):
     checkpoint_every: int
     init: str  # default | glorot_normal (models.build_model)
     test_at: str  # "end" or "early_stop": where the test accuracy of a round is taken
+    model_init: str  # scratch | imagenet (pretrained.py)
+    weights_file: str | None  # the ImageNet weights file; None: torchvision's cache folder
+    augment: str  # none | crop_flip (augment.py)
+    precision: str  # fp32 | bf16 (device.autocast)
+    channels_last: bool | None  # None: on for CUDA only
 
 
 @dataclass(frozen=True)

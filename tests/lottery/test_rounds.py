@@ -337,3 +337,20 @@ def test_reinit_control_trains_from_the_rewind_step_like_the_ticket(tmp_path, to
     spec = load_checkpoint(tmp_path / "reinit" / CHECKPOINT)["model"]
     fresh = seeded_init(spec, init_seed(0, "reinit", 1)).state_dict()
     assert all(torch.equal(stored[key], fresh[key]) for key in fresh)
+
+
+@pytest.mark.slow
+def test_augmented_round_resumes_to_the_same_bytes_and_differs_from_plain(tmp_path, toy_data_path):
+    """training.augment draws from (seed, iteration): a resumed round and a re-run are the same bytes."""
+    run(toy_data_path, tmp_path / "full", training=dataclasses.replace(TOY.training, augment="crop_flip"))
+    crash_midway(
+        toy_data_path, tmp_path / "crash", training=dataclasses.replace(TOY.training, augment="crop_flip")
+    )
+    run(toy_data_path, tmp_path / "crash", training=dataclasses.replace(TOY.training, augment="crop_flip"))
+    assert_same_round(tmp_path / "full", tmp_path / "crash")
+    run(toy_data_path, tmp_path / "again", training=dataclasses.replace(TOY.training, augment="crop_flip"))
+    assert (tmp_path / "full" / CHECKPOINT).read_bytes() == (tmp_path / "again" / CHECKPOINT).read_bytes()
+    run(toy_data_path, tmp_path / "plain")
+    plain, augmented = (load_checkpoint(tmp_path / f / CHECKPOINT) for f in ("plain", "full"))
+    key = next(iter(plain["masks"]))
+    assert not torch.equal(plain["state_dict"][key], augmented["state_dict"][key])

@@ -26,6 +26,7 @@ rule explain_ticket:
         "logs/{dataset}/seed_{seed}/{branch}/round_{round}/explain_ticket.log",
     threads: STUDY.threads
     params:
+        device=STUDY.device,
         probe_per_class=PARAMS.explanations.probe_per_class,
         layer=optional_flag("--gradcam-layer", PARAMS.explanations.gradcam_layer),
         links=lambda wc, input: " ".join(
@@ -38,7 +39,7 @@ rule explain_ticket:
         "ticketlens --log {log:q} explain-ticket --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --probe-per-class {params.probe_per_class} {params.layer} {params.links}"
         " --saliency-maps {output.saliency_maps:q} --saliency-table {output.saliency_table:q}"
-        " --consistency {output.consistency:q} --threads {threads}"
+        " --consistency {output.consistency:q} --threads {threads} --device {params.device}"
 
 
 rule tcav_calibration:
@@ -54,10 +55,11 @@ rule tcav_calibration:
     threads: STUDY.threads
     params:
         tcav=TCAV.to_json(),
+        device=STUDY.device,
     shell:
         "ticketlens --log {log:q} tcav-calibration --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --random {input.random:q} --calibration {input.calibration:q} --tcav {params.tcav:q}"
-        " --out {output:q} --threads {threads}"
+        " --out {output:q} --threads {threads} --device {params.device}"
 
 
 rule tcav_concept:
@@ -73,7 +75,8 @@ rule tcav_concept:
     threads: STUDY.threads
     params:
         tcav=TCAV.to_json(),
+        device=STUDY.device,
     shell:
         "ticketlens --log {log:q} tcav-concept --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --random {input.random:q} --concept {input.concept:q} --tcav {params.tcav:q}"
-        " --out {output:q} --threads {threads}"
+        " --out {output:q} --threads {threads} --device {params.device}"

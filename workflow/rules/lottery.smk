@@ -24,6 +24,7 @@ rule train_ticket:
     threads: STUDY.threads
     params:
         ticket=lambda wc: ticket_of(wc).name,
+        device=STUDY.device,
         model=lambda wc: PARAMS.datasets[wc.dataset].model,
         width=lambda wc: PARAMS.datasets[wc.dataset].model_width,
         training=lambda wc: PARAMS.datasets[wc.dataset].training.to_json(),
@@ -38,4 +39,4 @@ rule train_ticket:
         "ticketlens --log {log:q} train-ticket --ticket {params.ticket:q} --data {input.data:q}"
         " --model {params.model:q} --model-width {params.width} --training {params.training:q}"
         " --pruning {params.pruning:q} {params.links} --checkpoint {output.checkpoint:q}"
-        " --metrics {output.metrics:q} --threads {threads}"
+        " --metrics {output.metrics:q} --threads {threads} --device {params.device}"

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from ticketlens.data.prepared import TEST, load_prepared
+from ticketlens.device import configure, host, model_device, resolve_device, to_device
 from ticketlens.errors import UserError
 from ticketlens.explanations import saliency as sal
 from ticketlens.explanations.compare import compare_maps, load_standard_maps
@@ -107,12 +108,13 @@ def test_correctness(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(indices of the test split, whether the model classifies each correctly): the per-image outcomes
     from which the findings estimate how much of an accuracy difference is test-set noise."""
+    device = model_device(model)
     indices = data.indices(TEST)
     correct = []
     for start in range(0, len(indices), batch_size):
         index = indices[start : start + batch_size]
-        logits = model(data.float_images(index))
-        correct.append((logits.argmax(dim=1) == data.labels[index]).numpy())
+        logits = model(to_device(data.images[index], device).float().div_(255.0))
+        correct.append(host(logits.argmax(dim=1)).eq(data.labels[index]).numpy())
     flags = np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
     return indices.numpy().astype(np.int64), flags.astype(bool)
 
@@ -128,17 +130,21 @@ def explain_ticket(
     dense_maps: Path | None = None,
     previous_maps: Path | None = None,
     threads: int = 1,
+    device: str = "auto",
 ) -> None:
     """Pixel-level explanations of one ticket and their comparisons with the references given, written to
     `saliency_maps` (saliency.npz), `saliency_table` (saliency.csv) and `consistency` (consistency.csv).
 
     `gradcam_layer` None means the model's last conv block; `dense_maps` / `previous_maps` are the
     saliency.npz of the dense net of the same seed and of the previous round (absent for round 0).
+    The model computes on `device` (`study.device`), in fp32; images stay in host memory until used.
     """
     torch.set_num_threads(max(1, int(threads)))
+    where = resolve_device(device)
+    configure(where, deterministic_cpu=False)
     seed_everything(EXPLAIN_SEED)
     data = load_prepared(Path(data_path))
-    model = load_model(Path(checkpoint))
+    model = load_model(Path(checkpoint), where)
     labels_all = data.labels.numpy()
     probe = sal.stratified_indices(labels_all, data.split.numpy(), probe_per_class, PROBE_SEED)
     if len(probe) == 0:

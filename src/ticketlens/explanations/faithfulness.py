@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ticketlens.device import host, model_device, to_device
+
 TIE_SEED = 0  # one fixed tie order for every ticket, so tied pixels are removed in the same order
 
 
@@ -43,8 +45,10 @@ def deletion_insertion(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Areas under the deletion and insertion curves per image, and the fractions used.
 
-    Lower deletion AUC and higher insertion AUC mean a more faithful map.
+    Lower deletion AUC and higher insertion AUC mean a more faithful map. The curves are built in host
+    memory and each image's 2 x (steps + 1) inputs go to the model's device as one batch.
     """
+    device = model_device(model)
     n, channels, height, width = x.shape
     fractions = np.linspace(0.0, 1.0, steps + 1)
     counts = torch.from_numpy(np.round(fractions * height * width).astype(np.int64))
@@ -62,7 +66,13 @@ def deletion_insertion(
         deleted = torch.where(moved, fill, image)
         inserted = torch.where(moved, image, fill)
         probs = (
-            torch.softmax(model(torch.cat([deleted, inserted])), dim=1)[:, int(target[i])].double().numpy()
+            host(
+                torch.softmax(model(to_device(torch.cat([deleted, inserted]), device)), dim=1)[
+                    :, int(target[i])
+                ]
+            )
+            .double()
+            .numpy()
         )
         deletion[i] = np.trapezoid(probs[: steps + 1], fractions)
         insertion[i] = np.trapezoid(probs[steps + 1 :], fractions)

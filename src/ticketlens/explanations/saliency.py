@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ticketlens.data.prepared import TEST
+from ticketlens.device import HOST, host, model_device, to_device
 from ticketlens.lottery.models import get_module
 from ticketlens.study import METHOD_NAMES
 
@@ -35,7 +36,11 @@ def _batches(n: int, size: int) -> list[slice]:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([model(x[s]) for s in _batches(len(x), batch_size)]) if len(x) else torch.zeros(0)
+    """Logits of host images, computed on the model's device batch by batch, returned in host memory."""
+    if not len(x):
+        return torch.zeros(0)
+    device = model_device(model)
+    return torch.cat([host(model(to_device(x[s], device))) for s in _batches(len(x), batch_size)])
 
 
 def gradcam_maps(
@@ -55,34 +60,49 @@ def gradcam_standard_and_signed(
     their positive neighbours, and skipping the ReLU (captum's default) leaves maps whose negative evidence
     the metrics would have to interpret. The signed map (no ReLU) is returned for analysis only.
     """
+    standard, signed = gradcam_tensors(model, layer, x, target, batch_size)
+    return host(standard).numpy().astype(np.float32), host(signed).numpy().astype(np.float32)
+
+
+def gradcam_tensors(
+    model: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor, batch_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(standard, signed) Grad-CAM maps on the model's device; host images move batch by batch."""
     from captum.attr import LayerAttribution, LayerGradCam
 
+    device = model_device(model)
     explainer = LayerGradCam(model, get_module(model, layer))
     size = tuple(x.shape[-2:])
     standard, signed = [], []
     for s in _batches(len(x), batch_size):
-        raw = explainer.attribute(x[s], target=target[s], relu_attributions=False).detach()
+        inputs, targets = to_device(x[s], device), to_device(target[s], device)
+        raw = explainer.attribute(inputs, target=targets, relu_attributions=False).detach()
         for out, cam in ((standard, torch.relu(raw)), (signed, raw)):
             out.append(LayerAttribution.interpolate(cam, size, interpolate_mode="bilinear")[:, 0])
-    return (
-        torch.cat(standard).numpy().astype(np.float32),
-        torch.cat(signed).numpy().astype(np.float32),
-    )
+    return torch.cat(standard), torch.cat(signed)
 
 
 def gradient_maps(
     model: nn.Module, x: torch.Tensor, target: torch.Tensor, batch_size: int = 128
 ) -> np.ndarray:
     """Simonyan et al. saliency via captum: |d logit / d pixel|, max over channels. N x H x W."""
+    return host(saliency_tensors(model, x, target, batch_size)).numpy().astype(np.float32)
+
+
+def saliency_tensors(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, batch_size: int = 128
+) -> torch.Tensor:
+    """Gradient saliency maps on the model's device; host images move batch by batch."""
     from captum.attr import Saliency
 
+    device = model_device(model)
     explainer = Saliency(model)
     parts = []
     for s in _batches(len(x), batch_size):
-        inputs = x[s].clone().requires_grad_(True)  # captum would warn and set it itself
-        grads = explainer.attribute(inputs, target=target[s], abs=True)
+        inputs = to_device(x[s], device).clone().requires_grad_(True)  # captum would warn and set it itself
+        grads = explainer.attribute(inputs, target=to_device(target[s], device), abs=True)
         parts.append(grads.amax(dim=1).detach())
-    return torch.cat(parts).numpy().astype(np.float32)
+    return torch.cat(parts)
 
 
 def explain_probe(model: nn.Module, x: torch.Tensor, target: torch.Tensor, gradcam_layer: str | None) -> dict:
@@ -111,8 +131,10 @@ def randomized_copy(model: nn.Module, seed: int) -> nn.Module:
 
     Every module with `reset_parameters` (conv, linear, batch norm) is re-initialised from a seeded
     generator; weights that are pruned in the ticket stay zero, so the floor has the ticket's sparsity.
+    The draw is made in host memory (the CPU generator), so the floor is the same on every device.
     """
-    clone = copy.deepcopy(model).eval()
+    device = model_device(model)
+    clone = copy.deepcopy(model).to(HOST).eval()
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for module in clone.modules():
@@ -123,7 +145,7 @@ def randomized_copy(model: nn.Module, seed: int) -> nn.Module:
             module.reset_parameters()
             if pruned is not None:
                 module.weight[pruned] = 0.0
-    return clone
+    return clone.to(device)
 
 
 def box_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:

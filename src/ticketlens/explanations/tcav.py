@@ -24,6 +24,7 @@ from torch import nn
 
 from ticketlens.data.concepts import load_image_set, load_image_sets
 from ticketlens.data.prepared import load_prepared
+from ticketlens.device import configure, model_device, resolve_device, to_device
 from ticketlens.errors import UserError
 from ticketlens.explanations.saliency import stratified_indices
 from ticketlens.explanations.tcav_significance import (
@@ -60,13 +61,15 @@ def _captured(model: nn.Module, layers: list[str]) -> tuple[dict[str, torch.Tens
 
 
 def layer_activations(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Flattened activations (N x F) of every layer, from one forward pass per batch."""
+    """Flattened activations (N x F) of every layer, from one forward pass per batch, on the model's device
+    (host images move batch by batch; the activations stay there for the CAV fits)."""
+    device = model_device(model)
     outputs, handles = _captured(model, layers)
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     try:
         with torch.no_grad():
             for start in range(0, len(x), BATCH):
-                model(x[start : start + BATCH])
+                model(to_device(x[start : start + BATCH], device))
                 for name in layers:
                     parts[name].append(outputs[name].reshape(len(outputs[name]), -1).float())
     finally:
@@ -82,7 +85,7 @@ def layer_gradients(
     outputs, handles = _captured(model, layers)
     try:
         with torch.enable_grad():
-            logits = model(x)
+            logits = model(to_device(x, model_device(model)))
             grads = torch.autograd.grad(logits[:, int(target)].sum(), [outputs[name] for name in layers])
     finally:
         for handle in handles:
@@ -136,10 +139,18 @@ def ticket_base(
 
 
 def load_ticket(
-    checkpoint: Path, data_path: Path, random_sets: Path, tcav: TcavSettings, threads: int
+    checkpoint: Path,
+    data_path: Path,
+    random_sets: Path,
+    tcav: TcavSettings,
+    threads: int,
+    device: str = "auto",
 ) -> tuple[nn.Module, TicketBase]:
+    """The ticket on `device` (`study.device`) and its evidence, computed and kept there."""
     torch.set_num_threads(max(1, int(threads)))
-    model = load_model(Path(checkpoint))
+    where = resolve_device(device)
+    configure(where, deterministic_cpu=False)
+    model = load_model(Path(checkpoint), where)
     seed = int(load_torch(Path(checkpoint), "checkpoint").get("seed", 0))
     layers = list(tcav.layers or model.tcav_layers)
     randoms = load_image_sets(Path(random_sets))
@@ -157,10 +168,10 @@ def image_set_test(
 
 def tcav_concept(
     checkpoint: Path, data_path: Path, random_sets: Path, concept_path: Path, tcav: TcavSettings,
-    out: Path, threads: int = 1,
+    out: Path, threads: int = 1, device: str = "auto",
 ) -> pd.DataFrame:  # fmt: skip
     """The calibrated TCAV test of one concept on one ticket, written to `out` (tcav/{slug}.csv)."""
-    model, base = load_ticket(checkpoint, data_path, random_sets, tcav, threads)
+    model, base = load_ticket(checkpoint, data_path, random_sets, tcav, threads, device)
     table = image_set_test(model, base, *load_image_set(Path(concept_path)), tcav)
     write_csv(table, Path(out))
     log.info("TCAV %s: %d rows (%s, K=%d, N=%d) -> %s", table["concept"].iloc[0], len(table), tcav.classifier,
@@ -170,10 +181,10 @@ def tcav_concept(
 
 def tcav_calibration(
     checkpoint: Path, data_path: Path, random_sets: Path, calibration_sets: Path, tcav: TcavSettings,
-    out: Path, threads: int = 1,
+    out: Path, threads: int = 1, device: str = "auto",
 ) -> pd.DataFrame:  # fmt: skip
     """The calibration of the test on one ticket: held-out random sets as concepts -> tcav/calibration.csv."""
-    model, base = load_ticket(checkpoint, data_path, random_sets, tcav, threads)
+    model, base = load_ticket(checkpoint, data_path, random_sets, tcav, threads, device)
     columns = TEST_COLUMNS
     tables = [
         image_set_test(model, base, *image_set, tcav) for image_set in load_image_sets(Path(calibration_sets))

@@ -11,7 +11,7 @@ from torch import nn
 
 from ticketlens.errors import UserError
 
-MODELS = ("lenet300", "convnet_mnist", "conv4", "conv6", "resnet18")
+MODELS = ("lenet300", "convnet_mnist", "conv4", "conv6", "resnet18", "resnet50")
 
 
 class Normalize(nn.Module):
@@ -96,14 +96,15 @@ def _conv_net(
     return TicketNet(normalize, features, classifier, block_outputs[-1], [middle, block_outputs[-1]])
 
 
-class ResNet18(TicketNet):
-    """torchvision ResNet-18 with the TicketNet interface (features = stem + layer1..4)."""
+class ResNet(TicketNet):
+    """torchvision's ResNet-18 or ResNet-50 with the TicketNet interface (features = stem + layer1..4;
+    torchvision's layer names under `features.`, its `fc` as `classifier.out`)."""
 
-    def __init__(self, num_classes: int, normalize: Normalize) -> None:
+    def __init__(self, arch: str, num_classes: int, normalize: Normalize) -> None:
         # Imported here: torchvision pulls in torch._dynamo (~2.5 s), a cost every other job would pay.
         import torchvision
 
-        net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+        net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
         features = nn.Sequential(
             OrderedDict(
                 (name, getattr(net, name))
@@ -173,10 +174,10 @@ def _architecture(
     if name == "conv6":
         blocks = [[w(64)] * 2, [w(128)] * 2, [w(256)] * 2]
         return _conv_net(blocks, [w(256)] * 2, num_classes, in_channels, image_size, normalize)
-    if name == "resnet18":
+    if name in ("resnet18", "resnet50"):
         if in_channels != 3:
-            raise UserError(f"resnet18 needs 3 input channels, got {in_channels}")
-        return ResNet18(num_classes, normalize)
+            raise UserError(f"{name} needs 3 input channels, got {in_channels}")
+        return ResNet(name, num_classes, normalize)
     raise UserError(f"unknown model '{name}' (allowed: {', '.join(MODELS)})")
 
 

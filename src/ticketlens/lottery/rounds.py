@@ -19,9 +19,11 @@ import torch
 from torch import nn
 
 from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, PreparedData, load_prepared
+from ticketlens.device import configure, host, model_device, resolve_device
 from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_save, file_sha256, load_torch, write_json
 from ticketlens.lottery.models import TicketNet, build_model
+from ticketlens.lottery.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_imagenet
 from ticketlens.lottery.provenance import (
     CHECKPOINT_SHA,
     PARENT_SHA,
@@ -71,20 +73,26 @@ def init_seed(seed: int, branch: str, round_index: int) -> int:
     return seed if branch != REINIT else 1_000_003 * (seed + 1) + round_index
 
 
-def model_spec(data: PreparedData, model: str, width: float) -> dict[str, Any]:
-    return {
+def model_spec(data: PreparedData, model: str, width: float, training: TrainingSettings) -> dict[str, Any]:
+    """What builds the model (the checkpoint's `model`). ImageNet weights bring ImageNet's normalisation and
+    the key `model_init` (absent for scratch, so scratch checkpoints are what they always were)."""
+    imagenet = training.model_init == "imagenet"
+    spec = {
         "name": model,
         "num_classes": data.num_classes,
         "in_channels": data.in_channels,
         "image_size": data.image_size,
-        "mean": list(data.mean),
-        "std": list(data.std),
+        "mean": list(IMAGENET_MEAN if imagenet else data.mean),
+        "std": list(IMAGENET_STD if imagenet else data.std),
         "width": float(width),
+        "init": training.init,
     }
+    return {**spec, "model_init": "imagenet"} if imagenet else spec
 
 
 def model_from_spec(spec: Mapping[str, Any]) -> TicketNet:
-    return build_model(**spec)
+    """The architecture of a spec with its seeded scratch init (weights are loaded or copied after)."""
+    return build_model(**{key: value for key, value in spec.items() if key != "model_init"})
 
 
 def load_checkpoint(
@@ -110,21 +118,27 @@ def load_checked(
     return checkpoint, digest
 
 
-def load_model(path: Path) -> TicketNet:
-    """A ticket ready for explanation: eval mode, pruned weights exactly zero (identity and hash checked)."""
+def load_model(path: Path, device: torch.device | None = None) -> TicketNet:
+    """A ticket ready for explanation on `device` (None: host memory): eval mode, pruned weights exactly
+    zero (identity and hash checked)."""
     checkpoint = load_checkpoint(path)
     model = model_from_spec(checkpoint["model"])
     model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
+    return (model if device is None else model.to(device)).eval()
 
 
-def seeded_init(spec: Mapping[str, Any], seed: int) -> TicketNet:
+def seeded_init(spec: Mapping[str, Any], seed: int, weights_file: str | None = None) -> TicketNet:
+    """The initial weights drawn from `seed`; with `model_init: imagenet` torchvision's ImageNet weights
+    and an output layer drawn from `seed` (`pretrained.load_imagenet`)."""
     torch.manual_seed(seed)
-    return model_from_spec(spec)
+    model = model_from_spec(spec)
+    if spec.get("model_init") == "imagenet":
+        load_imagenet(model, spec["name"], model.output_layer, weights_file, seed)
+    return model
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {k: host(v).clone() for k, v in model.state_dict().items()}
 
 
 # What a round's checkpoint stores as `rewind_state`: the weights the next round rewinds survivors to.
@@ -165,12 +179,13 @@ def _plan(
     spec: Mapping[str, Any],
     previous: Path | None,
     ticket_checkpoint: Path | None,
+    weights_file: str | None = None,
 ) -> Plan:
     k = pruning.rewind_iteration
     if ticket.round == 0:
         if ticket.branch != TICKET:
             raise UserError(f"branch {ticket.branch} has no round 0 (controls start at round 1)")
-        model = seeded_init(spec, ticket.seed)
+        model = seeded_init(spec, ticket.seed, weights_file)
         return Plan(model, full_masks(model, pruning.exclude), None, 0, None)
     parent_ticket = ticket.parent(pruning.one_shot)
     if ticket.branch == TICKET:
@@ -190,8 +205,9 @@ def _plan(
     reference, digest = load_checked(ticket_checkpoint, parent_ticket, "the control's ticket,")
     if ticket.branch == REINIT:
         # A fresh init with the ticket's mask, trained from the rewind step like the ticket (open_lth's
-        # random re-initialisation), so both see the same number of steps.
-        model = seeded_init(spec, init_seed(ticket.seed, ticket.branch, ticket.round))
+        # random re-initialisation), so both see the same number of steps. Always a scratch init: with
+        # ImageNet weights the control asks whether the ticket needs them (Chen et al. 2021).
+        model = seeded_init(_scratch(spec), init_seed(ticket.seed, ticket.branch, ticket.round))
         return Plan(model, reference["masks"], None, k, digest)
     generator = torch.Generator().manual_seed(init_seed(ticket.seed, RANDMASK, ticket.round) + 7)
     masks = random_masks(reference["masks"], generator)
@@ -208,6 +224,7 @@ def round_fingerprint(
     parent_sha: str | None,
     data_sha: str,
     threads: int,
+    device_type: str,
 ) -> dict[str, Any]:
     """Everything that determines a round's result: an in-round resume.pt is used only when it matches.
     (`checkpoint_every` only decides when resume.pt is written.)"""
@@ -219,6 +236,7 @@ def round_fingerprint(
         "parent_sha256": parent_sha,
         "data_sha256": data_sha,
         "threads": threads,
+        "device": device_type,
     }
 
 
@@ -234,26 +252,32 @@ def train_ticket(
     previous: Path | None = None,
     ticket_checkpoint: Path | None = None,
     threads: int = 1,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Train one ticket (or control) and write `checkpoint` and `metrics` (default: checkpoint.pt and
     metrics.json of its folder under results/; the in-round resume.pt and rewind.pt live beside the
     checkpoint). `previous` is the checkpoint a ticket round prunes; `ticket_checkpoint` the same round's
     ticket, whose mask (reinit) or sparsity and init (randmask) a control takes; both are checked to be
-    those tickets (identity and hash)."""
+    those tickets (identity and hash). `device` is `study.device`: the round is planned in host memory and
+    trained there; the files hold host tensors."""
     checkpoint_path = Path(checkpoint) if checkpoint is not None else ticket.file("checkpoint")
     metrics_path = Path(metrics) if metrics is not None else ticket.file("metrics")
     out_dir = checkpoint_path.parent
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    where = resolve_device(device)
+    configure(where)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_prepared(data_path)
     data_sha = file_sha256(Path(data_path))
-    spec = {**model_spec(data, model, model_width), "init": training.init}
-    plan = _plan(ticket, pruning, spec, previous, ticket_checkpoint)
-    fingerprint = round_fingerprint(ticket, spec, training, pruning, plan.parent_sha, data_sha, threads)
+    spec = model_spec(data, model, model_width, training)
+    plan = _plan(ticket, pruning, spec, previous, ticket_checkpoint, training.weights_file)
+    fingerprint = round_fingerprint(
+        ticket, spec, training, pruning, plan.parent_sha, data_sha, threads, where.type
+    )
     install_masks(plan.model, plan.masks)
     source = rewind_source(ticket, pruning.rewind_iteration)
     initial = effective_state(plan.model) if source == DENSE_INIT else None
+    plan.model.to(where)
     started = time.perf_counter()
     state = _train_round(ticket, data, training, pruning, plan, out_dir, fingerprint)
     seconds = time.perf_counter() - started
@@ -318,7 +342,9 @@ def _train_round(
         if captures and iteration == k and not rewind_file.exists():
             atomic_save(effective_state(model_now), rewind_file)
 
-    stream = BatchStream(*_split(data, TRAIN), training.batch_size, ticket.seed)
+    stream = BatchStream(
+        *_split(data, TRAIN), training.batch_size, ticket.seed, model_device(plan.model), training.augment
+    )
     log.info("%s: training from iteration %d", ticket, plan.start)
     validation = _split(data, VALIDATION)
     try:
@@ -343,6 +369,7 @@ def _test_metrics(
     if training.test_at == EARLY_STOP:
         best = model_from_spec(spec)
         best.load_state_dict(state.best_state)
+        best.to(model_device(model))
         (loss, accuracy), iteration = (
             evaluate(best, *test),
             early_stop(state.val_curve)["early_stop_iteration"],
@@ -404,4 +431,10 @@ def _rewind_state(
 def _initial_state(
     spec: Mapping[str, Any], seed: int, branch: str, round_index: int
 ) -> dict[str, torch.Tensor]:
-    return _state_copy(seeded_init(spec, init_seed(seed, branch, round_index)))
+    """The re-init control's own fresh init: a scratch draw, also where the study uses ImageNet weights."""
+    return _state_copy(seeded_init(_scratch(spec), init_seed(seed, branch, round_index)))
+
+
+def _scratch(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec's architecture with a scratch init (the reinit control's fresh draw)."""
+    return {key: value for key, value in spec.items() if key != "model_init"}

@@ -1,7 +1,9 @@
 """Training and evaluation: a lean loop over in-memory uint8 tensors with a seeded data order.
 
-The data order depends only on (seed, epoch), so every round and branch of a replicate sees the same
-batches, and a run resumed from an in-round checkpoint continues bitwise identically.
+The data order depends only on (seed, epoch) and the augmentation only on (seed, iteration), so every
+round and branch of a replicate sees the same batches, and a run resumed from an in-round checkpoint
+continues bitwise identically. The model computes on its own device (`device.model_device`); the data stay
+in host memory and move batch by batch.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ticketlens.device import autocast, host, model_device, to_device, use_channels_last
 from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_save, load_torch
+from ticketlens.lottery.augment import AUGMENTS, crop_flip
 from ticketlens.study import TrainingSettings
 
 log = logging.getLogger("ticketlens.lottery.training")
@@ -62,11 +66,27 @@ class TrainState:
 
 
 class BatchStream:
-    """Endless batches of (float images in [0,1], labels) in a seeded per-epoch order."""
+    """Endless batches of (float images in [0,1], labels) on `device` in a seeded per-epoch order.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
+    The uint8 batch is indexed in host memory and moved to the device (`device.to_device`), where it is
+    converted (and augmented: `training.augment`, drawn from (seed, iteration)). `device` None: where the
+    images are."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        device: torch.device | None = None,
+        augment: str = "none",
+    ) -> None:
+        if augment not in AUGMENTS:
+            raise UserError(f"training.augment: got '{augment}' (allowed: {', '.join(AUGMENTS)})")
         self.images, self.labels = images, labels
         self.batch_size, self.seed = batch_size, seed
+        self.device = images.device if device is None else device
+        self.augment = augment
         self.per_epoch = max(1, len(labels) // batch_size)  # drop the last partial batch
 
     def _order(self, epoch: int) -> torch.Tensor:
@@ -80,7 +100,12 @@ class BatchStream:
             order = self._order(epoch)
             for s in range(step, self.per_epoch):
                 index = order[s * self.batch_size : (s + 1) * self.batch_size]
-                yield self.images[index].float().div_(255.0), self.labels[index]
+                images = to_device(self.images[index], self.device)
+                labels = to_device(self.labels[index], self.device)
+                if self.augment == "crop_flip":
+                    yield crop_flip(images, self.seed, epoch * self.per_epoch + s), labels
+                else:
+                    yield images.float().div_(255.0), labels
             iteration = (epoch + 1) * self.per_epoch
 
 
@@ -90,22 +115,39 @@ def make_optimizer(params, config: TrainingSettings) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
+def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str) -> torch.Tensor:
+    """The mean cross-entropy of one batch, the forward pass under `training.precision`'s autocast."""
+    with autocast(x.device, precision):
+        return F.cross_entropy(model(x), y)
+
+
 @torch.no_grad()
+def evaluation_totals(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy in float64, number correct) over uint8 host images, on the model's device.
+    Batches move to the device one by one; the sums stay there until the caller reads them once."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for start in range(0, len(labels), batch_size):
+        x = to_device(images[start : start + batch_size], device).float().div_(255.0)
+        y = to_device(labels[start : start + batch_size], device)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    return loss_sum, correct
+
+
 def evaluate(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over uint8 images."""
-    was_training = model.training
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(labels), batch_size):
-        x = images[start : start + batch_size].float().div_(255.0)
-        y = labels[start : start + batch_size]
-        logits = model(x)
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-    model.train(was_training)
-    return loss_sum / len(labels), correct / len(labels)
+    """Mean cross-entropy and accuracy over uint8 images (fp32, on the model's device)."""
+    loss_sum, correct = evaluation_totals(model, images, labels, batch_size)
+    return loss_sum.item() / len(labels), int(correct.item()) / len(labels)
 
 
 def train(
@@ -126,6 +168,9 @@ def train(
     A nan or inf training loss (checked at every step) or validation loss raises `DivergedError` and
     deletes `checkpoint_path`: its weights lead to the divergence, resuming them would repeat it.
     """
+    channels_last = use_channels_last(config.channels_last, model_device(model))
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), config)
     state = TrainState(iteration=start_iteration)
     if checkpoint_path is not None and keep_resume(checkpoint_path, fingerprint):
@@ -138,8 +183,10 @@ def train(
         if on_iteration is not None:
             on_iteration(state.iteration, model)
         x, y = next(batches)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = batch_loss(model, x, y, config.precision)
         if not math.isfinite(value := loss.item()):
             raise _diverged(state.iteration + 1, "loss", value, config, checkpoint_path)
         loss.backward()
@@ -183,7 +230,8 @@ def _evaluate_point(
 
 
 def effective_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict as a plain model would have it (weight = weight_orig * mask), without pruning buffers."""
+    """The state dict as a plain model would have it (weight = weight_orig * mask), without pruning buffers,
+    in host memory (what checkpoints and rewind files hold, whatever the training device)."""
     current = model.state_dict()
     state = {}
     for key, value in current.items():
@@ -191,9 +239,9 @@ def effective_state(model: nn.Module) -> dict[str, torch.Tensor]:
             continue
         if key.endswith("weight_orig"):
             base = key.removesuffix("_orig")
-            state[base] = (value * current[base + "_mask"]).detach().clone()
+            state[base] = host(value * current[base + "_mask"]).clone()
         else:
-            state[key] = value.detach().clone()
+            state[key] = host(value).clone()
     return state
 
 
