@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ticketlens.config import ConfigError, study_params, validate_params
 from ticketlens.errors import UserError
-from ticketlens.provenance import check_results, hash_cache_path
+from ticketlens.runtime.startup import check_results, hash_cache_path
 
 
 configfile: "params.yaml"
@@ -32,12 +32,12 @@ if workflow.is_main_process:
         sys.exit(f"ticketlens: {err}")
 
 
-# Jobs that run on this machine go through one job server that has torch imported (ticketlens.jobserver):
+# Jobs that run on this machine go through one job server that has torch imported (ticketlens.runtime.jobserver):
 # most jobs do under a second of work and would otherwise spend 2-2.5 s each on imports.
 # TICKETLENS_JOB_SERVER=off runs every job in its own process; cluster jobs always do.
 onstart:
     if workflow.local_exec and not workflow.touch:
-        from ticketlens.jobserver import start
+        from ticketlens.runtime.jobserver import start
 
         start(STUDY.threads, Path(".snakemake/ticketlens/job_server.log"))
 

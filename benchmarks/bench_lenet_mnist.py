@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ticketlens.config import study_params, validate_params
 from ticketlens.data.mnist import prepare_mnist
-from ticketlens.lottery import train_ticket
+from ticketlens.lottery.rounds import train_ticket
 from ticketlens.study import TICKET_FILES, StudyParams, Ticket
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.yaml"

@@ -1,4 +1,4 @@
-"""Time the Snakefile's start-up check (`ticketlens.provenance.check_results`) on a synthetic results tree.
+"""Time the Snakefile's start-up check (`ticketlens.runtime.startup.check_results`) on a synthetic results tree.
 
 Builds N ticket folders with checkpoint.pt files of a given size and consistent metrics.json, then times the
 check with a cold hash cache (every checkpoint hashed), a warm one (a no-op re-run) and after one checkpoint
@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from ticketlens.fileio import file_sha256
-from ticketlens.provenance import check_results, parent_of
+from ticketlens.lottery.provenance import parent_of
+from ticketlens.runtime.startup import check_results
 from ticketlens.study import PruningSettings, StudyParams, StudySettings
 
 

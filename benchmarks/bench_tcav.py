@@ -38,8 +38,8 @@ from ticketlens.data.prepared import PreparedData, channel_stats, save_prepared
 from ticketlens.explanations import tcav
 from ticketlens.explanations.cav import class_scores, fit_rows
 from ticketlens.explanations.sgd_reference import CAV_SEED
-from ticketlens.explanations.tcav_test import TicketBase, concept_test
-from ticketlens.lottery import load_model, train_ticket
+from ticketlens.explanations.tcav_significance import TicketBase, concept_test
+from ticketlens.lottery.rounds import load_model, train_ticket
 from ticketlens.study import TICKET_FILES, PruningSettings, TcavSettings, Ticket, TrainingSettings
 
 MODEL, MODEL_WIDTH = "conv4", 0.25

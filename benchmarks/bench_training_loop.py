@@ -1,4 +1,4 @@
-"""Training-loop overhead: images/s of ticketlens.training.train vs a bare PyTorch loop.
+"""Training-loop overhead: images/s of ticketlens.lottery.training.train vs a bare PyTorch loop.
 
 Both run on the same pruned model (torch.nn.utils.prune masks installed), the same batch size and the
 same data, interleaved in one process so machine noise hits both alike. Target ratio >= 0.9.
@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from ticketlens.data.prepared import TRAIN, load_prepared
-from ticketlens.models import build_model
-from ticketlens.pruning import PruningRates, full_masks, install_masks, magnitude_prune
+from ticketlens.lottery.models import build_model
+from ticketlens.lottery.pruning import PruningRates, full_masks, install_masks, magnitude_prune
+from ticketlens.lottery.training import BatchStream, make_optimizer, train
 from ticketlens.study import TrainingSettings
-from ticketlens.training import BatchStream, make_optimizer, train
 
 
 def load_images(path: str | None, n: int) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:

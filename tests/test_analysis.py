@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from ticketlens import inference
-from ticketlens.associations import paired_gap, within_seed_correlations
+from ticketlens.analysis import inference
+from ticketlens.analysis.associations import paired_gap, within_seed_correlations
+from ticketlens.analysis.findings import relation
+from ticketlens.analysis.summary import summarize_dataset
 from ticketlens.data.prepared import PreparedData, save_prepared
-from ticketlens.findings import relation
 from ticketlens.study import BRANCHES, DATASET_OUTPUTS, FindingsSettings, Ticket, branch_rounds, concept_slug
-from ticketlens.summary import summarize_dataset
 
 LAYERS = ["features.3", "features.6"]
 CLASSES = [0, 1, 2]

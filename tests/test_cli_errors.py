@@ -15,7 +15,7 @@ def test_user_error_is_one_line_on_stderr_and_in_the_log(tmp_path, capsys):
     bad = tmp_path / "params.yaml"
     bad.write_text("pruning: {rate_fc: 1.5}\n")
     log = tmp_path / "logs" / "check.log"
-    assert cli.main(["--log", str(log), "check-params", str(bad), "--schema", str(SCHEMA)]) == 2
+    assert cli.run(["--log", str(log), "check-params", str(bad), "--schema", str(SCHEMA)]) == 2
     stderr_lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(stderr_lines) == 1
     assert stderr_lines[0].startswith("ticketlens check-params: error:")
@@ -29,7 +29,7 @@ def test_unexpected_error_traceback_is_in_the_log(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(cli, "run_command", broken)
     log = tmp_path / "check.log"
     with pytest.raises(RuntimeError):
-        cli.main(["--log", str(log), "check-params"])
+        cli.run(["--log", str(log), "check-params"])
     text = log.read_text()
     assert "ticketlens check-params: unexpected error" in text
     assert "Traceback" in text and "RuntimeError: something nobody expected" in text
@@ -37,6 +37,6 @@ def test_unexpected_error_traceback_is_in_the_log(tmp_path, monkeypatch, capsys)
 
 
 def test_no_log_file_means_stderr_only(tmp_path, capsys):
-    assert cli.main(["check-params", str(tmp_path / "missing.yaml"), "--schema", str(SCHEMA)]) == 2
+    assert cli.run(["check-params", str(tmp_path / "missing.yaml"), "--schema", str(SCHEMA)]) == 2
     err = capsys.readouterr().err
     assert err.count("ticketlens check-params: error:") == 1

@@ -12,16 +12,11 @@ import torch
 
 from conftest import data_settings, dataset_settings, make_toy_data
 from ticketlens.data.attribute_concepts import attribute_parts
-from ticketlens.data.concepts import (
-    STROKES,
-    TEXTURES,
-    check_concept_names,
-    load_image_sets,
-    make_concept_set,
-    make_random_sets,
-)
+from ticketlens.data.concept_names import check_concept_names
+from ticketlens.data.concepts import load_image_sets, make_concept_set, make_random_sets
 from ticketlens.data.prepared import TRAIN, PreparedData, load_prepared, save_prepared
-from ticketlens.data.synthbirds import prepare_synthbirds
+from ticketlens.data.procedural import STROKES, TEXTURES
+from ticketlens.data.synthbirds.prepare import prepare_synthbirds
 from ticketlens.errors import UserError
 from ticketlens.study import ConceptOptions
 
@@ -264,17 +259,17 @@ def test_unknown_concepts(birds: tuple[Path, list[Path]], tmp_path: Path) -> Non
 def test_cli_concept_exit_code(
     birds: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from ticketlens.cli import main
+    from ticketlens.cli import run
 
     data_path, randoms = birds
     argv = ["make-concept-set", "--data", str(data_path), "--dataset", "synthbirds"]
     argv += ["--concept", "has_wing_color::plaid", "--size", str(SIZE), "--options", _options().to_json()]
-    assert main([*argv, "--random", *map(str, randoms), "--out", str(tmp_path / "x.pt")]) == 2
+    assert run([*argv, "--random", *map(str, randoms), "--out", str(tmp_path / "x.pt")]) == 2
     assert "unknown concept 'has_wing_color::plaid'" in capsys.readouterr().err
 
 
 def test_check_concept_names_needs_no_torch() -> None:
-    code = "import sys, ticketlens.data.concepts as c; c.check_concept_names('mnist', ['stroke_loop']); "
+    code = "import sys, ticketlens.data.concept_names as c; c.check_concept_names('mnist', ['stroke_loop']); "
     code += "sys.exit('torch' in sys.modules or 'numpy' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ticketlens.cli import main
+from ticketlens.cli import run
 from ticketlens.config import ConfigError, load_params, study_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_a_study_larger_than_max_jobs_stops_before_the_dag():
 def test_check_params_command_exits_2_with_one_line(tmp_path, capsys):
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(broken("pruning.scope", "sideways")))
-    assert main(["check-params", str(bad), "--schema", str(SCHEMA)]) == 2
+    assert run(["check-params", str(bad), "--schema", str(SCHEMA)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pruning.scope" in err and "'global', 'layerwise'" in err
 
@@ -127,7 +127,7 @@ def test_non_finite_number_in_yaml_stops_check_params(tmp_path, capsys):
     assert "lr: .nan" in text
     bad = tmp_path / "params.yaml"
     bad.write_text(text)
-    assert main(["check-params", str(bad), "--schema", str(SCHEMA)]) == 2
+    assert run(["check-params", str(bad), "--schema", str(SCHEMA)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.endswith("got nan (allowed: a finite number)")
 
@@ -171,7 +171,7 @@ def test_unsafe_concept_names_are_refused_by_check_params(tmp_path, capsys, name
     params = broken("datasets.synthbirds.concepts", ["texture_dotted", name])
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
-    assert main(["check-params", str(bad), "--schema", str(SCHEMA)]) == 2
+    assert run(["check-params", str(bad), "--schema", str(SCHEMA)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert f"key 'datasets.synthbirds.concepts[1]': got {name!r} (allowed: a procedural concept" in err
@@ -192,7 +192,7 @@ def test_check_params_on_a_folder_or_a_binary_file_is_one_line(tmp_path, capsys)
         (tmp_path, f"{tmp_path}: is a folder, not a params file"),
         (binary, f"{binary}: not a UTF-8 text file (a params file is YAML)"),
     ):
-        assert main(["check-params", str(path), "--schema", str(SCHEMA)]) == 2
+        assert run(["check-params", str(path), "--schema", str(SCHEMA)]) == 2
         assert capsys.readouterr().err.strip() == f"ticketlens check-params: error: {expected}"
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import data_settings
-from ticketlens.cli import main
-from ticketlens.data.cub import check_cub, prepare_cub, read_cub
+from ticketlens.cli import run
+from ticketlens.data.birds.check import check_cub
+from ticketlens.data.birds.prepare import prepare_cub
+from ticketlens.data.birds.records import read_cub
 from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, load_prepared
 from ticketlens.errors import UserError
 
@@ -160,13 +162,13 @@ def test_truncated_attribute_labels(cub: Path) -> None:
 
 
 def test_cli_data_check(cub: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["data", "check", "--dataset", "cub", "--root", str(cub)]) == 0
+    assert run(["data", "check", "--dataset", "cub", "--root", str(cub)]) == 0
     assert "images: 9" in capsys.readouterr().out
     (cub / "classes.txt").unlink()
-    assert main(["data", "check", "--dataset", "cub", "--root", str(cub)]) == 2
+    assert run(["data", "check", "--dataset", "cub", "--root", str(cub)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "classes.txt: missing" in err and "Traceback" not in err
-    assert main(["data", "check", "--root", str(cub / "nowhere")]) == 2
+    assert run(["data", "check", "--root", str(cub / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().err
 
 
@@ -215,7 +217,7 @@ def test_check_shows_progress_on_many_images(
 ) -> None:
     check_cub(cub)
     assert capsys.readouterr().err == ""  # a tiny copy is checked quietly
-    monkeypatch.setattr("ticketlens.data.cub.PROGRESS_MIN_IMAGES", 5)
+    monkeypatch.setattr("ticketlens.data.birds.images.PROGRESS_MIN_IMAGES", 5)
     check_cub(cub)
     err = capsys.readouterr().err
     assert "decoding images" in err and "9/9" in err
@@ -294,7 +296,7 @@ def test_cli_prepare_refuses_in_one_line(
     (cub / "train_test_split.txt").write_text("".join(f"{i} 0\n" for i in range(1, 10)))
     settings = data_settings("cub", root=str(cub), image_size=16).to_json()
     out = tmp_path / "data.pt"
-    assert main(["prepare-dataset", "--dataset", "cub", "--settings", settings, "--out", str(out)]) == 2
+    assert run(["prepare-dataset", "--dataset", "cub", "--settings", settings, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ticketlens prepare-dataset: error: ") and "train split would be empty" in err
     assert len(err.splitlines()) == 1 and not out.exists()

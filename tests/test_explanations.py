@@ -233,7 +233,7 @@ def test_probe_set_is_stratified_deterministic_and_from_test() -> None:
 
 @pytest.fixture(scope="module")
 def toy_model() -> torch.nn.Module:
-    from ticketlens.models import build_model
+    from ticketlens.lottery.models import build_model
 
     torch.manual_seed(0)
     return build_model("convnet_mnist", 4, 1, 28, [0.5], [0.25], width=0.5).eval()
@@ -281,7 +281,7 @@ def write_image_set(path: Path, name: str, images: torch.Tensor) -> Path:
 @pytest.fixture(scope="module")
 def toy_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A dense net and its round-1 ticket on the toy data, 3 random sets, a calibration set and a concept set."""
-    from ticketlens.lottery import train_ticket
+    from ticketlens.lottery.rounds import train_ticket
 
     root = tmp_path_factory.mktemp("study")
     data = make_toy_data()

@@ -85,7 +85,7 @@ def test_a_read_only_results_folder_is_one_line(tmp_path, monkeypatch):
 
 def test_cli_disk_full_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
     from conftest import TOY, TOY_PRUNING, make_toy_data
-    from ticketlens.cli import main
+    from ticketlens.cli import run
     from ticketlens.data.prepared import save_prepared
     from ticketlens.study import Ticket
 
@@ -105,7 +105,7 @@ def test_cli_disk_full_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
         "--out-dir",
         str(folder),
     ]
-    assert main(args) == 2
+    assert run(args) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert err == [
         f"ticketlens train-ticket: error: {folder}/resume.pt: cannot write (No space left on device); "
@@ -122,7 +122,7 @@ def test_npz_with_an_object_array_is_refused_without_unpickling(tmp_path):
         f"saliency maps {path} holds an object array (allowed: numeric and text arrays; "
         "it was not written by ticketlens): delete it and re-run"
     )
-    from ticketlens.explanations.explain import load_standard_maps
+    from ticketlens.explanations.compare import load_standard_maps
 
     with pytest.raises(UserError, match="holds an object array"):  # the explain step's reader
         load_standard_maps(path, np.arange(3))

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ticketlens import inference
-from ticketlens.findings import accuracy_match, drift_onsets
+from ticketlens.analysis import inference
+from ticketlens.analysis.findings import accuracy_match, drift_onsets
 from ticketlens.study import FindingsSettings
 
 SETTINGS = FindingsSettings(alpha=0.05, accuracy_margin=0.01, consistency_margin=0.0)

@@ -1,4 +1,4 @@
-"""The workstation job server (ticketlens.jobserver): commands run in its forked children with the client's
+"""The workstation job server (ticketlens.runtime.jobserver): commands run in its forked children with the client's
 streams, directory and exit status; a killed client stops its job; no usable server means the command runs
 in its own process; and the tiny study gives the same bytes with and without it."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ticketlens import jobserver
+from ticketlens.runtime import jobserver
 from tiny_study import ROOT, assert_same_results, make_study_dir, snakemake
 
 TICKETLENS = str(Path(sys.executable).parent / "ticketlens")

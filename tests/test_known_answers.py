@@ -42,7 +42,7 @@ LAST_LAYER = "features.relu4"  # conv4's last TCAV layer (models.py)
 
 
 def prepare(root: Path, rate: float) -> Path:
-    from ticketlens.data.synthbirds import prepare_synthbirds
+    from ticketlens.data.synthbirds.prepare import prepare_synthbirds
 
     settings = data_settings("synthbirds", root=str(root / f"raw_{rate}"), n_classes=N_CLASSES,
                              images_per_class=IMAGES_PER_CLASS, generate_size=64, image_size=32, shortcut_rate=rate,
@@ -53,7 +53,7 @@ def prepare(root: Path, rate: float) -> Path:
 
 
 def train(data: Path, out: Path, iterations: int) -> tuple[Path, float]:
-    from ticketlens.lottery import train_ticket
+    from ticketlens.lottery.rounds import train_ticket
 
     training = training_settings(**TRAIN, iterations=iterations)
     ticket = Ticket("synthbirds", 0, "ticket", 0)
@@ -73,7 +73,7 @@ def scene_set(scene: int, path: Path) -> Path:
     """Bird-free background scenes of one class's shortcut scene: the background concept."""
     from PIL import Image
 
-    from ticketlens.data.synthbirds_drawing import draw_background
+    from ticketlens.data.synthbirds.drawing import draw_background
 
     rng = np.random.default_rng(1000 + scene)
     images = [
@@ -173,7 +173,7 @@ def shortcut_concept_check(summary: pd.DataFrame) -> tuple[bool, dict]:
 def background_mass(study: dict, folder: Path) -> float:
     """Share of Grad-CAM mass outside the bird box, for the class the model predicts, on all test images."""
     from ticketlens.explanations import saliency as sal
-    from ticketlens.lottery import load_model
+    from ticketlens.lottery.rounds import load_model
 
     data = study["data"]
     model = load_model(folder / TICKET_FILES.checkpoint)

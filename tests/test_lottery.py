@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import TOY, TOY_PRUNING, make_toy_data
-from ticketlens import training
 from ticketlens.data.prepared import save_prepared
-from ticketlens.lottery import load_checkpoint, load_model, train_ticket
+from ticketlens.lottery import training
+from ticketlens.lottery.rounds import load_checkpoint, load_model, train_ticket
 from ticketlens.study import TICKET_FILES, PruningSettings, Ticket, TrainingSettings
 
 CHECKPOINT, METRICS, RESUME = TICKET_FILES.checkpoint, TICKET_FILES.metrics, TICKET_FILES.resume
@@ -64,7 +64,7 @@ def test_survivors_are_rewound_to_exactly_their_init(two_rounds, toy_data_path):
         return original(model, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("ticketlens.lottery.train", spy)
+        mp.setattr("ticketlens.lottery.rounds.train", spy)
         run(toy_data_path, two_rounds / "again", r=1, previous=two_rounds / "t0" / CHECKPOINT, training=short)
     for key, mask in ticket["masks"].items():
         start = (
@@ -160,7 +160,7 @@ def assert_same_round(a, b):
 def test_interrupted_round_resumes_to_the_same_result(tmp_path, toy_data_path, caplog):
     run(toy_data_path, tmp_path / "full")
     crash_midway(toy_data_path, tmp_path / "crash")
-    with caplog.at_level("INFO", logger="ticketlens.training"):
+    with caplog.at_level("INFO", logger="ticketlens.lottery.training"):
         run(toy_data_path, tmp_path / "crash")
     assert "resumed from" in caplog.text and "at iteration 20" in caplog.text
     assert_same_round(tmp_path / "full", tmp_path / "crash")
@@ -169,7 +169,7 @@ def test_interrupted_round_resumes_to_the_same_result(tmp_path, toy_data_path, c
 def test_resume_saved_before_an_lr_change_is_discarded(tmp_path, toy_data_path, caplog):
     crash_midway(toy_data_path, tmp_path / "t0")  # lr 0.003
     faster = dataclasses.replace(TOY.training, lr=0.01)
-    with caplog.at_level("INFO", logger="ticketlens.training"):
+    with caplog.at_level("INFO", logger="ticketlens.lottery.training"):
         run(toy_data_path, tmp_path / "t0", training=faster)
     assert "resumed from" not in caplog.text
     assert "discarding" in caplog.text and "training.lr 0.003 -> 0.01" in caplog.text
@@ -182,7 +182,7 @@ def test_resume_saved_before_a_pruning_rate_change_is_discarded(tmp_path, toy_da
     previous = tmp_path / "t0" / CHECKPOINT
     crash_midway(toy_data_path, tmp_path / "t1", r=1, previous=previous)  # rate_fc 0.4
     harder = dataclasses.replace(TOY_PRUNING, rate_fc=0.7)
-    with caplog.at_level("INFO", logger="ticketlens.training"):
+    with caplog.at_level("INFO", logger="ticketlens.lottery.training"):
         run(toy_data_path, tmp_path / "t1", r=1, previous=previous, pruning=harder)
     assert "pruning.rate_fc 0.4 -> 0.7" in caplog.text
     run(toy_data_path, tmp_path / "fresh", r=1, previous=previous, pruning=harder)
@@ -194,7 +194,7 @@ def test_resume_saved_from_another_parent_is_discarded(tmp_path, toy_data_path, 
     crash_midway(toy_data_path, tmp_path / "t1", r=1, previous=tmp_path / "t0" / CHECKPOINT)
     # the dense net is retrained differently: round 1 must not continue from the old parent's pruning
     run(toy_data_path, tmp_path / "t0", training=dataclasses.replace(TOY.training, lr=0.01))
-    with caplog.at_level("INFO", logger="ticketlens.training"):
+    with caplog.at_level("INFO", logger="ticketlens.lottery.training"):
         run(toy_data_path, tmp_path / "t1", r=1, previous=tmp_path / "t0" / CHECKPOINT)
     assert "parent_sha256" in caplog.text and "resumed from" not in caplog.text
     run(toy_data_path, tmp_path / "fresh", r=1, previous=tmp_path / "t0" / CHECKPOINT)
@@ -216,7 +216,7 @@ def test_late_rewinding_stores_iteration_k_and_restarts_there(tmp_path, toy_data
     run(toy_data_path, tmp_path / "t0", pruning=late)
     dense = load_checkpoint(tmp_path / "t0" / CHECKPOINT)
     torch.manual_seed(0)
-    from ticketlens.lottery import seeded_init
+    from ticketlens.lottery.rounds import seeded_init
 
     init = seeded_init(dense["model"], 0).state_dict()
     key = "features.conv1.weight"
@@ -261,14 +261,14 @@ def test_divergence_stops_in_one_line_and_leaves_nothing_to_resume(tmp_path, toy
 
 
 def test_cli_train_divergence_exits_2(tmp_path, toy_data_path, capsys, monkeypatch):
-    from ticketlens.cli import main
+    from ticketlens.cli import run
 
     monkeypatch.chdir(tmp_path)
     wild = dataclasses.replace(TOY.training, optimizer="sgd", lr=1e9)
     folder = Ticket("toy", 0, "ticket", 0).folder
     args = ["train-ticket", "--data", str(toy_data_path), "--model", TOY.model, "--model-width", "0.5"]
     args += ["--training", wild.to_json(), "--pruning", TOY_PRUNING.to_json(), "--out-dir", str(folder)]
-    assert main(args) == 2
+    assert run(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("ticketlens train-ticket: error: training diverged at iteration ")
     assert not (folder / CHECKPOINT).exists()
@@ -331,7 +331,7 @@ def test_reinit_control_trains_from_the_rewind_step_like_the_ticket(tmp_path, to
     assert ticket["start_iteration"] == reinit["start_iteration"] == randmask["start_iteration"] == 10
     # the re-init control stores its own fresh init to rewind to, not the ticket's iteration-10 weights
     stored = load_checkpoint(tmp_path / "reinit" / CHECKPOINT)["rewind_state"]
-    from ticketlens.lottery import init_seed, seeded_init
+    from ticketlens.lottery.rounds import init_seed, seeded_init
 
     spec = load_checkpoint(tmp_path / "reinit" / CHECKPOINT)["model"]
     fresh = seeded_init(spec, init_seed(0, "reinit", 1)).state_dict()

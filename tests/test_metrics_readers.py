@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ticketlens.summary import metrics_columns
+from ticketlens.analysis.summary import metrics_columns
 
 
 def test_null_test_loss_is_nan_not_a_crash() -> None:

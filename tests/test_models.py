@@ -11,7 +11,7 @@ from torch import nn
 
 from conftest import TOY, TOY_PRUNING
 from ticketlens.errors import UserError
-from ticketlens.models import build_model, prunable_layers
+from ticketlens.lottery.models import build_model, prunable_layers
 from ticketlens.study import TICKET_FILES, Ticket
 
 
@@ -68,7 +68,7 @@ def test_default_init_is_the_architectures_own() -> None:
 def test_training_init_reaches_the_ticket_and_its_controls(toy_data_path: Path, tmp_path: Path) -> None:
     import dataclasses
 
-    from ticketlens.lottery import train_ticket
+    from ticketlens.lottery.rounds import train_ticket
 
     training = dataclasses.replace(TOY.training, iterations=4, eval_every=4, init="glorot_normal")
     dense = Ticket("toy", 0, "ticket", 0)

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import TOY, TOY_PRUNING, make_toy_data
-from ticketlens import fileio, provenance
+from ticketlens import fileio
 from ticketlens.data.prepared import save_prepared
 from ticketlens.errors import UserError
-from ticketlens.lottery import load_model, train_ticket
-from ticketlens.provenance import check_results
+from ticketlens.lottery.rounds import load_model, train_ticket
+from ticketlens.runtime import startup
+from ticketlens.runtime.startup import check_results
 from ticketlens.study import StudyParams, StudySettings, Ticket
 
 DENSE, ROUND1, REINIT1 = (
@@ -193,8 +194,8 @@ def test_the_hash_cache_skips_unchanged_files_but_not_a_cp_p_replacement(
     cache = study / ".snakemake" / "hashes.json"
     check_results(PARAMS, cache_path=cache)
     hashed: list[Path] = []
-    real = provenance.file_sha256
-    monkeypatch.setattr(provenance, "file_sha256", lambda path: hashed.append(path) or real(path))
+    real = startup.file_sha256
+    monkeypatch.setattr(startup, "file_sha256", lambda path: hashed.append(path) or real(path))
     check_results(PARAMS, cache_path=cache)
     assert hashed == []  # a no-op start hashes nothing
     assert ROUND1.file("checkpoint").stat().st_size == REINIT1.file("checkpoint").stat().st_size

@@ -10,8 +10,8 @@ from torch import nn
 
 from conftest import training_settings
 from ticketlens.errors import UserError
-from ticketlens.models import Normalize, TicketNet, build_model, prunable_layers
-from ticketlens.pruning import (
+from ticketlens.lottery.models import Normalize, TicketNet, build_model, prunable_layers
+from ticketlens.lottery.pruning import (
     PruningRates,
     full_masks,
     install_masks,
@@ -20,7 +20,7 @@ from ticketlens.pruning import (
     remove_masks,
     sparsity_report,
 )
-from ticketlens.training import BatchStream, train
+from ticketlens.lottery.training import BatchStream, train
 
 RATES = PruningRates(conv=0.2, fc=0.4, output=0.1)
 

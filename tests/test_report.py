@@ -14,7 +14,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from test_analysis import CLASSES, CONCEPTS, SETTINGS, ToyStudy, make_results_tree
-from ticketlens.cli import main
+from ticketlens.cli import run
 from ticketlens.report import build_dataset_report, figures, grids, load_gallery_inputs
 from ticketlens.report.sentences import accuracy_sentences, headline
 from ticketlens.study import SIMILARITY_METRICS
@@ -52,8 +52,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--tcav-summary", str(study.output("tcav_summary")), "--findings", str(study.output("findings")),
         "--metrics", str(study.output("metrics")),
     ]  # fmt: skip
-    assert main(summarize_args) == 0
-    assert main(report_args(study)) == 0
+    assert run(summarize_args) == 0
+    assert run(report_args(study)) == 0
     return {
         "results": results,
         "study": study,
@@ -241,7 +241,7 @@ def test_study_report_merges_metrics_and_prints_summary(
             "--metrics", str(results / "metrics.json"), "--reports", str(results / "report.md"),
             "--report", str(tmp_path / "report.md"), "--metrics-out", str(tmp_path / "metrics.json"),
             "--summary-out", str(tmp_path / "summary.txt")]  # fmt: skip
-    assert main(args) == 0
+    assert run(args) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[0].startswith("Report: ") and str(tmp_path / "report.md") in printed[0]
     assert printed[1] == (
@@ -278,7 +278,7 @@ def test_single_seed_report_builds(tmp_path: Path) -> None:
 
 def test_missing_summary_is_a_user_error(tmp_path: Path) -> None:
     study = ToyStudy(tmp_path / "results" / "toy", [tmp_path / "results/toy/seed_0/ticket/round_0"], [])
-    assert main(report_args(study)) == 2
+    assert run(report_args(study)) == 2
 
 
 def test_headline_when_nothing_falls() -> None:
@@ -303,11 +303,11 @@ def test_headline_when_nothing_falls() -> None:
 def test_saved_figures_are_byte_identical_across_runs(tmp_path: Path) -> None:
     """DVC pins figures by hash: the same plot must give the same bytes (no dates, fixed SVG ids)."""
     digests = []
-    for run in ("a", "b"):
+    for attempt in ("a", "b"):
         fig, ax = plt.subplots()
         ax.plot([1, 2, 3], label="x")
         ax.legend()
-        figures.save_figure(fig, tmp_path / run, "figure")
+        figures.save_figure(fig, tmp_path / attempt, "figure")
         plt.close(fig)
-        digests.append([(tmp_path / run / f"figure.{ext}").read_bytes() for ext in ("png", "svg")])
+        digests.append([(tmp_path / attempt / f"figure.{ext}").read_bytes() for ext in ("png", "svg")])
     assert digests[0] == digests[1]

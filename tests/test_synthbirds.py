@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import data_settings
-from ticketlens.data.cub import check_cub, read_cub
+from ticketlens.data.birds.check import check_cub
+from ticketlens.data.birds.records import read_cub
 from ticketlens.data.prepared import TEST, TRAIN, load_prepared
-from ticketlens.data.synthbirds import prepare_synthbirds
-from ticketlens.data.synthbirds_classes import (
+from ticketlens.data.synthbirds.classes import (
     GROUP,
     PART_ID,
     PART_NAMES,
@@ -23,7 +23,8 @@ from ticketlens.data.synthbirds_classes import (
     class_table,
     defining_sizes,
 )
-from ticketlens.data.synthbirds_folder import MANIFEST, ensure_generated, generation_settings
+from ticketlens.data.synthbirds.folder import MANIFEST, ensure_generated, generation_settings
+from ticketlens.data.synthbirds.prepare import prepare_synthbirds
 from ticketlens.errors import UserError
 from ticketlens.study import DataSettings
 

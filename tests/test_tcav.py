@@ -35,7 +35,7 @@ ALPHA = 0.05
 
 @pytest.fixture(scope="module")
 def small_setup() -> dict:
-    from ticketlens.models import build_model
+    from ticketlens.lottery.models import build_model
 
     torch.manual_seed(0)
     model = build_model("convnet_mnist", 3, 1, 16, [0.5], [0.25], width=0.5).eval()
@@ -50,7 +50,7 @@ def small_setup() -> dict:
 def test_hooks_give_captums_activations_and_gradients(small_setup: dict) -> None:
     from captum.attr import LayerActivation, LayerGradientXActivation
 
-    from ticketlens.models import get_module
+    from ticketlens.lottery.models import get_module
 
     model = small_setup["model"]
     layers = list(model.tcav_layers)
@@ -157,7 +157,7 @@ def ticket_files(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from conftest import TOY, TOY_PRUNING, make_toy_data
     from ticketlens.data.concepts import make_random_sets
     from ticketlens.data.prepared import save_prepared
-    from ticketlens.lottery import train_ticket
+    from ticketlens.lottery.rounds import train_ticket
     from ticketlens.study import TICKET_FILES, Ticket
 
     root = tmp_path_factory.mktemp("tcav_job")
@@ -219,8 +219,8 @@ def test_a_tcav_job_imports_neither_sklearn_nor_captum(ticket_files: dict, tmp_p
     files = ticket_files
     code = (
         "import sys\n"
-        "from ticketlens.cli import main\n"
-        f"code = main(['tcav-concept', '--checkpoint', {str(files['checkpoint'])!r}, '--data', {str(files['data'])!r},"
+        "from ticketlens.cli import run\n"
+        f"code = run(['tcav-concept', '--checkpoint', {str(files['checkpoint'])!r}, '--data', {str(files['data'])!r},"
         f" '--random', {str(files['random'])!r}, '--concept', {str(files['concept'])!r},"
         f" '--tcav', {settings().to_json()!r}, '--out', {str(tmp_path / 'x.csv')!r}])\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'captum'))\n"

@@ -16,6 +16,8 @@ from scipy.stats import binom, ttest_ind
 
 from ticketlens.explanations import tcav
 from ticketlens.explanations.cav import class_scores, fit_rows, fit_seed
+from ticketlens.explanations.tcav_significance import LayerBase, TicketBase, concept_test, null_draws
+from ticketlens.explanations.tcav_significance import TestDesign as Design
 from ticketlens.explanations.tcav_stats import (
     decide,
     equal_tailed_p,
@@ -24,8 +26,6 @@ from ticketlens.explanations.tcav_stats import (
     null_draws_needed,
     summarize_tcav,
 )
-from ticketlens.explanations.tcav_test import LayerBase, TicketBase, concept_test, null_draws
-from ticketlens.explanations.tcav_test import TestDesign as Design
 
 ALPHA = 0.05
 METHODS = ["fastcav", "logistic"]
@@ -187,7 +187,7 @@ def test_calibrated_under_the_null_and_the_reference_test_is_not(method: str) ->
 def trained_net() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     """convnet_mnist (width 0.5) trained on 16 px band images: layers of 8x16x16 and 16x8x8 features."""
     from conftest import make_toy_data
-    from ticketlens.models import build_model
+    from ticketlens.lottery.models import build_model
 
     data = make_toy_data(n=1600, classes=4, size=16, channels=1, seed=3)
     train, test = data.indices(0), data.indices(2)
@@ -213,7 +213,7 @@ def trained_net() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Te
 @pytest.mark.parametrize("method", ["fastcav"])  # the default; logistic's calibration: the simulated test
 def test_held_out_random_sets_are_not_flagged_on_a_trained_model(method: str, trained_net: tuple) -> None:
     """The study's calibration, in CI: disjoint random training-image sets, never in the pool, run through
-    the job's own functions (`tcav.ticket_base`, `tcav_test.concept_test`) as concepts."""
+    the job's own functions (`tcav.ticket_base`, `tcav_significance.concept_test`) as concepts."""
     from ticketlens.study import TcavSettings
 
     model, x, x_test, y_test = trained_net

@@ -1,5 +1,5 @@
 """The `ticketlens` console script: one subcommand per workflow rule, named like the rule and the function
-it runs (rule `train_ticket` -> `ticketlens train-ticket` -> `ticketlens.lottery.train_ticket`).
+it runs (rule `train_ticket` -> `ticketlens train-ticket` -> `ticketlens.lottery.rounds.train_ticket`).
 
 `COMMANDS` is the whole mapping: subcommand -> function, and per flag the parameter it fills and how the
 text becomes a value (a path, a list of paths, the JSON of a typed settings section of `ticketlens.study`).
@@ -18,24 +18,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ticketlens import study
 from ticketlens.errors import UserError
+from ticketlens.runtime.jobclient import run_on_server
+from ticketlens.study import Ticket
 
 
 def _settings(name: str) -> Callable[[str], Any]:
     """Converter for the JSON of a settings section: `--training '{"lr": ...}'` -> TrainingSettings."""
 
     def convert(text: str) -> Any:
-        from ticketlens import study
-
         return getattr(study, name).from_json(text)
 
     convert.__name__ = name
     return convert
 
 
-def _ticket(folder: str) -> Any:
-    from ticketlens.study import Ticket
-
+def _ticket(folder: str) -> Ticket:
     return Ticket.from_folder(folder)
 
 
@@ -85,7 +84,7 @@ COMMANDS: dict[str, Command] = {
         Arg("--options", convert=_settings("ConceptOptions"), options={"help": "concept_options JSON (birds)"}),
         Arg("--random", "random_paths", _paths, PATHS), Arg("--out", convert=Path),
     )),
-    "train-ticket": Command("ticketlens.lottery:train_ticket", "train one round of one branch (a ticket or a control)", (
+    "train-ticket": Command("ticketlens.lottery.rounds:train_ticket", "train one round of one branch (a ticket or a control)", (
         Arg("--data", "data_path", Path), Arg("--model"),
         Arg("--model-width", options={"type": float, "required": True}),
         Arg("--training", convert=_settings("TrainingSettings")),
@@ -113,7 +112,7 @@ COMMANDS: dict[str, Command] = {
         Arg("--random", "random_sets", Path), Arg("--concept", "concept_path", Path),
         Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS,
     )),
-    "summarize-dataset": Command("ticketlens.summary:summarize_dataset", "tables and findings of one dataset", (
+    "summarize-dataset": Command("ticketlens.analysis.summary:summarize_dataset", "tables and findings of one dataset", (
         Arg("--dataset"), Arg("--tickets", convert=_paths, options=PATHS),
         Arg("--concepts", options={"nargs": "*", "default": []}),
         Arg("--alpha", options={"type": float, "required": True, "help": "the TCAV significance level"}),
@@ -132,7 +131,7 @@ COMMANDS: dict[str, Command] = {
         Arg("--reports", convert=_paths, options=PATHS), Arg("--report", convert=Path),
         Arg("--metrics-out", convert=Path), Arg("--summary-out", convert=Path),
     )),
-    "data-check": Command("ticketlens.data.cub:check_data", "validate a CUB-200-2011 copy, print its counts", (
+    "data-check": Command("ticketlens.data.birds.check:check_data", "validate a CUB-200-2011 copy, print its counts", (
         Arg("--dataset", options={"choices": ["cub", "synthbirds"], "default": "cub"}),
         Arg("--root", convert=Path),
     )),
@@ -196,15 +195,16 @@ def _describe(err: BaseException) -> str:
     return str(err)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
+    """The console script: on a workstation job server (torch already imported) when one runs, else here."""
+    code = run_on_server(sys.argv)
+    return run(sys.argv[1:]) if code is None else code
+
+
+def run(argv: list[str]) -> int:
+    """`ticketlens argv` in this process (the job server's children and the tests call this)."""
     import logging
 
-    if argv is None:  # the console script: a workstation job server runs it with torch already imported
-        from ticketlens.jobserver import run_on_server
-
-        code = run_on_server(sys.argv)
-        if code is not None:
-            return code
     args = build_parser().parse_args(argv)
     name = "data-check" if args.command == "data" else args.command
     _setup_logging(args.log)

@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ticketlens.data.concept_names import check_concept_names
 from ticketlens.errors import UserError
 from ticketlens.study import StudyParams
 
@@ -156,8 +157,6 @@ def study_params(params: Mapping[str, Any]) -> StudyParams:
 
 
 def _check_cross_keys(params: dict, source: str) -> None:
-    from ticketlens.data.concepts import check_concept_names  # light import: no torch needed
-
     configured = params["datasets"]
     for name in params["study"]["datasets"]:
         if name not in configured:

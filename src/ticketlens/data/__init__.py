@@ -15,12 +15,13 @@ DATASETS = ("mnist", "synthbirds", "cub")
 
 def prepare_dataset(name: str, settings: DataSettings, out: Path) -> None:
     """Prepare dataset `name` with its data settings into `out` (data.pt) and `meta.csv` beside it."""
+    # lazy: each preparer imports torch, and params validation imports this package (data.concepts)
     if name == "mnist":
         from ticketlens.data.mnist import prepare_mnist as prepare
     elif name == "synthbirds":
-        from ticketlens.data.synthbirds import prepare_synthbirds as prepare
+        from ticketlens.data.synthbirds.prepare import prepare_synthbirds as prepare
     elif name == "cub":
-        from ticketlens.data.cub import prepare_cub as prepare
+        from ticketlens.data.birds.prepare import prepare_cub as prepare
     else:
         raise UserError(f"unknown dataset '{name}' (allowed: {', '.join(DATASETS)})")
     prepare(settings, Path(out))

@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from ticketlens.data.prepared import TRAIN, PreparedData
 from ticketlens.data.procedural import TEXTURES
+from ticketlens.data.synthbirds.drawing import draw_scene
 from ticketlens.errors import UserError
 
 if TYPE_CHECKING:
-    from ticketlens.data.prepared import PreparedData
     from ticketlens.study import ConceptOptions
 
 IMAGE_KINDS = ("part_patches", "part_crops", "whole")  # the values of concept_options.images
@@ -75,8 +76,6 @@ def attribute_index(data: PreparedData, concept: str) -> int:
 def attribute_candidates(data: PreparedData, concept: str, options: ConceptOptions) -> tuple[Any, str]:
     """Boolean mask of the train images that show an attribute, and a description of the rule."""
     import numpy as np
-
-    from ticketlens.data.prepared import TRAIN
 
     a = attribute_index(data, concept)
     labels = data.labels.numpy()
@@ -165,8 +164,6 @@ def part_patches(data: PreparedData, chosen: Any, concept: str, rng: Any) -> Any
     import numpy as np
     import torch
     from PIL import Image
-
-    from ticketlens.data.synthbirds_drawing import draw_scene
 
     if data.in_channels != 3:
         raise UserError(

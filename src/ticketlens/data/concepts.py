@@ -1,7 +1,7 @@
 """TCAV concept and random sets: the set files the `make_random_sets` and `make_concept_set` rules write.
 
-Strokes and textures come from `procedural`, bird attribute concepts from `attribute_concepts`. This
-module must stay importable without torch for `check_concept_names` (params validation).
+Strokes and textures come from `procedural`, bird attribute concepts from `attribute_concepts`; which
+names a dataset accepts is `concept_names` (params validation, without torch or numpy).
 """
 
 from __future__ import annotations
@@ -12,28 +12,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ticketlens.data import attribute_concepts as attributes
+from ticketlens.data.concept_names import check_concept_names
+from ticketlens.data.prepared import TRAIN, PreparedData, load_prepared
 from ticketlens.data.procedural import STROKES, TEXTURES, stroke_images, texture_images
 from ticketlens.errors import UserError
+from ticketlens.fileio import atomic_save, load_torch
 
 if TYPE_CHECKING:
-    from ticketlens.data.prepared import PreparedData
     from ticketlens.study import ConceptOptions
 
 log = logging.getLogger(__name__)
-
-BIRD_DATASETS = ("synthbirds", "cub")
-
-
-def check_concept_names(dataset: str, names: Iterable[str]) -> None:
-    """Raise UserError naming the first concept that dataset cannot build, and what is allowed."""
-    if dataset in BIRD_DATASETS:
-        allowed = f"{', '.join(TEXTURES)} or a CUB attribute such as has_wing_color::blue"
-    else:
-        allowed = ", ".join(STROKES)
-    for name in names:
-        ok = name in STROKES if dataset not in BIRD_DATASETS else (name in TEXTURES or "::" in name)
-        if not ok or name.startswith("random"):
-            raise UserError(f"unknown concept '{name}' for dataset {dataset} (allowed: {allowed})")
 
 
 def concept_seed(name: str) -> int:
@@ -53,9 +42,6 @@ def make_random_sets(
     One file per role rather than per set: a CUB-sized study has ~24k TCAV jobs, and 20 inputs each made
     Snakemake's DAG the slowest part of a dry run (docs/benchmarks.md)."""
     import numpy as np
-
-    from ticketlens.data.prepared import TRAIN, load_prepared
-    from ticketlens.fileio import atomic_save
 
     data = load_prepared(Path(data_path))
     train = data.indices(TRAIN).numpy()
@@ -114,9 +100,6 @@ def make_concept_set(
     """
     import numpy as np
 
-    from ticketlens.data.prepared import load_prepared
-    from ticketlens.fileio import atomic_save
-
     data = load_prepared(Path(data_path))
     check_concept_names(dataset, [concept])
     rng = np.random.default_rng(concept_seed(concept))
@@ -144,8 +127,6 @@ def _attribute_set(
     """The set file of an attribute concept: `set_size` qualifying train images (fewer, with a warning,
     when fewer qualify), turned into concept images as `options.images` says."""
     import numpy as np
-
-    from ticketlens.data import attribute_concepts as attributes
 
     positive, rule = attributes.attribute_candidates(data, concept, options)
     in_random_sets, n_random_sets = _excluded(random_paths, len(positive))
@@ -182,16 +163,12 @@ def _images(raw: dict[str, Any], path: Path) -> Any:
 
 def load_image_set(path: Path) -> tuple[str, Any]:
     """A concept set file: (name, float images in [0, 1])."""
-    from ticketlens.fileio import load_torch
-
     raw = load_torch(path, "image set", "run the concept set step first")
     return str(raw.get("name") or Path(path).stem), _images(raw, path)
 
 
 def _load_sets(path: Path) -> list[dict[str, Any]]:
     """The per-set entries of a random-sets file (name, images, indices, source), checked to be dicts."""
-    from ticketlens.fileio import load_torch
-
     raw = load_torch(path, "random sets", "run the random-sets step first")
     if (
         not isinstance(raw, dict)

@@ -1,7 +1,7 @@
 """Procedural concept images: pen strokes (MNIST concepts) and two-tone textures (bird concepts, and the
 synthbirds background scenes).
 
-numpy and PIL are imported inside the functions, so `ticketlens.data.concepts.check_concept_names` (params
+numpy and PIL are imported inside the functions, so `ticketlens.data.concept_names.check_concept_names` (params
 validation) can import the names from here without loading them.
 """
 

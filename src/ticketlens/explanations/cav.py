@@ -32,6 +32,8 @@ import numpy as np
 import torch
 
 from ticketlens.explanations.logistic import newton_logistic
+from ticketlens.explanations.seeds import seed_array
+from ticketlens.explanations.sgd_reference import fit_sgd
 
 METHODS = ("sgd", "logistic", "fastcav")
 L2 = 0.01  # mean log-loss + L2/2 |w|^2 (captum's SGD uses alpha 0.01 in the same convention)
@@ -63,11 +65,6 @@ def seeded_permutations(seeds: np.ndarray, n: int, stream: int) -> np.ndarray:
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
         keys = _splitmix64(seeds[:, None] + GOLDEN_GAMMA * positions[None, :])
     return np.argsort(keys, axis=1, kind="stable")
-
-
-def seed_array(seeds: torch.Tensor | Sequence[int]) -> np.ndarray:
-    values = seeds.tolist() if isinstance(seeds, torch.Tensor) else list(seeds)
-    return np.array([int(s) % 2**64 for s in values], dtype=np.uint64)
 
 
 def _test_size(n: int, test_fraction: float) -> int:
@@ -273,8 +270,6 @@ def _fit_rows_sgd(
 ) -> RowFit:
     if rows.activations is None or rows.gradients is None:
         raise ValueError("the sgd reference fits in feature space: build LayerRows with keep_features=True")
-    from ticketlens.explanations.sgd_reference import fit_sgd
-
     x = rows.activations
     cavs, accuracy = fit_sgd(x[positive.to(x.device)], x[negative.to(x.device)], seeds, TEST_FRACTION)
     return RowFit(cavs.double() @ rows.gradients.double().T, accuracy, cavs.double().norm(dim=1))
@@ -333,8 +328,6 @@ def fit_cavs(
     if len(seeds) != len(positives):
         raise ValueError(f"need one seed per problem: got {len(seeds)} seeds for {len(positives)} problems")
     if method == "sgd":
-        from ticketlens.explanations.sgd_reference import fit_sgd
-
         cavs, accuracy = fit_sgd(positives, negatives, seeds, test_fraction)
         return CavFit(_unit(cavs.to(positives.dtype)), accuracy, method)
     split = held_out_split(seeds, positives.shape[1], negatives.shape[1], test_fraction)

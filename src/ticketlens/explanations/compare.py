@@ -13,10 +13,14 @@ is all zero after its ReLU), so no image is silently dropped from a mean:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from ticketlens.study import SIMILARITY_METRICS
+from ticketlens.errors import UserError
+from ticketlens.fileio import load_npz
+from ticketlens.study import METHOD_NAMES, SIMILARITY_METRICS
 
 METRICS = tuple(SIMILARITY_METRICS)
 
@@ -118,3 +122,13 @@ def dense_seed_consistency(maps_by_seed: dict[int, dict[str, np.ndarray]]) -> pd
                 means = compare_maps(a[method], b[method]).mean()
                 rows.append({"seed": seed, "other_seed": other, "method": method, **means.to_dict()})
     return pd.DataFrame(rows, columns=["seed", "other_seed", "method", *METRICS])
+
+
+def load_standard_maps(path: Path, probe: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The standard maps of a saliency.npz (and its `probe` indices), refusing maps of other probe images."""
+    if not Path(path).exists():
+        raise UserError(f"reference maps {path} not found (explain that ticket first)")
+    ref = load_npz(path, "reference maps")
+    if probe is not None and ("probe" not in ref or not np.array_equal(ref["probe"], probe)):
+        raise UserError(f"{path} explains other probe images: re-run it with the same explanations params")
+    return {m: ref[m] for m in (*METHOD_NAMES, "probe") if m in ref}

@@ -15,10 +15,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ticketlens.data.prepared import TEST, load_prepared
 from ticketlens.errors import UserError
-from ticketlens.fileio import file_sha256, load_npz
-from ticketlens.provenance import CHECKPOINT_SHA
-from ticketlens.study import METHOD_NAMES, SIMILARITY_METRICS, TICKET_FILES
+from ticketlens.explanations import saliency as sal
+from ticketlens.explanations.compare import compare_maps, load_standard_maps
+from ticketlens.explanations.faithfulness import deletion_insertion
+from ticketlens.explanations.seeds import seed_everything
+from ticketlens.fileio import file_sha256, write_csv, write_npz
+from ticketlens.lottery.provenance import CHECKPOINT_SHA
+from ticketlens.lottery.rounds import load_model
+from ticketlens.study import SIMILARITY_METRICS, TICKET_FILES
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +47,6 @@ def localisation_table(
 ) -> pd.DataFrame:
     """saliency.csv: one row per probe image x method (NaN where the data has no boxes or part masks);
     `empty` marks maps with no positive cell, which every metric scores as its module documents."""
-    from ticketlens.explanations import saliency as sal
-
     n = len(probe)
     height, width = next(iter(maps.values())).shape[-2:]
     nan = np.full(n, np.nan)
@@ -78,22 +82,10 @@ def localisation_table(
     return pd.concat(frames, ignore_index=True)[SALIENCY_COLUMNS]
 
 
-def load_standard_maps(path: Path, probe: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The standard maps of a saliency.npz (and its `probe` indices), refusing maps of other probe images."""
-    if not Path(path).exists():
-        raise UserError(f"reference maps {path} not found (explain that ticket first)")
-    ref = load_npz(path, "reference maps")
-    if probe is not None and ("probe" not in ref or not np.array_equal(ref["probe"], probe)):
-        raise UserError(f"{path} explains other probe images: re-run it with the same explanations params")
-    return {m: ref[m] for m in (*METHOD_NAMES, "probe") if m in ref}
-
-
 def consistency_table(
     probe: np.ndarray, maps: dict[str, np.ndarray], references: dict[str, dict[str, np.ndarray]]
 ) -> pd.DataFrame:
     """consistency.csv: similarity of every method's maps with each reference that has that method."""
-    from ticketlens.explanations.compare import compare_maps
-
     frames = []
     for reference, ref_maps in references.items():
         for method, m in maps.items():
@@ -115,8 +107,6 @@ def test_correctness(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(indices of the test split, whether the model classifies each correctly): the per-image outcomes
     from which the findings estimate how much of an accuracy difference is test-set noise."""
-    from ticketlens.data.prepared import TEST
-
     indices = data.indices(TEST)
     correct = []
     for start in range(0, len(indices), batch_size):
@@ -142,13 +132,6 @@ def explain_ticket(
     `gradcam_layer` None means the model's last conv block; `dense_maps` / `previous_maps` are the
     saliency.npz of the dense net of the same seed and of the previous round (absent for round 0).
     """
-    from ticketlens.data.prepared import load_prepared
-    from ticketlens.explanations import saliency as sal
-    from ticketlens.explanations import seed_everything
-    from ticketlens.explanations.faithfulness import deletion_insertion
-    from ticketlens.fileio import write_csv, write_npz
-    from ticketlens.lottery import load_model
-
     torch.set_num_threads(max(1, int(threads)))
     seed_everything(EXPLAIN_SEED)
     out_dir = Path(out_dir)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ticketlens.data.prepared import TEST
-from ticketlens.models import get_module
+from ticketlens.lottery.models import get_module
+from ticketlens.study import METHOD_NAMES
 
 
 def stratified_indices(labels: np.ndarray, split: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -96,8 +97,6 @@ def explain_probe(model: nn.Module, x: torch.Tensor, target: torch.Tensor, gradc
 
 def standard_maps(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The maps every metric is computed on: the methods of `study.METHOD_NAMES`, not the signed map."""
-    from ticketlens.study import METHOD_NAMES
-
     return {method: m for method, m in maps.items() if method in METHOD_NAMES}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ticketlens.explanations import seed_everything
+from ticketlens.explanations.seeds import seed_array, seed_everything
 
 CAV_SEED = 0  # the seed of a classifier made without one (the captum comparison in tests/test_tcav.py)
 
@@ -84,8 +84,6 @@ def fit_sgd(
 
     The held-out split is captum's (pooled rows, shuffled by `random` seeded with the fit's seed).
     """
-    from ticketlens.explanations.cav import seed_array
-
     seed_list = [int(s) for s in seed_array(seeds).tolist()]
     cavs, accuracy = [], []
     for positive, negative, seed in zip(positives.cpu(), negatives.cpu(), seed_list, strict=True):

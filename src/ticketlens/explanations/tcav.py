@@ -1,6 +1,6 @@
 """Concept-level explanations (TCAV, Kim et al. 2018) of one ticket: the two workflow steps.
 
-* `tcav_concept`: one concept's calibrated test (`tcav_test.concept_test`) -> tcav/{slug}.csv.
+* `tcav_concept`: one concept's calibrated test (`tcav_significance.concept_test`) -> tcav/{slug}.csv.
 * `tcav_null`: the calibration of that test on this ticket: held-out random image sets, never part of the
   ticket's random pool, run through exactly the same function as a concept -> tcav/random.csv.
 
@@ -23,11 +23,14 @@ import torch
 from torch import nn
 
 from ticketlens.data.concepts import load_image_set, load_image_sets
+from ticketlens.data.prepared import load_prepared
 from ticketlens.errors import UserError
+from ticketlens.explanations.saliency import stratified_indices
+from ticketlens.explanations.tcav_significance import LayerBase, TestDesign, TicketBase, concept_test
 from ticketlens.explanations.tcav_stats import TEST_COLUMNS
-from ticketlens.explanations.tcav_test import LayerBase, TestDesign, TicketBase, concept_test
 from ticketlens.fileio import load_torch, write_csv
-from ticketlens.models import get_module
+from ticketlens.lottery.models import get_module
+from ticketlens.lottery.rounds import load_model
 from ticketlens.study import TcavSettings
 
 log = logging.getLogger(__name__)
@@ -83,8 +86,6 @@ def layer_gradients(
 
 def class_inputs(data: Any, inputs_per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The test inputs whose gradients TCAV uses: (float images, their classes), the same for every ticket."""
-    from ticketlens.explanations.saliency import stratified_indices
-
     chosen = stratified_indices(data.labels.numpy(), data.split.numpy(), inputs_per_class, INPUT_SEED)
     index = torch.from_numpy(chosen)
     return data.float_images(index), data.labels[index].long()
@@ -130,9 +131,6 @@ def ticket_base(
 def load_ticket(
     checkpoint: Path, data_path: Path, random_sets: Path, tcav: TcavSettings, threads: int
 ) -> tuple[nn.Module, TicketBase]:
-    from ticketlens.data.prepared import load_prepared
-    from ticketlens.lottery import load_model
-
     torch.set_num_threads(max(1, int(threads)))
     model = load_model(Path(checkpoint))
     seed = int(load_torch(Path(checkpoint), "checkpoint").get("seed", 0))

@@ -1,7 +1,7 @@
 """TCAV statistics without torch: rank p-values, the per-ticket decision (Holm, learnability, direction),
 the calibration of the test, and how a ticket's concept decisions differ from the dense net's.
 
-The TCAV job (`tcav_test`) writes one row per concept x layer x class with the TCAV score (column `mean`:
+The TCAV job (`tcav_significance`) writes one row per concept x layer x class with the TCAV score (column `mean`:
 the mean over K counterpart fits) and the test statistic (`cosine`: the mean cosine between CAV and
 gradients), their permutation null's means, the effect (cosine minus its null's) with an interval, the
 two-sided rank p-value and its side, and the learnability test of the concept's CAV accuracy. What needs all of a ticket's concepts at once, Holm over the ticket's

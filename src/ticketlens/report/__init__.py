@@ -46,7 +46,7 @@ def load_gallery_inputs(
     data: Path, saliency_maps: list[Path], seed: int
 ) -> tuple[np.ndarray, MapSets, list[str] | None]:
     """Probe images from data.pt and the map sets (saliency.npz) of one seed's tickets, in branch-round order."""
-    from ticketlens.data.prepared import load_prepared
+    from ticketlens.data.prepared import load_prepared  # lazy: torch, for the dataset report only
 
     tickets = [(Ticket.from_folder(Path(path).parent), Path(path)) for path in saliency_maps]
     of_seed = sorted(
@@ -74,7 +74,7 @@ def _write_figures(
     saliency_maps: list[Path],
 ) -> list[str]:
     """Write every figure into `folder`; return their names (file stems) in report order."""
-    from ticketlens.report import figures, grids
+    from ticketlens.report import figures, grids  # lazy: matplotlib, which the study report never needs
 
     names: list[str] = []
 

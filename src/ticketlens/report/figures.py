@@ -17,6 +17,13 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
+from ticketlens.analysis.tables import (  # noqa: E402
+    add_accuracy_change,
+    aggregate_over_seeds,
+    consistency_column,
+    split_consistency_column,
+    with_dense_rows,
+)
 from ticketlens.fileio import atomic_write  # noqa: E402
 from ticketlens.report.sentences import format_p, method_name, metric_name  # noqa: E402
 from ticketlens.study import (  # noqa: E402
@@ -28,13 +35,6 @@ from ticketlens.study import (  # noqa: E402
     REINIT,
     SIMILARITY_METRICS,
     TICKET,
-)
-from ticketlens.summary import (  # noqa: E402
-    add_accuracy_change,
-    aggregate_over_seeds,
-    consistency_column,
-    split_consistency_column,
-    with_dense_rows,
 )
 
 BRANCH_STYLE = {

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ticketlens.findings import concept_significance
+from ticketlens.analysis.associations import concept_significance
+from ticketlens.analysis.tables import order_branches
 from ticketlens.report import figures as _setup  # noqa: F401  (the Agg backend and reproducible rcParams)
 from ticketlens.study import BRANCH_SHORT
-from ticketlens.summary import order_branches
 
 GALLERY_PROBES = 6
 CLASSES_PER_HEATMAP = 6
@@ -86,7 +86,7 @@ def plot_tcav_heatmap(
     """Concepts (x layer) by branch-round, one panel per target class; '*' marks significance.
 
     Colour is the seed-mean TCAV score (0.5 = no directional preference); '*' where more than half of the
-    seeds find the concept significant (the calibrated permutation test, Holm per ticket; see tcav_test).
+    seeds find the concept significant (the calibrated permutation test, Holm per ticket; see tcav_significance).
     """
     table = concept_significance(tcav_summary)
     branch_rounds = order_branches(table[["branch", "round"]].drop_duplicates())

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ticketlens.analysis.tables import aggregate_over_seeds, split_consistency_column
 from ticketlens.report.sentences import STUDY_SECTIONS, finding_sentences, method_name
 from ticketlens.study import HEADLINE_METRIC
-from ticketlens.summary import aggregate_over_seeds, split_consistency_column
 
 OVERVIEW_TCAV = {
     "tcav_rank_corr_dense": "TCAV rank corr. vs dense",

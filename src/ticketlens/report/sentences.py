@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ticketlens.analysis.tables import split_consistency_column
 from ticketlens.study import (
     BRANCH_NOUNS,
     DENSE_ROUND,
@@ -16,7 +17,6 @@ from ticketlens.study import (
     SIMILARITY_METRICS,
     TICKET,
 )
-from ticketlens.summary import split_consistency_column
 
 # The sections of the study report that repeat a dataset's sentences (the others stay in its own report).
 STUDY_SECTIONS = ("Accuracy", "When explanations drift", "Controls at equal sparsity", "TCAV calibration")

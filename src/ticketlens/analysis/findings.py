@@ -21,13 +21,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ticketlens import inference
-from ticketlens.associations import (
+from ticketlens.analysis import inference
+from ticketlens.analysis.associations import (
     concept_changes,
-    concept_significance,  # noqa: F401  (the report's TCAV heatmap imports it here)
     control_gaps,
     gap_columns,
     within_seed_correlations,
+)
+from ticketlens.analysis.tables import (
+    consistency_column,
+    consistency_columns_of,
+    dense_rows,
+    split_consistency_column,
 )
 from ticketlens.fileio import clean_json
 from ticketlens.study import (
@@ -37,12 +42,6 @@ from ticketlens.study import (
     TICKET,
     FindingsSettings,
     branch_order,
-)
-from ticketlens.summary import (
-    consistency_column,
-    consistency_columns_of,
-    dense_rows,
-    split_consistency_column,
 )
 
 Outcomes = dict[tuple[int, str, int], np.ndarray]  # (seed, branch, round) -> per test image correct

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ticketlens.data.cub import CERTAINTY_NAMES
-from ticketlens.data.synthbirds_classes import (
+from ticketlens.data.birds.records import CERTAINTY_NAMES
+from ticketlens.data.synthbirds.classes import (
     BACKGROUND,
     GROUP,
     PART_NAMES,
@@ -23,7 +23,7 @@ from ticketlens.data.synthbirds_classes import (
     class_folder,
     class_table,
 )
-from ticketlens.data.synthbirds_drawing import Bird, Rendered, render_bird, sample_bird
+from ticketlens.data.synthbirds.drawing import Bird, Rendered, render_bird, sample_bird
 from ticketlens.errors import UserError
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Each class is a combination of a few *defining* attribute values (wing colour x breast pattern x ...);
 every other attribute varies at random, so only the defining ones are causal (docs/synthbirds.md).
-Pure Python: the drawing (`synthbirds_drawing`) and the folder writer (`synthbirds_folder`) use these names.
+Pure Python: the drawing (`drawing`) and the folder writer (`folder`) use these names.
 """
 
 from __future__ import annotations

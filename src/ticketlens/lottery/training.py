@@ -23,7 +23,7 @@ from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_save, load_torch
 from ticketlens.study import TrainingSettings
 
-log = logging.getLogger("ticketlens.training")
+log = logging.getLogger("ticketlens.lottery.training")
 
 END, EARLY_STOP = "end", "early_stop"  # training.test_at
 
@@ -31,7 +31,7 @@ END, EARLY_STOP = "end", "early_stop"  # training.test_at
 class DivergedError(UserError):
     """The loss became nan or inf: nothing of the run may be kept or resumed.
 
-    `lr_key` names the params key to lower; `lottery.train_ticket` re-raises with the dataset's own key.
+    `lr_key` names the params key to lower; `rounds.train_ticket` re-raises with the dataset's own key.
     """
 
     def __init__(

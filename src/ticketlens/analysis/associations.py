@@ -15,16 +15,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ticketlens import inference
-from ticketlens.study import DENSE_ROUND, TICKET
-from ticketlens.summary import (
-    TCAV_KEY,
+from ticketlens.analysis import inference
+from ticketlens.analysis.tables import (
     add_accuracy_change,
     column_bounds,
     consistency_columns_of,
     dense_rows,
     split_consistency_column,
 )
+from ticketlens.explanations.tcav_stats import KEYS as TCAV_KEY
+from ticketlens.study import DENSE_ROUND, TICKET
 
 Outcomes = dict[tuple[int, str, int], np.ndarray]
 TCAV_GAP_COLUMNS = ("tcav_rank_corr_dense", "tcav_jaccard_dense")

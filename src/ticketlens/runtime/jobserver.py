@@ -8,7 +8,7 @@ rules would lose the per-ticket x concept cache.
 
 How: the Snakefile's `onstart` calls `start()` when jobs run on this machine (never for cluster jobs);
 it sets TICKETLENS_JOB_SERVER to the server's socket, and the `ticketlens` console script hands its
-argv, working directory, environment and stdin/stdout/stderr to the server (`run_on_server`). The forked
+argv, working directory, environment and stdin/stdout/stderr to the server (`jobclient.run_on_server`). The forked
 child runs exactly what `ticketlens ...` would run in its own process and sends back the exit status.
 Without the variable, with `TICKETLENS_JOB_SERVER=off`, or when the server cannot be reached or runs
 another interpreter or package, the command runs in its own process as before. The results are the same
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import json
 import os
 import shlex
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -35,72 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-ENV = "TICKETLENS_JOB_SERVER"  # the socket's path, or "off"
-_LENGTH = struct.Struct("!I")
-_STATUS = struct.Struct("!i")
-_MISMATCH = -1000  # the server runs another interpreter or package: run the command in the client
+from ticketlens.cli import COMMANDS, run
+from ticketlens.runtime.jobclient import ENV, LENGTH, MISMATCH, STATUS, identity, receive_exactly
+
 _PRELOAD = ("torch", "numpy", "pandas")  # and every command's module (ticketlens.cli.COMMANDS)
 # The BLAS/OpenMP pools read these when the server imports numpy and torch; a job process gets them
 # from Snakemake (its rule's threads), so the server starts with the study's threads to match.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GOTO_NUM_THREADS")
 
 
-def _identity() -> dict[str, str]:
-    """What must match between client and server: the interpreter and the package on disk."""
-    return {"python": sys.executable, "package": str(Path(__file__).resolve().parent)}
-
-
-# --- client -------------------------------------------------------------------------------------------
-
-
-def run_on_server(argv: list[str]) -> int | None:
-    """Run `ticketlens argv[1:]` in a child of the job server named by $TICKETLENS_JOB_SERVER and return
-    its exit status; None when there is no usable server (the caller then runs the command itself)."""
-    path = os.environ.get(ENV)
-    if not path or path == "off":
-        return None
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        client.connect(path)
-    except OSError:  # gone, or not listening yet: run here
-        client.close()
-        return None
-    with client:
-        request = json.dumps(
-            {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), **_identity()}
-        ).encode()
-        socket.send_fds(client, [_LENGTH.pack(len(request))], [0, 1, 2])
-        client.sendall(request)
-        status = _receive_exactly(client, _STATUS.size)
-    if len(status) < _STATUS.size:
-        print(
-            f"ticketlens: the job server's process for this command ended without an exit status ({path})",
-            file=sys.stderr,
-        )
-        return 1
-    (code,) = _STATUS.unpack(status)
-    return None if code == _MISMATCH else code
-
-
-def _receive_exactly(connection: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = connection.recv(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-# --- server -------------------------------------------------------------------------------------------
-
-
 def serve(path: Path, log_path: Path | None = None) -> None:
     """Import once, then accept commands and fork a child per command until the parent process exits."""
-    import importlib
-
-    from ticketlens.cli import COMMANDS
-
     # Ctrl-C reaches the whole process group: it is for the jobs; the server ends with its Snakemake
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
@@ -136,10 +81,10 @@ def _run_child(connection: socket.socket, log: TextIO | None) -> int:
     """In the forked child: become the client's process (fds, directory, environment), run the command."""
     code = 1
     try:
-        header, fds, _, _ = socket.recv_fds(connection, _LENGTH.size, 3)
-        request = json.loads(_receive_exactly(connection, _LENGTH.unpack(header)[0]))
-        if {key: request.get(key) for key in _identity()} != _identity():
-            code = _MISMATCH
+        header, fds, _, _ = socket.recv_fds(connection, LENGTH.size, 3)
+        request = json.loads(receive_exactly(connection, LENGTH.unpack(header)[0]))
+        if {key: request.get(key) for key in identity()} != identity():
+            code = MISMATCH
             return code
         for target, fd in zip((0, 1, 2), fds, strict=True):
             os.dup2(fd, target)
@@ -161,16 +106,14 @@ def _run_child(connection: socket.socket, log: TextIO | None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         with contextlib.suppress(OSError):
-            connection.sendall(_STATUS.pack(code))
+            connection.sendall(STATUS.pack(code))
     return code
 
 
 def _main(args: list[str]) -> int:
-    """`ticketlens args`, with the exit status a process running it would have."""
-    from ticketlens.cli import main
-
+    """`ticketlens args` (`cli.run`), with the exit status a process running it would have."""
     try:
-        return main(args)
+        return run(args)
     except SystemExit as exit_:
         if exit_.code is None or isinstance(exit_.code, int):
             return exit_.code or 0
@@ -224,7 +167,7 @@ def start(threads: int, log_path: Path | None = None) -> JobServer | None:
     folder = Path(tempfile.mkdtemp(prefix="ticketlens-"))  # short: socket paths are limited to 107 bytes
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(threads))}
     env.pop(ENV, None)
-    command = [sys.executable, "-m", "ticketlens.jobserver", str(folder / "server.sock")]
+    command = [sys.executable, "-m", "ticketlens.runtime.jobserver", str(folder / "server.sock")]
     if log_path:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command.append(str(log_path))

@@ -1,10 +1,8 @@
-"""What a checkpoint is and what it was made from, checked wherever one is read.
+"""What the Snakefile runs at start-up: the check that every trained ticket on disk is what its files record.
 
-Every checkpoint records its identity (dataset, seed, branch, round) and the sha256 of its parent (the
-checkpoint a ticket round pruned, or the ticket a control took its mask from); its metrics.json records
-the sha256 of the checkpoint file itself, and saliency.npz the sha256 of the checkpoint it explains.
 Snakemake decides re-runs by modification time, so a checkpoint replaced with `cp -p` (old mtime) would
-otherwise be used silently: `check_results` compares the recorded hashes with the files at start-up.
+otherwise be used silently: `check_results` compares the hashes recorded at training time
+(`ticketlens.lottery.provenance`) with the files, through a hash cache so that a no-op start hashes nothing.
 
 This module imports neither torch nor Snakemake: the Snakefile calls `check_results` on every start.
 """
@@ -12,97 +10,25 @@ This module imports neither torch nor Snakemake: the Snakefile calls `check_resu
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ticketlens.errors import UserError
-from ticketlens.fileio import file_sha256, write_json
-from ticketlens.study import DENSE_ROUND, TICKET, TICKET_FILES, DatasetFiles, StudyParams, Ticket
-
-IDENTITY_KEYS = ("dataset", "seed", "branch", "round")
-CHECKPOINT_SHA = "checkpoint_sha256"  # in metrics.json and saliency.npz
-PARENT_SHA = "parent_sha256"  # in checkpoint.pt and metrics.json
-_LEGACY = "no checkpoint hash"
-
-
-def identity(ticket: Ticket) -> dict[str, Any]:
-    return dataclasses.asdict(ticket)
-
-
-def describe(found: Mapping[str, Any]) -> str:
-    """`mnist seed 0 reinit round 1`, or what is missing."""
-    if any(found.get(key) is None for key in IDENTITY_KEYS):
-        return "no identity (written by an older ticketlens)"
-    return "{dataset} seed {seed} {branch} round {round}".format(**found)
-
-
-def parent_of(ticket: Ticket, one_shot: bool) -> Ticket | None:
-    """The checkpoint a ticket is trained from: the previous round (the dense net when one-shot) for a
-    ticket round, the ticket of the same round for a control, none for the dense net."""
-    if ticket.branch != TICKET:
-        return ticket.at(branch=TICKET)
-    if ticket.round == DENSE_ROUND:
-        return None
-    return ticket.at(round=DENSE_ROUND if one_shot else ticket.round - 1)
-
-
-def folder_ticket(path: Path) -> Ticket | None:
-    """The ticket whose folder holds `path`, or None outside the results tree (tests, benchmarks)."""
-    try:
-        return Ticket.from_folder(Path(path).parent)
-    except ValueError:
-        return None
-
-
-def check_identity(found: Mapping[str, Any], expected: Ticket, path: Path, role: str) -> None:
-    """Refuse a file whose recorded identity is not `expected` (e.g. a control copied over a ticket)."""
-    got = {key: found.get(key) for key in IDENTITY_KEYS}
-    if got != identity(expected):
-        raise UserError(
-            f"{path} holds {describe(got)}, not {role} {describe(identity(expected))}: it was copied, "
-            f"moved or made by another version; delete {Path(path).parent} and re-run"
-        )
-
-
-def recorded_checkpoint_sha(checkpoint_path: Path) -> str | None:
-    """The sha256 that the metrics.json beside a checkpoint records for it (None if there is none)."""
-    metrics_path = Path(checkpoint_path).parent / TICKET_FILES.metrics
-    if not metrics_path.is_file():
-        return None
-    return _read_json(metrics_path).get(CHECKPOINT_SHA)
-
-
-def check_file_sha(path: Path, recorded: str | None, digest: str | None = None) -> str:
-    """The file's sha256, refused when it differs from the one recorded at training time."""
-    digest = digest or file_sha256(path)
-    if recorded is not None and digest != recorded:
-        raise UserError(_replaced(Path(path)))
-    return digest
-
-
-def _replaced(path: Path) -> str:
-    return (
-        f"{path} is not the checkpoint that {path.parent / TICKET_FILES.metrics} was written with "
-        f"(sha256 differs: replaced or edited after training); delete {path.parent} and re-run"
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(
-            f"{path} is unreadable ({type(err).__name__}): delete {path.parent} and re-run"
-        ) from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path} is not a JSON object: delete {path.parent} and re-run")
-    return value
-
-
-# ------------------------------------------------------------------------------ start-up check
+from ticketlens.fileio import file_sha256, load_npz, write_json
+from ticketlens.lottery.provenance import (
+    CHECKPOINT_SHA,
+    LEGACY,
+    PARENT_SHA,
+    check_identity,
+    describe,
+    identity,
+    parent_of,
+    read_json,
+    replaced_message,
+)
+from ticketlens.study import TICKET_FILES, DatasetFiles, StudyParams, Ticket
 
 
 class HashCache:
@@ -165,9 +91,9 @@ def _dataset_problems(
     are one problem for the whole dataset folder."""
     problems = list(_ticket_problems(params, dataset, root, cache))
     trained = [t for t in params.study.tickets(dataset) if (root / t.folder / TICKET_FILES.metrics).is_file()]
-    if problems and len(problems) == len(trained) and all(_LEGACY in message for _, message in problems):
+    if problems and len(problems) == len(trained) and all(LEGACY in message for _, message in problems):
         folder = root / DatasetFiles(dataset).folder
-        return [(str(folder), f"{folder} was written by an older ticketlens ({_LEGACY})")]
+        return [(str(folder), f"{folder} was written by an older ticketlens ({LEGACY})")]
     return problems
 
 
@@ -183,7 +109,7 @@ def _ticket_problems(
             continue
         recorded[ticket] = None
         try:
-            metrics = _read_json(metrics_path)
+            metrics = read_json(metrics_path)
             problem = _ticket_problem(ticket, folder, metrics, recorded, one_shot, cache)
         except UserError as err:
             problem = str(err)
@@ -205,10 +131,10 @@ def _ticket_problem(
     check_identity(metrics, ticket, metrics_path, "the metrics of")
     own = metrics.get(CHECKPOINT_SHA)
     if own is None:
-        return f"{metrics_path} records {_LEGACY} (written by an older ticketlens)"
+        return f"{metrics_path} records {LEGACY} (written by an older ticketlens)"
     checkpoint = folder / TICKET_FILES.checkpoint
     if checkpoint.is_file() and cache.sha256(checkpoint) != own:
-        return _replaced(checkpoint)
+        return replaced_message(checkpoint)
     # A child older than what it was made from is re-run by Snakemake anyway (an interrupted run after
     # a change): only a child that Snakemake would keep must match.
     parent = parent_of(ticket, one_shot)
@@ -235,8 +161,6 @@ def _kept(output: Path, made_from: Path) -> bool:
 
 def _npz_checkpoint_sha(path: Path) -> str | None:
     """The checkpoint hash saliency.npz records (None for maps written before it was recorded)."""
-    from ticketlens.fileio import load_npz
-
     value = load_npz(path, "saliency maps", keys=(CHECKPOINT_SHA,)).get(CHECKPOINT_SHA)
     return None if value is None else str(value)
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ticketlens.data.procedural import texture_pattern
-from ticketlens.data.synthbirds_classes import GROUPS, PART_ID, PART_NAMES
+from ticketlens.data.synthbirds.classes import GROUPS, PART_ID, PART_NAMES
 
 SUPERSAMPLE = 2  # draw at 2x and downsample: anti-aliased edges, half-pixel boxes and part centres
 SCENE_KINDS = ("plain", "dotted", "checkered", "zigzag")  # no stripes: keep them for the breast

@@ -21,8 +21,8 @@ from torch import nn
 from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, PreparedData, load_prepared
 from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_save, file_sha256, load_torch, write_json
-from ticketlens.models import TicketNet, build_model
-from ticketlens.provenance import (
+from ticketlens.lottery.models import TicketNet, build_model
+from ticketlens.lottery.provenance import (
     CHECKPOINT_SHA,
     PARENT_SHA,
     check_file_sha,
@@ -32,7 +32,7 @@ from ticketlens.provenance import (
     parent_of,
     recorded_checkpoint_sha,
 )
-from ticketlens.pruning import (
+from ticketlens.lottery.pruning import (
     Masks,
     PruningRates,
     full_masks,
@@ -42,8 +42,7 @@ from ticketlens.pruning import (
     remove_masks,
     sparsity_report,
 )
-from ticketlens.study import RANDMASK, REINIT, TICKET, TICKET_FILES, PruningSettings, Ticket, TrainingSettings
-from ticketlens.training import (
+from ticketlens.lottery.training import (
     EARLY_STOP,
     BatchStream,
     DivergedError,
@@ -54,8 +53,9 @@ from ticketlens.training import (
     keep_resume,
     train,
 )
+from ticketlens.study import RANDMASK, REINIT, TICKET, TICKET_FILES, PruningSettings, Ticket, TrainingSettings
 
-log = logging.getLogger("ticketlens.lottery")
+log = logging.getLogger("ticketlens.lottery.rounds")
 
 
 def init_seed(seed: int, branch: str, round_index: int) -> int:

@@ -6,9 +6,8 @@ a per-part label map (`part_masks/`), CUB-style part locations and a `shortcut` 
 scene that matches the class at `shortcut_rate` in train and at chance in test (Waterbirds-style).
 `prepare_synthbirds` generates (or reuses) the folder and reads it back through the CUB reader.
 
-The concerns live in their own modules: `synthbirds_classes` (parts, attribute groups, class
-definitions), `synthbirds_drawing` (sampling and drawing one bird), `synthbirds_folder` (the generated
-folder and its manifest).
+The concerns live in their own modules of this package: `classes` (parts, attribute groups, class
+definitions), `drawing` (sampling and drawing one bird), `folder` (the generated folder and its manifest).
 """
 
 from __future__ import annotations
@@ -18,16 +17,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ticketlens.data.synthbirds_classes import class_definitions, defining_parts
-from ticketlens.data.synthbirds_folder import ensure_generated, generation_settings
+from ticketlens.data.birds.images import load_bird_images, load_square
+from ticketlens.data.birds.prepare import carve_validation, save_birds
+from ticketlens.data.birds.records import read_cub, read_rows
+from ticketlens.data.synthbirds.classes import class_definitions, defining_parts
+from ticketlens.data.synthbirds.folder import ensure_generated, generation_settings
 
 if TYPE_CHECKING:
     from ticketlens.study import DataSettings
 
 
 def _read_shortcut(root: Path, n: int) -> np.ndarray:
-    from ticketlens.data.cub import read_rows
-
     rows = read_rows(root / "shortcut.txt", "<image_id> <shortcut 0|1> <scene>", [int, int, int])
     shortcut = np.zeros(n, dtype=np.uint8)
     for _, (image_id, flag, _) in rows:
@@ -39,8 +39,6 @@ def prepare_synthbirds(data_settings: DataSettings, out: Path) -> None:
     """Generate (or reuse) the synthetic birds in `root`, read them back through the CUB reader and
     write data.pt with the synthbirds extras plus meta.csv."""
     import torch
-
-    from ticketlens.data.cub import carve_validation, load_bird_images, load_square, read_cub, save_birds
 
     root = Path(data_settings.root)
     settings = generation_settings(data_settings)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ticketlens.errors import UserError
-from ticketlens.models import TicketNet, prunable_layers
+from ticketlens.lottery.models import TicketNet, prunable_layers
 from ticketlens.study import PruningSettings
 
 Masks = dict[str, torch.Tensor]

@@ -41,9 +41,9 @@ from ticketlens.explanations.cav import (
     class_scores,
     fit_rows,
     fit_seed,
-    seed_array,
     seeded_permutations,
 )
+from ticketlens.explanations.seeds import seed_array
 from ticketlens.explanations.tcav_stats import SetStatistics, layer_table
 
 DRAW_STREAM = 7  # splitmix64 stream of the null draws (the held-out splits use streams 0 and 1)
