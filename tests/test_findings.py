@@ -171,11 +171,11 @@ def test_before_is_never_said_when_the_accuracy_onset_is_not_determined() -> Non
     assert all(d["relation"] == inference.NOT_DETERMINED for d in drifts), {d["relation"] for d in drifts}
 
 
-def test_a_metric_that_never_falls_is_no_drift_observed() -> None:
+def test_a_metric_that_never_falls_is_not_drifted_in_the_rounds_run() -> None:
     truth = Truth(seeds=5, accuracy_shift={4: -0.08, 5: -0.12}, drift={r: 0.3 for r in range(1, 6)})
     match, drift = run(truth, 0)
     assert match["first_failing_round"] == 4
-    assert drift["first_drift_round"] is None and drift["relation"] == "no drift observed in the rounds run"
+    assert drift["first_drift_round"] is None and drift["relation"] == "not drifted in the rounds run"
     assert drift["last_not_drifted_round"] == 5
 
 

@@ -21,7 +21,9 @@ def _fails_rate(effect: float, sd: float, seeds: int, margin: float, rng: np.ran
     """Share of simulated accuracy studies (per-seed paired differences) that the findings call "fails"."""
     truth = -margin - effect
     calls = [
-        inference.verdict(inference.seed_mean(list(rng.normal(truth, sd, seeds)), 0.9, (-1, 1)), margin, ALPHA)
+        inference.verdict(
+            inference.seed_mean(list(rng.normal(truth, sd, seeds)), 0.9, (-1, 1)), margin, ALPHA
+        )
         for _ in range(SIMULATIONS)
     ]
     return calls.count(inference.FAILS) / SIMULATIONS

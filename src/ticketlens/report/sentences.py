@@ -9,6 +9,13 @@ from typing import Any
 import numpy as np
 
 from ticketlens.analysis.tables import split_consistency_column
+from ticketlens.report.power_text import (
+    accuracy_power,
+    drift_power,
+    from_round,
+    rounds_text,
+    undecided_drift_rounds,
+)
 from ticketlens.study import (
     BRANCH_NOUNS,
     DENSE_ROUND,
@@ -121,8 +128,11 @@ def accuracy_sentences(findings: dict[str, Any]) -> list[str]:
         )
     if first is not None:
         row = rounds[first]
+        where = from_round(first, findings["rounds"]).replace(
+            f"round {first}", _where(first, m["first_failing_remaining"])
+        )
         out.append(
-            f"From {_where(first, m['first_failing_remaining'])} on, tickets fail: accuracy is "
+            f"{_capitalise(where)}, tickets fail: accuracy is "
             f"{abs(100 * row['difference']):.2f} points {_side(row['difference'])} the dense net's "
             f"({_level(findings)} interval "
             f"{interval_text(row['ci_low'], row['ci_high'], 100, ' points')}), significantly beyond the {margin}."
@@ -130,8 +140,8 @@ def accuracy_sentences(findings: dict[str, Any]) -> list[str]:
     undecided = [r for r in rounds if r > last and (first is None or r < first)]
     if undecided:
         out.append(
-            f"Whether tickets match is not determined at round(s) {', '.join(map(str, undecided))}: "
-            f"the interval includes the {margin}."
+            f"Whether tickets match is not determined at {rounds_text(undecided)}: the interval includes the "
+            f"{margin}; " + "; ".join(accuracy_power(rounds[r], m["margin"]) for r in undecided) + "."
         )
     return out + [f"Test: {m['test']}."]
 
@@ -155,15 +165,26 @@ def _drift_sentence(d: dict[str, Any], findings: dict[str, Any]) -> str:
     rounds = {r["round"]: r for r in d["per_round"]}
     first, last = d["first_drift_round"], d["last_not_drifted_round"]
     if first is None:
-        if d["relation"] == "no drift observed in the rounds run":
+        if d["relation"] == "not drifted in the rounds run":
             return (
-                "No drift observed in the rounds run: at no round is consistency with the own dense net "
-                "significantly below the ceiling."
+                "Not drifted in the rounds run: at every round consistency with the own dense net is "
+                "significantly above the ceiling minus the margin."
             )
-        return "Drift onset not determined: a drift at some round is not confirmed up to the last round."
+        undecided = undecided_drift_rounds(d)
+        if not undecided:
+            return "Drift onset not determined: a drift at some round is not confirmed up to the last round."
+        return (
+            f"Drift not determined at {rounds_text([r['round'] for r in undecided])} (consistency with the own "
+            "dense net neither significantly below the ceiling nor above it): "
+            + "; ".join(drift_power(r, findings["consistency_margin"]) for r in undecided)
+            + ". No drift was shown, which is not evidence that there is none."
+        )
     row = rounds[first]
+    where = from_round(first, findings["rounds"]).replace(
+        f"round {first}", _where(first, d["first_drift_remaining"])
+    )
     return (
-        f"Tickets have drifted from {_where(first, d['first_drift_remaining'])} on: consistency with their "
+        f"Tickets have drifted {where}: consistency with their "
         f"own dense net is {abs(row['difference']):.3f} {_side(row['difference'])} the ceiling "
         f"({_level(findings)} interval "
         f"{interval_text(row['ci_low'], row['ci_high'])}); the onset lies after round {last} and at or "
@@ -363,31 +384,61 @@ def finding_sentences(findings: dict[str, Any]) -> dict[str, list[str]]:
     return {name: [_capitalise(s) for s in sentences] for name, sentences in sections.items()}
 
 
-def headline(findings: dict[str, Any]) -> str:
-    """One line per dataset for stdout and the study report."""
+def _drops(values: list[float], scale: float, digits: str) -> str:
+    """'a drop of 0.18 or more' or 'drops of 0.12-0.18 or more' (one per undecided round)."""
+    low, high = min(values), max(values)
+    if f"{scale * low:{digits}}" == f"{scale * high:{digits}}":
+        return f"a drop of {scale * high:{digits}}"
+    return f"drops of {scale * low:{digits}}-{scale * high:{digits}}"
+
+
+def _headline_accuracy(findings: dict[str, Any]) -> str:
     m = findings["accuracy_match"]
-    parts = [f"dense {format_accuracy(m['dense_accuracy'])}"]
-    if not findings.get("tested", True):
-        parts.append(f"{findings['n_seeds']} seed(s): numbers only, no test")
-        return f"{findings.get('dataset')}: " + "; ".join(parts)
     last, first = m["last_matching_round"], m["first_failing_round"]
     matched = (
         f"tickets match to {format_percent(m['last_matching_remaining'])} weights (round {last})"
         if last != DENSE_ROUND
         else "matching not shown at any round"
     )
-    parts.append(matched + (f", fail from round {first}" if first is not None else ""))
+    undecided = [r for r in m["per_round"] if r["round"] > last and (first is None or r["round"] < first)]
+    drops = [-(r.get("fails_power") or {}).get("detectable", np.nan) for r in undecided]
+    if undecided and all(_finite(v) for v in drops):
+        matched += (
+            f", not determined at {rounds_text([r['round'] for r in undecided])} "
+            f"(could detect {_drops(drops, 100, '.2f')} points or more)"
+        )
+    return matched + (f", fail {from_round(first, findings['rounds'])}" if first is not None else "")
+
+
+def _headline_drift(d: dict[str, Any], findings: dict[str, Any]) -> str:
+    what = f"{method_name(d['method'])} consistency"
+    if d["relation"] in ("before", "with", "after"):
+        return f"{what} drifts {d['relation']} accuracy fails"
+    if d["first_drift_round"] is not None:
+        where = from_round(d["first_drift_round"], findings["rounds"])
+        return f"{what} drifts {where} (relation to accuracy not determined)"
+    if d["relation"] == "not drifted in the rounds run":
+        return f"{what}: not drifted in the rounds run"
+    undecided = undecided_drift_rounds(d)
+    drops = [-(r.get("drift_power") or {}).get("detectable", np.nan) for r in undecided]
+    shown = f"not drifted to round {d['last_not_drifted_round']}, " if d["last_not_drifted_round"] else ""
+    if not undecided or not all(_finite(v) for v in drops):
+        return f"{what}: {shown}drift not determined"
+    return (
+        f"{what}: {shown}drift not determined at {rounds_text([r['round'] for r in undecided])} "
+        f"(could detect {_drops(drops, 1, '.2g')} or more)"
+    )
+
+
+def headline(findings: dict[str, Any]) -> str:
+    """One line per dataset for stdout and the study report: every "not determined" with what the study
+    could have detected (the MDE at 80% power)."""
+    m = findings["accuracy_match"]
+    parts = [f"dense {format_accuracy(m['dense_accuracy'])}"]
+    if not findings.get("tested", True):
+        parts.append(f"{findings['n_seeds']} seed(s): numbers only, no test")
+        return f"{findings.get('dataset')}: " + "; ".join(parts)
+    parts.append(_headline_accuracy(findings))
     head = findings.get("headline_consistency")
-    for d in findings["drift"]:
-        if d["column"] != head:
-            continue
-        what = f"{method_name(d['method'])} consistency"
-        if d["relation"] in ("before", "with", "after"):
-            parts.append(f"{what} drifts {d['relation']} accuracy fails")
-        elif d["first_drift_round"] is None:
-            parts.append(f"{what}: {d['relation']}")
-        else:
-            parts.append(
-                f"{what} drifts from round {d['first_drift_round']} (relation to accuracy not determined)"
-            )
+    parts += [_headline_drift(d, findings) for d in findings["drift"] if d["column"] == head]
     return f"{findings.get('dataset')}: " + "; ".join(parts)
