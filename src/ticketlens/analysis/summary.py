@@ -19,13 +19,12 @@ import numpy as np
 import pandas as pd
 
 from ticketlens import fileio
+from ticketlens.analysis.calibration import calibration_cells, tcav_calibration
 from ticketlens.analysis.findings import compact_metrics, compute_findings
 from ticketlens.analysis.tables import aggregate_over_seeds, consistency_column
 from ticketlens.errors import UserError
 from ticketlens.explanations.compare import dense_seed_consistency, load_standard_maps
 from ticketlens.explanations.tcav_stats import (
-    calibration_rates,
-    calibration_summary,
     compare_tcav,
     summarize_tcav,
 )
@@ -108,7 +107,7 @@ def consistency_columns(consistency: pd.DataFrame, is_dense: bool) -> dict[str, 
 
 def saliency_columns(saliency: pd.DataFrame) -> dict[str, float]:
     """Localisation and faithfulness per method (mean over probe images), the number of maps with no
-    positive cell per method (`empty_{method}`: Grad-CAM maps the ReLU emptied) and probe accuracy."""
+    positive cell per method (`empty_{method}`: for Grad-CAM, maps its ReLU emptied; for gradient saliency, an all-zero gradient) and probe accuracy."""
     out: dict[str, float] = {}
     for method, group in saliency.groupby("method"):
         for prefix, columns in (("loc", LOCALISATION), ("faith", FAITHFULNESS)):
@@ -127,8 +126,8 @@ def saliency_columns(saliency: pd.DataFrame) -> dict[str, float]:
 
 def read_ticket_tcav(
     folder: Path, concepts: Iterable[str], alpha: float
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """(per concept x layer x class decided summary, calibration counts) of one ticket.
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """(per concept x layer x class decided summary, calibration counts per calibration set) of one ticket.
 
     The decision (Holm over the ticket's concepts x layers x classes, learnability, direction) needs all of
     the ticket's concepts, so it is made here (`tcav_stats`); the calibration sets of tcav/random.csv are
@@ -136,7 +135,7 @@ def read_ticket_tcav(
     frames = [_read_csv(ticket_file(folder, "tcav_concept", concept=concept_slug(c))) for c in concepts]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     calibration = _read_csv(ticket_file(folder, "tcav_null"))
-    return summarize_tcav(rows, alpha), calibration_rates(rows, calibration, alpha)
+    return summarize_tcav(rows, alpha), calibration_cells(rows, calibration, alpha)
 
 
 def tcav_count_columns(table: pd.DataFrame) -> dict[str, float]:
@@ -162,26 +161,10 @@ def tcav_agreement(table: pd.DataFrame, dense: pd.DataFrame) -> dict[str, float]
 # ------------------------------------------------------------------------------- TCAV calibration
 
 
-def tcav_calibration(counts: list[dict[str, int]], alpha: float) -> dict[str, Any]:
-    """The dataset's TCAV calibration (findings.json): held-out random sets run as concepts on every ticket,
-    pooled, with the 99% binomial bound a calibrated test stays under."""
-    from scipy.stats import binom
-
-    pooled = calibration_summary(counts)
-    rows = pooled.get("rows", 0)
-    bound = float(binom.ppf(0.99, rows, alpha)) / rows if rows else float("nan")
-    return {
-        **pooled,
-        "alpha": alpha,
-        "upper_bound_99": bound,
-        "correction": "Holm per ticket over concepts x layers x classes, each calibration set as one more concept",
-        "learnability": "CAV held-out accuracy above its permutation null's (one-sided rank test at alpha)",
-    }
-
-
 def calibration_metrics(calibration: dict[str, Any]) -> dict[str, Any]:
     """Flat keys for metrics.json (`dvc metrics`)."""
-    keys = ("rows", "rate_uncorrected", "rate_gated", "rate_holm", "rate_sets_flagged_holm")
+    keys = ("rows", "distinct_sets", "rate_uncorrected", "bootstrap_upper_99", "rate_gated", "rate_holm",
+            "rate_sets_flagged_holm")  # fmt: skip
     values = {f"tcav_calibration_{key}": calibration.get(key, float("nan")) for key in keys}
     return {
         k: float(f"{v:.6g}") if isinstance(v, float) else v
@@ -204,9 +187,9 @@ def ticket_row(ticket: Ticket, folder: Path) -> dict[str, Any]:
 
 def ticket_tables(
     tickets: Sequence[Path], concepts: Sequence[str], alpha: float
-) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, int]]]:
-    """Read every ticket folder: (summary without TCAV agreement, all tickets' TCAV summaries, each
-    ticket's TCAV calibration counts). Rows come in seed, branch, round order."""
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """Read every ticket folder: (summary without TCAV agreement, all tickets' TCAV summaries, the TCAV
+    calibration counts per ticket and calibration set). Rows come in seed, branch, round order."""
     parsed = sorted(
         ((Ticket.from_folder(folder), Path(folder)) for folder in tickets),
         key=lambda pair: (pair[0].seed, branch_order(pair[0].branch), pair[0].round),
@@ -214,8 +197,9 @@ def ticket_tables(
     rows, tcav_frames, calibration = [], [], []
     for ticket, folder in parsed:
         row = ticket_row(ticket, folder)
-        tcav, counts = read_ticket_tcav(folder, concepts, alpha)
-        calibration.append(counts)
+        tcav, cells = read_ticket_tcav(folder, concepts, alpha)
+        identity = {"seed": ticket.seed, "branch": ticket.branch, "round": ticket.round}
+        calibration += [identity | cell for cell in cells]
         row.update(tcav_count_columns(tcav))
         rows.append(row)
         tcav_frames.append(

@@ -15,8 +15,8 @@ from ticketlens.study import HEADLINE_METRIC
 OVERVIEW_TCAV = {
     "tcav_rank_corr_dense": "TCAV rank corr. vs dense",
     "tcav_jaccard_dense": "TCAV Jaccard vs dense",
-    "tcav_n_significant": "significant concept-layer-class",
-    "tcav_n_changed": "concept scores changed vs dense",
+    "tcav_n_significant": "significant rows per net (concept x layer x class)",
+    "tcav_n_changed": "rows whose decision differs from dense",
 }
 QUALITY_NAMES = {
     "box_mass": "box mass",

@@ -56,7 +56,7 @@ def drift_power(row: dict[str, Any], margin: float) -> str:
     if not _finite(fields.get("mde")):
         return f"round {row['round']}: no power figure (no standard error)"
     text = (
-        f"round {row['round']}: this study could detect a drop of {-fields['detectable']:.3g} or more below "
+        f"round {row['round']}: this study could detect a drop of {-fields['detectable']:.2g} or more below "
         f"the ceiling ({_power(fields)})"
     )
     if _finite(fields.get("power_at_estimate")):

@@ -14,7 +14,7 @@ from typing import Any
 
 from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_write_text
-from ticketlens.report.sentences import readme_sentences
+from ticketlens.report.sentences import accuracy_sentences, calibration_counts, drift_sentences
 
 START = "<!-- findings:start -->"
 END = "<!-- findings:end -->"
@@ -37,6 +37,23 @@ def pinned_inputs(results: Path) -> tuple[list[str], list[dict[str, Any]]]:
             raise UserError(f"{path} not found: summary.txt names dataset {dataset!r}")
         findings.append(json.loads(path.read_text()))
     return headlines, findings
+
+
+def readme_sentences(findings: dict[str, Any]) -> list[str]:
+    """One dataset's README lines: its accuracy and drift sentences (each "not determined" with its MDE)
+    and the TCAV calibration counts, as in its report."""
+    head = (
+        f"**{findings['dataset']}** ({findings['n_seeds']} seeds, rounds 0-{findings['rounds']}, tests at alpha "
+        f"{findings['alpha']:g}):"
+    )
+    accuracy = [s for s in accuracy_sentences(findings) if not s.startswith("Test:")]
+    calibration = findings.get("tcav_calibration") or {}
+    tcav = (
+        [calibration_counts(calibration, findings.get("tcav_alpha", findings["alpha"]))]
+        if calibration.get("rows")
+        else []
+    )
+    return [" ".join([head, *accuracy, *drift_sentences(findings), *tcav])]
 
 
 def findings_block(headlines: list[str], findings: list[dict[str, Any]]) -> str:

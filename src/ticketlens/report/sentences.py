@@ -228,6 +228,12 @@ def drift_sentences(findings: dict[str, Any]) -> list[str]:
     return out
 
 
+EMPTY_CAUSE = {
+    "gradcam": "emptied by Grad-CAM's ReLU",
+    "saliency": "an all-zero gradient; gradient saliency has no ReLU",
+}
+
+
 def empty_map_sentences(findings: dict[str, Any]) -> list[str]:
     counts = findings.get("empty_maps", {})
     out = []
@@ -235,7 +241,7 @@ def empty_map_sentences(findings: dict[str, Any]) -> list[str]:
         total = sum(r["empty"] for r in rows)
         probes = sum(r["maps"] for r in rows)
         worst = max(rows, key=lambda r: r["empty"] / max(r["maps"], 1), default=None)
-        text = f"{method_name(method)} maps with no positive cell (empty after the ReLU): {total} of {probes}"
+        text = f"{method_name(method)} maps with no positive cell ({EMPTY_CAUSE.get(method, 'empty')}): {total} of {probes}"
         if worst is not None and worst["empty"]:
             text += (
                 f"; most at {branch_noun(worst['branch'])} round {worst['round']} "
@@ -245,23 +251,66 @@ def empty_map_sentences(findings: dict[str, Any]) -> list[str]:
     return out
 
 
+def attainable_rhos(points: int) -> list[float]:
+    """Every value Spearman's rho can take on `points` untied points (3 points: -1, -0.5, 0.5, 1)."""
+    from itertools import permutations
+
+    base = list(range(points))
+    denominator = points * (points**2 - 1)
+    values = {
+        round(1 - 6 * sum((a - b) ** 2 for a, b in zip(base, p, strict=True)) / denominator, 6)
+        for p in permutations(base)
+    }
+    return sorted(values)
+
+
+def _correlation_members(c: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    members = [r for r in rows if r["column"] == c["column"] or r.get("same_as") == c["column"]]
+    if len(members) == 1:
+        return f"{method_name(c['method'])} consistency ({metric_name(c['metric'])})"
+    by_method: dict[str, list[str]] = {}
+    for r in members:
+        by_method.setdefault(method_name(r["method"]), []).append(metric_name(r["metric"]))
+    names = " and ".join(f"{method} ({', '.join(metrics)})" for method, metrics in by_method.items())
+    return f"consistency by {names} (the same per-seed rho for all {len(members)} metrics: counted once)"
+
+
+def _descriptive_correlation(c: dict[str, Any], what: str) -> str:
+    rhos = ", ".join(f"{v:.2g}" for v in c["per_seed_rho"].values() if _finite(v))
+    possible = ""
+    if c["n_rounds"] <= 6:
+        values = attainable_rhos(c["n_rounds"])
+        possible = f": on {c['n_rounds']} points rho takes only {len(values)} values" + (
+            f" ({', '.join(f'{v:+g}' for v in values)})" if len(values) <= 6 else ""
+        )
+    return (
+        f"Descriptive, no test: within each seed, across its {c['n_rounds']} pruned rounds, accuracy change and "
+        f"{what} have Spearman rho {rhos} (mean {c['mean_rho']:.2f} over {c['n_seeds']} seeds). A correlation "
+        f"test needs at least {c.get('min_rounds', 5)} rounds per seed{possible}."
+    )
+
+
 def correlation_sentences(findings: dict[str, Any]) -> list[str]:
+    """One sentence per distinct within-seed correlation that involves a headline metric."""
+    rows = findings["correlations"]
+    heads = {r.get("same_as") or r["column"] for r in rows if r["metric"] == HEADLINE_METRIC}
     out = []
-    for c in findings["correlations"]:
-        if c["metric"] != HEADLINE_METRIC:
-            continue
-        what = f"{method_name(c['method'])} consistency ({metric_name(c['metric'])})"
+    for c in (r for r in rows if r["column"] in heads and not r.get("same_as")):
+        what = _correlation_members(c, rows)
         if not _finite(c["mean_rho"]):
             out.append(
                 f"Exploratory: the within-seed correlation of accuracy change and {what} is undefined."
             )
             continue
+        if c.get("kind") == "descriptive":
+            out.append(_descriptive_correlation(c, what))
+            continue
         if _finite(c["p_holm"]):
             verdict = "significant" if c["significant"] else "not significant"
+            family = c.get("n_distinct", len(rows))
             test = (
                 f"95% interval {interval_text(c['ci_low'], c['ci_high'])}, Holm-adjusted "
-                f"{format_p(c['p_holm'])} over {len(findings['correlations'])} metrics: {verdict} at alpha "
-                f"{findings['alpha']:g}"
+                f"{format_p(c['p_holm'])} over {family} distinct metrics: {verdict} at alpha {findings['alpha']:g}"
             )
         elif c["n_seeds"] < 3:
             test = f"no test: {c['n_seeds']} seed(s) with a defined rho, a test needs at least 3"
@@ -279,9 +328,12 @@ def concept_sentences(findings: dict[str, Any], limit: int = 8) -> list[str]:
     dense = findings["concepts_dense_significant"]
     names = sorted({d["concept"] for d in dense})
     out = [
-        f"The dense network has {len(dense)} significant concept-layer-class "
-        + ("combination" if len(dense) == 1 else "combinations")
-        + (f" (concepts: {', '.join(names)})." if names else ".")
+        f"{len(dense)} concept x layer x class "
+        + ("row is" if len(dense) == 1 else "rows are")
+        + f" significant in a majority (more than half) of the {findings['n_seeds']} dense nets"
+        + (f" (concepts: {', '.join(names)})" if names else "")
+        + "; the tables' \"significant rows per net\" is a different count: each net's own number of "
+        "significant rows, averaged over seeds."
     ]
     for d in dense[:limit]:
         out.append(
@@ -320,15 +372,43 @@ def calibration_sentences(findings: dict[str, Any]) -> list[str]:
     )
     if not cal.get("rows"):
         return [method, "No calibration sets were run (explanations.tcav.n_calibration_sets is 0)."]
-    return [
-        method,
-        f"Calibration: {cal['sets']} held-out random image sets run as concepts ({cal['rows']} layer-class rows "
-        f"over all tickets) were rejected in {format_percent(cal['rate_uncorrected'])} of rows before correction "
-        f"(a calibrated test: about {format_percent(alpha)}; 99% binomial bound {format_percent(cal['upper_bound_99'])}), "
-        f"{format_percent(cal['rate_gated'])} with the learnability gate, and "
-        f"{format_percent(cal['rate_holm'])} after Holm; {format_percent(cal['rate_sets_flagged_holm'])} of the sets "
-        "had any significant row.",
-    ]
+    return [method, calibration_counts(cal, alpha)]
+
+
+def calibration_counts(cal: dict[str, Any], alpha: float) -> str:
+    """How many distinct sets the calibration rests on, its rates, and bounds that treat a set (and a seed),
+    not a row, as the unit."""
+    distinct = cal.get("distinct_sets", cal["sets"])
+    runs = (
+        f"{distinct} distinct held-out random image {'set' if distinct == 1 else 'sets'}, each run as a concept "
+        f"on all {cal['tickets']} tickets ({cal['sets']} set-ticket runs, {cal['rows']} layer-class rows)"
+        if "tickets" in cal
+        else f"{cal['sets']} held-out random image set runs ({cal['rows']} layer-class rows)"
+    )
+    text = (
+        f"Calibration: {runs}, were rejected in {format_percent(cal['rate_uncorrected'])} of rows before "
+        f"correction (a calibrated test: about {format_percent(alpha)}"
+    )
+    if _finite(cal.get("bootstrap_upper_99")):
+        text += (
+            f"; 99% upper bound {format_percent(cal['bootstrap_upper_99'])} by a two-way bootstrap over the "
+            f"{distinct} distinct sets and {cal['seeds']} seeds, since rows of one set or one seed are not independent"
+        )
+    text += (
+        f"), {format_percent(cal['rate_gated'])} with the learnability gate, and "
+        f"{format_percent(cal['rate_holm'])} after Holm"
+    )
+    if "distinct_sets_flagged_holm" in cal:
+        text += (
+            f"; {cal['distinct_sets_flagged_holm']} of the {distinct} distinct sets had a significant row on any "
+            f"ticket (exact 99% upper bound on that share: {format_percent(cal['distinct_sets_flagged_upper_99'])})"
+        )
+    if distinct < 10:
+        text += (
+            f". With {distinct} distinct sets these bounds are wide; more sets "
+            "(`explanations.tcav.n_calibration_sets`) tighten them"
+        )
+    return text + "."
 
 
 def _gap_sentence(gap: dict[str, Any]) -> str:
@@ -344,6 +424,8 @@ def _gap_sentence(gap: dict[str, Any]) -> str:
             f"{method_name(method)} consistency ({metric_name(metric)})",
         )
     side = "below" if gap["mean_gap"] < 0 else "above"
+    significant = bool(gap.get("significant")) and _finite(gap.get("p_holm"))
+    prefix = "" if significant else "Descriptive, not a finding (no significant difference): "
     parts = []
     if _finite(gap.get("ci_low")):
         parts.append(f"gap 95% interval {interval_text(gap['ci_low'], gap['ci_high'], scale, unit)}")
@@ -352,7 +434,7 @@ def _gap_sentence(gap: dict[str, Any]) -> str:
         parts.append(f"Holm-adjusted {format_p(gap['p_holm'])}")
     parts.append(f"n = {gap['n']}")
     return (
-        f"At round {gap['round']} ({format_percent(gap['remaining'])} remaining) the "
+        f"{prefix}at round {gap['round']} ({format_percent(gap['remaining'])} remaining) the "
         f"{branch_noun(gap['control'])}'s {what} is {size} {side} the ticket's ({'; '.join(parts)})."
     )
 
@@ -400,7 +482,9 @@ def _headline_accuracy(findings: dict[str, Any]) -> str:
         if last != DENSE_ROUND
         else "matching not shown at any round"
     )
-    undecided = [r for r in m["per_round"] if r["round"] > last and (first is None or r["round"] < first)]
+    undecided = [
+        r for r in m.get("per_round", []) if r["round"] > last and (first is None or r["round"] < first)
+    ]
     drops = [-(r.get("fails_power") or {}).get("detectable", np.nan) for r in undecided]
     if undecided and all(_finite(v) for v in drops):
         matched += (
