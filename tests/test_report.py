@@ -14,9 +14,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from test_analysis import CLASSES, CONCEPTS, SETTINGS, ToyStudy, make_results_tree
+from ticketlens.analysis import power
 from ticketlens.cli import run
 from ticketlens.report import build_dataset_report, figures, grids, load_gallery_inputs
-from ticketlens.analysis import power
 from ticketlens.report.sentences import accuracy_sentences, drift_sentences, headline
 from ticketlens.study import SIMILARITY_METRICS
 
