@@ -16,7 +16,9 @@ from matplotlib.figure import Figure
 from test_analysis import CLASSES, CONCEPTS, SETTINGS, ToyStudy, make_results_tree
 from ticketlens.analysis import power
 from ticketlens.cli import run
+from ticketlens.errors import UserError
 from ticketlens.report import build_dataset_report, figures, grids, load_gallery_inputs
+from ticketlens.report import readme as readme_module
 from ticketlens.report.sentences import accuracy_sentences, drift_sentences, headline
 from ticketlens.study import SIMILARITY_METRICS
 
@@ -198,6 +200,30 @@ def test_report_markdown_states_computed_findings(built: dict[str, Any]) -> None
     for name in FIGURES:
         assert f"figures/{name}.png" in text
     assert "n/a [" not in text and "| empty Grad-CAM maps |" in text
+
+
+def test_readme_block_is_rewritten_from_results_and_an_edited_number_fails(
+    built: dict[str, Any], tmp_path: Path
+) -> None:
+    results = built["results"]
+    findings = json.loads((results / "findings.json").read_text())
+    pinned = tmp_path / "results"
+    (pinned / "toy").mkdir(parents=True)
+    (pinned / "toy" / "findings.json").write_text(json.dumps(findings))
+    (pinned / "summary.txt").write_text(f"Report: results/report.md\n{headline(findings)}\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# toy\n\n{readme_module.START}\nold text\n{readme_module.END}\n\nMore.\n")
+    assert run(["readme-findings", "--readme", str(readme), "--results", str(pinned)]) == 0
+    text = readme.read_text()
+    assert "old text" not in text and headline(findings) in text and text.endswith("\n\nMore.\n")
+    assert "**toy** (3 seeds, rounds 0-5" in text and "95% interval" in text
+    assert run(["readme-findings", "--readme", str(readme), "--results", str(pinned), "--check"]) == 0
+    dense = f"dense {100 * findings['accuracy_match']['dense_accuracy']:.2f}%"
+    assert dense in text
+    readme.write_text(text.replace(dense, "dense 97.92%"))  # an edited number
+    assert run(["readme-findings", "--readme", str(readme), "--results", str(pinned), "--check"]) == 2
+    with pytest.raises(UserError, match="findings block differs"):
+        readme_module.readme_findings(readme, pinned, check=True)
 
 
 def test_sentences_follow_the_numbers() -> None:

@@ -53,7 +53,8 @@ def readme_sentences(findings: dict[str, Any]) -> list[str]:
         if calibration.get("rows")
         else []
     )
-    return [" ".join([head, *accuracy, *drift_sentences(findings), *tcav])]
+    sentences = [s[:1].upper() + s[1:] for s in [*accuracy, *drift_sentences(findings), *tcav]]
+    return [" ".join([head, *sentences])]
 
 
 def findings_block(headlines: list[str], findings: list[dict[str, Any]]) -> str:
