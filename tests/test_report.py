@@ -19,7 +19,8 @@ from ticketlens.cli import run
 from ticketlens.errors import UserError
 from ticketlens.report import build_dataset_report, figures, grids, load_gallery_inputs
 from ticketlens.report import readme as readme_module
-from ticketlens.report.sentences import accuracy_sentences, drift_sentences, headline
+from ticketlens.report.headline import headline
+from ticketlens.report.sentences import accuracy_sentences, drift_sentences
 from ticketlens.study import SIMILARITY_METRICS
 
 FIGURES = [

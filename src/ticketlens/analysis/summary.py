@@ -20,6 +20,7 @@ import pandas as pd
 
 from ticketlens import fileio
 from ticketlens.analysis.calibration import calibration_cells, tcav_calibration
+from ticketlens.analysis.empty_maps import dense_pair_empty, empty_map_findings, empty_pair_columns
 from ticketlens.analysis.findings import compact_metrics, compute_findings
 from ticketlens.analysis.tables import aggregate_over_seeds, consistency_column
 from ticketlens.errors import UserError
@@ -182,6 +183,15 @@ def ticket_row(ticket: Ticket, folder: Path) -> dict[str, Any]:
     row.update(metrics_columns(_read_json(ticket_file(folder, "metrics"))))
     row.update(consistency_columns(_read_csv(ticket_file(folder, "consistency")), ticket.is_dense))
     row.update(saliency_columns(_read_csv(ticket_file(folder, "saliency_table"))))
+    if not ticket.is_dense:  # pairs with an empty map vs its own dense net (`analysis.empty_maps`)
+        dense = Path(folder).parents[1] / TICKET / f"round_{DENSE_ROUND}"
+        row.update(
+            empty_pair_columns(
+                _read_csv(ticket_file(folder, "consistency")),
+                _read_csv(ticket_file(folder, "saliency_table")),
+                _read_csv(ticket_file(dense, "saliency_table")),
+            )
+        )
     return row
 
 
@@ -229,10 +239,13 @@ def add_tcav_agreement(summary: pd.DataFrame, tcav_all: pd.DataFrame) -> pd.Data
     return pd.concat([summary.reset_index(drop=True), pd.DataFrame(out)], axis=1)
 
 
-def read_map_files(tickets: Sequence[Path]) -> tuple[dict[TicketKey, np.ndarray], pd.DataFrame]:
-    """From every ticket's saliency.npz: its per-image test outcomes (`test_correct`), and the dense
+def read_map_files(
+    tickets: Sequence[Path],
+) -> tuple[dict[TicketKey, np.ndarray], pd.DataFrame, pd.DataFrame]:
+    """From every ticket's saliency.npz: its per-image test outcomes (`test_correct`), the dense
     seed-to-seed consistency of the dense nets' standard maps (the ceiling; one row per seed pair x
-    method, `explanations.compare.dense_seed_consistency`)."""
+    method, `explanations.compare.dense_seed_consistency`) and the same pairs' empty-map share and
+    consistency without empty maps (`analysis.empty_maps.dense_pair_empty`)."""
     outcomes: dict[TicketKey, np.ndarray] = {}
     dense_maps: dict[int, dict[str, np.ndarray]] = {}
     for folder in tickets:
@@ -246,7 +259,7 @@ def read_map_files(tickets: Sequence[Path]) -> tuple[dict[TicketKey, np.ndarray]
         ceiling = dense_seed_consistency(dense_maps)
     except ValueError as err:
         raise UserError(f"{err}: re-run the explain step of every dense net with the same params") from None
-    return outcomes, ceiling
+    return outcomes, ceiling, dense_pair_empty(dense_maps)
 
 
 def summarize_dataset(
@@ -266,9 +279,10 @@ def summarize_dataset(
     findings' tests (params section `findings`)."""
     table, tcav_all, calibration = ticket_tables(tickets, concepts, alpha)
     table = add_tcav_agreement(table, tcav_all)
-    outcomes, ceiling = read_map_files(tickets)
+    outcomes, ceiling, empty_ceiling = read_map_files(tickets)
     result = compute_findings(table, tcav_all, dataset, settings, ceiling, outcomes, tcav_alpha=alpha)
     result["tcav_calibration"] = tcav_calibration(calibration, alpha)
+    result["empty_pairs"] = empty_map_findings(table, empty_ceiling, settings)
     write_csv(table, Path(summary))
     write_csv(aggregate_over_seeds(table), Path(aggregate))
     write_csv(tcav_all, Path(tcav_summary))

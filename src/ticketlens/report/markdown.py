@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ticketlens.analysis.tables import aggregate_over_seeds, split_consistency_column
-from ticketlens.report.sentences import STUDY_SECTIONS, finding_sentences, method_name
+from ticketlens.report.sentences import STUDY_SECTIONS, finding_sentences
+from ticketlens.report.wording import method_name
 from ticketlens.study import HEADLINE_METRIC
 
 OVERVIEW_TCAV = {

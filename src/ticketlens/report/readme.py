@@ -14,7 +14,8 @@ from typing import Any
 
 from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_write_text
-from ticketlens.report.sentences import accuracy_sentences, calibration_counts, drift_sentences
+from ticketlens.report.calibration_text import calibration_counts
+from ticketlens.report.sentences import accuracy_sentences, drift_sentences
 
 START = "<!-- findings:start -->"
 END = "<!-- findings:end -->"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ticketlens.analysis.tables import split_consistency_column
+from ticketlens.report.calibration_text import calibration_sentences
+from ticketlens.report.correlation_text import correlation_sentences
 from ticketlens.report.power_text import (
     accuracy_power,
     drift_power,
@@ -16,61 +16,25 @@ from ticketlens.report.power_text import (
     rounds_text,
     undecided_drift_rounds,
 )
+from ticketlens.report.wording import (
+    branch_noun,
+    finite,
+    format_accuracy,
+    format_p,
+    format_percent,
+    format_points,
+    interval_text,
+    method_name,
+    metric_name,
+)
 from ticketlens.study import (
-    BRANCH_NOUNS,
     DENSE_ROUND,
     HEADLINE_METRIC,
-    METHOD_NAMES,
-    SIMILARITY_METRICS,
     TICKET,
 )
 
 # The sections of the study report that repeat a dataset's sentences (the others stay in its own report).
 STUDY_SECTIONS = ("Accuracy", "When explanations drift", "Controls at equal sparsity", "TCAV calibration")
-
-
-def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
-
-
-def metric_name(metric: str) -> str:
-    return SIMILARITY_METRICS.get(metric, metric)
-
-
-def branch_noun(branch: str) -> str:
-    return BRANCH_NOUNS.get(branch, branch)
-
-
-def _finite(value: Any) -> bool:
-    return value is not None and bool(np.isfinite(value))
-
-
-def format_p(p: float | None) -> str:
-    """'p = 0.003' or 'p < 1e-4' (p-values that small are not resolved by a handful of seeds anyway)."""
-    if not _finite(p):
-        return "p n/a"
-    return f"p = {p:.2g}" if p >= 1e-4 else "p < 1e-4"
-
-
-def format_percent(fraction: float | None) -> str:
-    return "n/a" if fraction is None else f"{100 * fraction:.3g}%"
-
-
-def format_accuracy(value: float | None) -> str:
-    return "n/a" if not _finite(value) else f"{100 * value:.2f}%"
-
-
-def format_points(value: float | None) -> str:
-    """An accuracy difference in percentage points, with its sign."""
-    return "n/a" if not _finite(value) else f"{100 * value:+.2f}"
-
-
-def interval_text(low: float | None, high: float | None, scale: float = 1.0, unit: str = "") -> str:
-    if not (_finite(low) and _finite(high)):
-        return "no interval"
-    if scale == 100.0:
-        return f"{100 * low:+.2f} to {100 * high:+.2f}{unit}"
-    return f"{scale * low:.3g} to {scale * high:.3g}{unit}"
 
 
 def _where(round_: int | None, remaining: float | None) -> str:
@@ -94,7 +58,7 @@ def _level(findings: dict[str, Any]) -> str:
 
 def _dense_sentence(findings: dict[str, Any]) -> str:
     m, n = findings["accuracy_match"], findings["n_seeds"]
-    if _finite(m.get("dense_ci_low")) and findings.get("tested", n >= 3):
+    if finite(m.get("dense_ci_low")) and findings.get("tested", n >= 3):
         noise = ", test-set noise included" if m.get("test_set_noise") else ""
         detail = (
             f"95% interval {format_accuracy(m['dense_ci_low'])} to {format_accuracy(m['dense_ci_high'])} "
@@ -151,10 +115,10 @@ def accuracy_sentences(findings: dict[str, Any]) -> list[str]:
 
 def _levels_sentence(d: dict[str, Any]) -> str:
     what = f"{method_name(d['method'])} consistency ({metric_name(d['metric'])})"
-    ceiling = f"{d['ceiling']:.3f}" if _finite(d["ceiling"]) else "n/a (fewer than 2 dense seeds)"
-    if _finite(d.get("ceiling_ci_low")):
+    ceiling = f"{d['ceiling']:.3f}" if finite(d["ceiling"]) else "n/a (fewer than 2 dense seeds)"
+    if finite(d.get("ceiling_ci_low")):
         ceiling += f" (95% interval {interval_text(d['ceiling_ci_low'], d['ceiling_ci_high'])})"
-    floor = f"{d['floor']:.3f}" if _finite(d["floor"]) else "n/a"
+    floor = f"{d['floor']:.3f}" if finite(d["floor"]) else "n/a"
     return (
         f"{what}: the ceiling, a dense net compared with the dense nets of the other seeds, is {ceiling}; "
         f"the floor, a dense net compared with its randomised-weights copy, is {floor}."
@@ -251,79 +215,6 @@ def empty_map_sentences(findings: dict[str, Any]) -> list[str]:
     return out
 
 
-def attainable_rhos(points: int) -> list[float]:
-    """Every value Spearman's rho can take on `points` untied points (3 points: -1, -0.5, 0.5, 1)."""
-    from itertools import permutations
-
-    base = list(range(points))
-    denominator = points * (points**2 - 1)
-    values = {
-        round(1 - 6 * sum((a - b) ** 2 for a, b in zip(base, p, strict=True)) / denominator, 6)
-        for p in permutations(base)
-    }
-    return sorted(values)
-
-
-def _correlation_members(c: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    members = [r for r in rows if r["column"] == c["column"] or r.get("same_as") == c["column"]]
-    if len(members) == 1:
-        return f"{method_name(c['method'])} consistency ({metric_name(c['metric'])})"
-    by_method: dict[str, list[str]] = {}
-    for r in members:
-        by_method.setdefault(method_name(r["method"]), []).append(metric_name(r["metric"]))
-    names = " and ".join(f"{method} ({', '.join(metrics)})" for method, metrics in by_method.items())
-    return f"consistency by {names} (the same per-seed rho for all {len(members)} metrics: counted once)"
-
-
-def _descriptive_correlation(c: dict[str, Any], what: str) -> str:
-    rhos = ", ".join(f"{v:.2g}" for v in c["per_seed_rho"].values() if _finite(v))
-    possible = ""
-    if c["n_rounds"] <= 6:
-        values = attainable_rhos(c["n_rounds"])
-        possible = f": on {c['n_rounds']} points rho takes only {len(values)} values" + (
-            f" ({', '.join(f'{v:+g}' for v in values)})" if len(values) <= 6 else ""
-        )
-    return (
-        f"Descriptive, no test: within each seed, across its {c['n_rounds']} pruned rounds, accuracy change and "
-        f"{what} have Spearman rho {rhos} (mean {c['mean_rho']:.2f} over {c['n_seeds']} seeds). A correlation "
-        f"test needs at least {c.get('min_rounds', 5)} rounds per seed{possible}."
-    )
-
-
-def correlation_sentences(findings: dict[str, Any]) -> list[str]:
-    """One sentence per distinct within-seed correlation that involves a headline metric."""
-    rows = findings["correlations"]
-    heads = {r.get("same_as") or r["column"] for r in rows if r["metric"] == HEADLINE_METRIC}
-    out = []
-    for c in (r for r in rows if r["column"] in heads and not r.get("same_as")):
-        what = _correlation_members(c, rows)
-        if not _finite(c["mean_rho"]):
-            out.append(
-                f"Exploratory: the within-seed correlation of accuracy change and {what} is undefined."
-            )
-            continue
-        if c.get("kind") == "descriptive":
-            out.append(_descriptive_correlation(c, what))
-            continue
-        if _finite(c["p_holm"]):
-            verdict = "significant" if c["significant"] else "not significant"
-            family = c.get("n_distinct", len(rows))
-            test = (
-                f"95% interval {interval_text(c['ci_low'], c['ci_high'])}, Holm-adjusted "
-                f"{format_p(c['p_holm'])} over {family} distinct metrics: {verdict} at alpha {findings['alpha']:g}"
-            )
-        elif c["n_seeds"] < 3:
-            test = f"no test: {c['n_seeds']} seed(s) with a defined rho, a test needs at least 3"
-        else:
-            test = "no test: the same rho in every seed, so no spread to test against"
-        out.append(
-            f"Exploratory: within each seed, across pruned rounds, accuracy change and {what} have mean "
-            f"Spearman rho = {c['mean_rho']:.2f} over {c['n_seeds']} seeds ({test}); both fall with "
-            "sparsity, so this says they fall together, not why."
-        )
-    return out
-
-
 def concept_sentences(findings: dict[str, Any], limit: int = 8) -> list[str]:
     dense = findings["concepts_dense_significant"]
     names = sorted({d["concept"] for d in dense})
@@ -358,59 +249,6 @@ def concept_sentences(findings: dict[str, Any], limit: int = 8) -> list[str]:
     return out
 
 
-def calibration_sentences(findings: dict[str, Any]) -> list[str]:
-    """How the TCAV test behaves on held-out random image sets run as concepts (its calibration)."""
-    cal = findings.get("tcav_calibration") or {}
-    alpha = findings.get("tcav_alpha", findings["alpha"])
-    method = (
-        "TCAV test: per concept, layer and class, the mean cosine between the concept's CAVs (one against each "
-        "of K random counterparts) and the class's gradients is ranked against a permutation null of random "
-        "sets drawn from the random pool together with the concept's own images, each treated exactly like "
-        f"the concept; two-sided; Holm per ticket over concepts x layers x classes at alpha {alpha:g}; a "
-        "concept whose CAV is not more accurate than its null's is not learnable at that layer and never "
-        "significant. Scores shown are TCAV scores (share of inputs with a positive directional derivative)."
-    )
-    if not cal.get("rows"):
-        return [method, "No calibration sets were run (explanations.tcav.n_calibration_sets is 0)."]
-    return [method, calibration_counts(cal, alpha)]
-
-
-def calibration_counts(cal: dict[str, Any], alpha: float) -> str:
-    """How many distinct sets the calibration rests on, its rates, and bounds that treat a set (and a seed),
-    not a row, as the unit."""
-    distinct = cal.get("distinct_sets", cal["sets"])
-    runs = (
-        f"{distinct} distinct held-out random image {'set' if distinct == 1 else 'sets'}, each run as a concept "
-        f"on all {cal['tickets']} tickets ({cal['sets']} set-ticket runs, {cal['rows']} layer-class rows)"
-        if "tickets" in cal
-        else f"{cal['sets']} held-out random image set runs ({cal['rows']} layer-class rows)"
-    )
-    text = (
-        f"Calibration: {runs}, were rejected in {format_percent(cal['rate_uncorrected'])} of rows before "
-        f"correction (a calibrated test: about {format_percent(alpha)}"
-    )
-    if _finite(cal.get("bootstrap_upper_99")):
-        text += (
-            f"; 99% upper bound {format_percent(cal['bootstrap_upper_99'])} by a two-way bootstrap over the "
-            f"{distinct} distinct sets and {cal['seeds']} seeds, since rows of one set or one seed are not independent"
-        )
-    text += (
-        f"), {format_percent(cal['rate_gated'])} with the learnability gate, and "
-        f"{format_percent(cal['rate_holm'])} after Holm"
-    )
-    if "distinct_sets_flagged_holm" in cal:
-        text += (
-            f"; {cal['distinct_sets_flagged_holm']} of the {distinct} distinct sets had a significant row on any "
-            f"ticket (exact 99% upper bound on that share: {format_percent(cal['distinct_sets_flagged_upper_99'])})"
-        )
-    if distinct < 10:
-        text += (
-            f". With {distinct} distinct sets these bounds are wide; more sets "
-            "(`explanations.tcav.n_calibration_sets`) tighten them"
-        )
-    return text + "."
-
-
 def _gap_sentence(gap: dict[str, Any]) -> str:
     """One control's gap to the ticket, with its direction, interval and Holm-adjusted test."""
     if gap["metric"] == "test_accuracy":
@@ -424,13 +262,13 @@ def _gap_sentence(gap: dict[str, Any]) -> str:
             f"{method_name(method)} consistency ({metric_name(metric)})",
         )
     side = "below" if gap["mean_gap"] < 0 else "above"
-    significant = bool(gap.get("significant")) and _finite(gap.get("p_holm"))
+    significant = bool(gap.get("significant")) and finite(gap.get("p_holm"))
     prefix = "" if significant else "Descriptive, not a finding (no significant difference): "
     parts = []
-    if _finite(gap.get("ci_low")):
+    if finite(gap.get("ci_low")):
         parts.append(f"gap 95% interval {interval_text(gap['ci_low'], gap['ci_high'], scale, unit)}")
     parts.append(gap["test"])
-    if _finite(gap.get("p_holm")):
+    if finite(gap.get("p_holm")):
         parts.append(f"Holm-adjusted {format_p(gap['p_holm'])}")
     parts.append(f"n = {gap['n']}")
     return (
@@ -445,7 +283,7 @@ def control_sentences(findings: dict[str, Any]) -> list[str]:
     return [
         _gap_sentence(g)
         for g in findings["control_gaps"]
-        if g["round"] == last and g["metric"] in ("test_accuracy", head) and _finite(g["mean_gap"])
+        if g["round"] == last and g["metric"] in ("test_accuracy", head) and finite(g["mean_gap"])
     ]
 
 
@@ -464,65 +302,3 @@ def finding_sentences(findings: dict[str, Any]) -> dict[str, list[str]]:
         "Controls at equal sparsity": control_sentences(findings),
     }
     return {name: [_capitalise(s) for s in sentences] for name, sentences in sections.items()}
-
-
-def _drops(values: list[float], scale: float, digits: str) -> str:
-    """'a drop of 0.18 or more' or 'drops of 0.12-0.18 or more' (one per undecided round)."""
-    low, high = min(values), max(values)
-    if f"{scale * low:{digits}}" == f"{scale * high:{digits}}":
-        return f"a drop of {scale * high:{digits}}"
-    return f"drops of {scale * low:{digits}}-{scale * high:{digits}}"
-
-
-def _headline_accuracy(findings: dict[str, Any]) -> str:
-    m = findings["accuracy_match"]
-    last, first = m["last_matching_round"], m["first_failing_round"]
-    matched = (
-        f"tickets match to {format_percent(m['last_matching_remaining'])} weights (round {last})"
-        if last != DENSE_ROUND
-        else "matching not shown at any round"
-    )
-    undecided = [
-        r for r in m.get("per_round", []) if r["round"] > last and (first is None or r["round"] < first)
-    ]
-    drops = [-(r.get("fails_power") or {}).get("detectable", np.nan) for r in undecided]
-    if undecided and all(_finite(v) for v in drops):
-        matched += (
-            f", not determined at {rounds_text([r['round'] for r in undecided])} "
-            f"(could detect {_drops(drops, 100, '.2f')} points or more)"
-        )
-    return matched + (f", fail {from_round(first, findings['rounds'])}" if first is not None else "")
-
-
-def _headline_drift(d: dict[str, Any], findings: dict[str, Any]) -> str:
-    what = f"{method_name(d['method'])} consistency"
-    if d["relation"] in ("before", "with", "after"):
-        return f"{what} drifts {d['relation']} accuracy fails"
-    if d["first_drift_round"] is not None:
-        where = from_round(d["first_drift_round"], findings["rounds"])
-        return f"{what} drifts {where} (relation to accuracy not determined)"
-    if d["relation"] == "not drifted in the rounds run":
-        return f"{what}: not drifted in the rounds run"
-    undecided = undecided_drift_rounds(d)
-    drops = [-(r.get("drift_power") or {}).get("detectable", np.nan) for r in undecided]
-    shown = f"not drifted to round {d['last_not_drifted_round']}, " if d["last_not_drifted_round"] else ""
-    if not undecided or not all(_finite(v) for v in drops):
-        return f"{what}: {shown}drift not determined"
-    return (
-        f"{what}: {shown}drift not determined at {rounds_text([r['round'] for r in undecided])} "
-        f"(could detect {_drops(drops, 1, '.2g')} or more)"
-    )
-
-
-def headline(findings: dict[str, Any]) -> str:
-    """One line per dataset for stdout and the study report: every "not determined" with what the study
-    could have detected (the MDE at 80% power)."""
-    m = findings["accuracy_match"]
-    parts = [f"dense {format_accuracy(m['dense_accuracy'])}"]
-    if not findings.get("tested", True):
-        parts.append(f"{findings['n_seeds']} seed(s): numbers only, no test")
-        return f"{findings.get('dataset')}: " + "; ".join(parts)
-    parts.append(_headline_accuracy(findings))
-    head = findings.get("headline_consistency")
-    parts += [_headline_drift(d, findings) for d in findings["drift"] if d["column"] == head]
-    return f"{findings.get('dataset')}: " + "; ".join(parts)
