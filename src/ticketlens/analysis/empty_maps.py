@@ -32,7 +32,7 @@ from ticketlens.study import (
     FindingsSettings,
 )
 
-EMPTY_SHARE = "empty_pairs_{method}"  # summary column: share of (ticket, own dense) pairs with an empty map
+EMPTY_SHARE = "pairs_empty_{method}"  # summary column: share of (ticket, own dense) pairs with an empty map
 NONEMPTY = "nonempty_{method}_{metric}"  # summary column: consistency over the pairs without one
 
 
@@ -121,7 +121,7 @@ def empty_map_findings(
     ceiling on such dense pairs (one-sided: below)."""
     tickets = summary[(summary["branch"] == TICKET) & (summary["round"] > DENSE_ROUND)]
     out = []
-    for method in sorted(c.split("_", 2)[2] for c in summary.columns if c.startswith("empty_pairs_")):
+    for method in sorted(c.split("_", 2)[2] for c in summary.columns if c.startswith("pairs_empty_")):
         share, kept = (
             EMPTY_SHARE.format(method=method),
             NONEMPTY.format(method=method, metric=HEADLINE_METRIC),

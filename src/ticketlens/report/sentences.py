@@ -198,6 +198,53 @@ EMPTY_CAUSE = {
 }
 
 
+EMPTY_RULE = (
+    "Rule for maps with no positive cell (one for every pair, none dropped): such a map has no ranking and no "
+    "top set, so a pair with exactly one scores rank correlation 0 (what unrelated maps score on average) and "
+    "top-k IoU 0, a pair with two scores 1; consistency is shown on all pairs and, separately, on the pairs "
+    "without an empty map, and the share of pairs with one is tested against the dense seed pairs' share."
+)
+
+
+def _undecided(test: dict[str, Any], what: str) -> str:
+    mde = (test.get("power") or {}).get("mde")
+    return f"not determined; could detect {what} of {mde:.2g} or more" if finite(mde) else "not determined"
+
+
+def _empty_round_sentence(method: str, row: dict[str, Any], level: str) -> str:
+    share, kept = row["empty_share"], row["nonempty_consistency"]
+    text = (
+        f"{method_name(method)} at round {row['round']}: {format_percent(share['value'])} of ticket-dense pairs "
+        f"have an empty map, {format_percent(share['value'] - share['difference'])} of dense seed pairs "
+        f"(difference {share['difference']:+.3f}, {level} interval {interval_text(share['ci_low'], share['ci_high'])}, "
+        f"one-sided {format_p(share['p'])}: "
+        + (
+            "more empty maps than between dense seeds"
+            if share["significant"]
+            else _undecided(share, "an excess")
+        )
+        + ")"
+    )
+    if finite(kept["value"]):
+        text += (
+            f"; on the pairs without an empty map consistency is {kept['value']:.3f}, "
+            f"{kept['difference']:+.3f} from the ceiling on such dense pairs ({level} interval "
+            f"{interval_text(kept['ci_low'], kept['ci_high'])}, one-sided {format_p(kept['p'])}: "
+            + ("below the ceiling" if kept["significant"] else _undecided(kept, "a drop"))
+            + ")"
+        )
+    return text + "."
+
+
+def empty_pair_sentences(findings: dict[str, Any]) -> list[str]:
+    """The empty-map rule, and per method the last round's two tests (`analysis.empty_maps`)."""
+    rows = [(e["method"], e["per_round"][-1]) for e in findings.get("empty_pairs", []) if e["per_round"]]
+    shown = [(m, r) for m, r in rows if finite(r["empty_share"]["value"]) and r["empty_share"]["value"] > 0]
+    if not findings.get("tested", True) or not rows:
+        return [EMPTY_RULE] if rows else []
+    return [EMPTY_RULE] + [_empty_round_sentence(m, r, _level(findings)) for m, r in shown]
+
+
 def empty_map_sentences(findings: dict[str, Any]) -> list[str]:
     counts = findings.get("empty_maps", {})
     out = []
@@ -211,7 +258,7 @@ def empty_map_sentences(findings: dict[str, Any]) -> list[str]:
                 f"; most at {branch_noun(worst['branch'])} round {worst['round']} "
                 f"({worst['empty']} of {worst['maps']})"
             )
-        out.append(text + ". Every metric scores them by its stated rule; none is dropped.")
+        out.append(text + ".")
     return out
 
 
@@ -295,7 +342,9 @@ def finding_sentences(findings: dict[str, Any]) -> dict[str, list[str]]:
     """Report sections, each a list of sentences built from findings.json numbers only."""
     sections = {
         "Accuracy": accuracy_sentences(findings),
-        "When explanations drift": drift_sentences(findings) + empty_map_sentences(findings),
+        "When explanations drift": drift_sentences(findings)
+        + empty_map_sentences(findings)
+        + empty_pair_sentences(findings),
         "Exploratory: accuracy and consistency together": correlation_sentences(findings),
         "Concepts": concept_sentences(findings),
         "TCAV calibration": calibration_sentences(findings),
