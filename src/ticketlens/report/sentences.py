@@ -13,6 +13,7 @@ from ticketlens.report.power_text import (
     accuracy_power,
     drift_power,
     from_round,
+    power_sentences,
     rounds_text,
     undecided_drift_rounds,
 )
@@ -349,5 +350,6 @@ def finding_sentences(findings: dict[str, Any]) -> dict[str, list[str]]:
         "Concepts": concept_sentences(findings),
         "TCAV calibration": calibration_sentences(findings),
         "Controls at equal sparsity": control_sentences(findings),
+        "Power: what the study could have detected": power_sentences(findings),
     }
     return {name: [_capitalise(s) for s in sentences] for name, sentences in sections.items()}
