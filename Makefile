@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint format bench report readme clean-results
+.PHONY: setup run test test-fast lint format bench report readme clean-results
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: setup
 # loadgroup: tests marked xdist_group(name) share one worker (the tiny study and the SLURM run use it)
 test: setup lint
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+# the fast lane: everything not marked slow (no model trained for more than a few steps, no tiny study)
+test-fast: setup lint
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from ticketlens.config import merge_params
+
 REPO = Path(__file__).resolve().parents[1]
 # CUB's colour attributes (has_<part>_color::<value>): 15 parts x 15 colours, more than the 312 limit needs.
 CUB_COLOR_PARTS = (
@@ -57,6 +59,7 @@ def cub_params(seeds: int, rounds: int, concepts: int) -> dict:
                 "training": {
                     "optimizer": "sgd",
                     "lr": 0.05,
+                    "weight_decay": 0.0,
                     "batch_size": 64,
                     "iterations": 4000,
                     "eval_every": 200,
@@ -94,7 +97,9 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.dir or Path(tempfile.mkdtemp(prefix="ticketlens-dry-"))
     folder.mkdir(parents=True, exist_ok=True)
-    params = cub_params(args.seeds, args.rounds, args.concepts)
+    params = merge_params(
+        yaml.safe_load((REPO / "params.yaml").read_text()), cub_params(args.seeds, args.rounds, args.concepts)
+    )
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if args.once:
         jobs, wall, peak = dry_run(folder)

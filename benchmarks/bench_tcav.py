@@ -192,7 +192,8 @@ def main() -> None:
         data = synthetic_data(args.classes, per_class, args.size)
         save_prepared(data, root / "data.pt")
         train_ticket(Ticket("bench", 0, "ticket", 0), root / "data.pt", MODEL, MODEL_WIDTH, TRAINING, PRUNING,
-                     root / "r0", threads=args.threads)  # fmt: skip
+                     root / "r0" / TICKET_FILES.checkpoint, root / "r0" / TICKET_FILES.metrics,
+                     threads=args.threads)  # fmt: skip
         cpu_model = load_model(root / "r0" / TICKET_FILES.checkpoint)
         model = load_model(root / "r0" / TICKET_FILES.checkpoint).to(args.device)
         randoms, concepts, inputs = image_sets(data, args)

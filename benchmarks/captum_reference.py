@@ -2,7 +2,7 @@
 
 Not part of the package: ticketlens fits every CAV of a ticket in one batched solve (`explanations.cav`);
 this is the straightforward captum loop that its "sgd" classifier must reproduce exactly
-(tests/test_tcav.py) and the baseline it is timed against (benchmarks/bench_tcav.py).
+(tests/explanations/test_tcav.py) and the baseline it is timed against (benchmarks/bench_tcav.py).
 """
 
 from __future__ import annotations

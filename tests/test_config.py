@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import merged
 from ticketlens.cli import run
 from ticketlens.config import ConfigError, load_params, study_params, validate_params
+from ticketlens.data import DATASETS
+from ticketlens.data.attribute_concepts import IMAGE_KINDS
+from ticketlens.data.mnist import SOURCES
+from ticketlens.explanations.cav import METHODS
+from ticketlens.lottery.models import INITS, MODELS
+from ticketlens.lottery.pruning import SCOPES
+from ticketlens.lottery.training import EARLY_STOP, END
+from ticketlens.study import CONTROLS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/params.schema.yaml"
@@ -29,10 +38,34 @@ def broken(path: str, value):
     return params
 
 
-def test_shipped_params_are_valid_and_defaults_are_filled():
-    params = validate_params(PARAMS, SCHEMA)
-    assert params["datasets"]["mnist"]["training"]["checkpoint_every"] == 200
-    assert params["datasets"]["synthbirds"]["concept_options"]["min_certainty"] == 3
+def test_shipped_params_are_valid_and_complete():
+    assert validate_params(PARAMS, SCHEMA) == PARAMS  # nothing is filled in: params.yaml has every key
+    assert set(PARAMS["datasets"]) == {"mnist", "synthbirds", "cub"}
+
+
+def test_the_schema_holds_no_defaults():
+    """Defaults live in params.yaml only (docs/architecture.md): the schema validates and documents."""
+
+    def defaults(node, path=""):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "default":
+                    yield path
+                yield from defaults(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                yield from defaults(value, f"{path}[{index}]")
+
+    assert list(defaults(yaml.safe_load(SCHEMA.read_text()))) == []
+
+
+@pytest.mark.parametrize(
+    "path", ["study.max_jobs", "pruning.scope", "explanations.tcav.n_null_draws", "findings.alpha",
+             "datasets.mnist.training.test_at", "datasets.synthbirds.concept_options.images"],
+)  # fmt: skip
+def test_a_missing_key_is_an_error_naming_it(path):
+    with pytest.raises(ConfigError, match=rf"'{path.rsplit('.', 1)[-1]}' is a required property"):
+        validate_params(broken(path, KeyError), SCHEMA)
 
 
 @pytest.mark.parametrize(
@@ -213,3 +246,50 @@ def test_nested_command_line_overrides_are_read_as_yaml():
     assert str(info.value).startswith(
         "params.yaml with command-line overrides: key 'study.rounds': got 'many'"
     )
+
+
+def _enum(path: str) -> set:
+    """The enum of a schema node given as a /-separated path (through `$ref`s and `items`)."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    node = schema
+    for key in path.split("/"):
+        node = node[key]
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return set(node["enum"])
+
+
+@pytest.mark.parametrize(
+    ("registry", "path"),
+    [
+        (DATASETS, "properties/study/properties/datasets/items"),
+        (SCOPES, "properties/pruning/properties/scope"),
+        (METHODS, "properties/explanations/properties/tcav/properties/classifier"),
+        (MODELS, "$defs/model"),
+        (INITS, "$defs/training/properties/init"),
+        ((END, EARLY_STOP), "$defs/training/properties/test_at"),
+        (SOURCES, "properties/datasets/properties/mnist/properties/source"),
+        (IMAGE_KINDS, "$defs/concept_options/properties/images"),
+        (CONTROLS, "properties/study/properties/controls/items"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_the_package_registries_equal_the_schema_enums(registry, path):
+    assert set(registry) == _enum(path)
+
+
+def test_the_configured_datasets_are_the_package_datasets():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert set(schema["properties"]["datasets"]["properties"]) == set(DATASETS) == set(PARAMS["datasets"])
+
+
+@pytest.mark.parametrize(
+    "preset", sorted((ROOT / "workflow" / "presets").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_presets_are_valid_over_params_and_keep_a_null_pool(preset):
+    """A preset is merged into params.yaml (`--configfile`); its TCAV null pool is no smaller than the
+    default study's."""
+    params = validate_params(merged(PARAMS, yaml.safe_load(preset.read_text())), SCHEMA)
+    tcav, default = params["explanations"]["tcav"], PARAMS["explanations"]["tcav"]
+    pool = tcav["n_random_sets"] - tcav["n_counterparts"]
+    assert pool >= default["n_random_sets"] - default["n_counterparts"], f"{preset.name}: a pool of {pool}"

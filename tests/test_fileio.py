@@ -84,7 +84,7 @@ def test_a_read_only_results_folder_is_one_line(tmp_path, monkeypatch):
 
 
 def test_cli_disk_full_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
-    from conftest import TOY, TOY_PRUNING, make_toy_data
+    from helpers import TOY, TOY_PRUNING, make_toy_data
     from ticketlens.cli import run
     from ticketlens.data.prepared import save_prepared
     from ticketlens.study import Ticket
@@ -95,16 +95,18 @@ def test_cli_disk_full_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
         pytest.skip("no /dev/full on this system")
     monkeypatch.setattr(fileio, "_open_for_writing", dev_full)
     monkeypatch.chdir(tmp_path)
-    folder = Ticket("toy", 0, "ticket", 0).folder
+    ticket = Ticket("toy", 0, "ticket", 0)
+    folder = ticket.folder
     args = ["train-ticket", "--data", str(data), "--model", TOY.model, "--model-width", "0.5"]
     args += [
         "--training",
         TOY.training.to_json(),
         "--pruning",
         TOY_PRUNING.to_json(),
-        "--out-dir",
-        str(folder),
+        "--ticket",
+        ticket.name,
     ]
+    args += ["--checkpoint", str(ticket.file("checkpoint")), "--metrics", str(ticket.file("metrics"))]
     assert run(args) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert err == [

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import SCHEMA, dataset_settings, schema_params, tcav_settings
+from helpers import SCHEMA, UNIT_PARAMS, dataset_settings, merged, tcav_settings, unit_params
+from ticketlens.config import study_params, validate_params
 from ticketlens.study import (
     DatasetSettings,
     DataSettings,
@@ -56,9 +57,7 @@ def test_a_non_ticket_folder_is_refused(folder: str) -> None:
 
 def test_tickets_come_in_seed_branch_round_order_and_controls_start_at_round_1() -> None:
     # controls listed in the other order on purpose: branches always go ticket, reinit, randmask
-    study = dataclasses.replace(
-        schema_params().study, seeds=(3, 1), rounds=2, controls=("randmask", "reinit")
-    )
+    study = dataclasses.replace(unit_params().study, seeds=(3, 1), rounds=2, controls=("randmask", "reinit"))
     expected = [
         (seed, branch, r)
         for seed in (3, 1)
@@ -94,12 +93,12 @@ def test_dataset_settings_json_round_trip(settings: DatasetSettings) -> None:
 def test_section_settings_json_round_trip() -> None:
     for tcav in (tcav_settings(), tcav_settings(layers=["features.conv1", "features.conv2"])):
         assert TcavSettings.from_json(tcav.to_json()) == tcav
-    pruning = schema_params(pruning={"exclude": ["features.conv1"]}).pruning
+    pruning = unit_params(pruning={"exclude": ["features.conv1"]}).pruning
     assert PruningSettings.from_json(pruning.to_json()) == pruning
     assert pruning.exclude == ("features.conv1",)  # lists become tuples: settings are hashable
 
 
-# ---------------------------------------------------------------- every default comes from the schema
+# ------------------------------------------------------------ every value comes from params (no defaults)
 
 DATA_KEYS = {field.name for field in dataclasses.fields(DataSettings)}
 CONCEPTS = {"mnist": ["stroke_loop"], "synthbirds": ["texture_dotted"], "cub": ["texture_dotted"]}
@@ -110,19 +109,24 @@ def _resolve(node: dict, schema: dict) -> dict:
     return schema["$defs"][ref.rsplit("/", 1)[-1]] if ref else node
 
 
-def _defaults(node: dict, schema: dict, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dict]]:
-    """(params path, property schema) of every property with a `default`, through `$ref`s; sections whose
-    default is {} only make the section optional, so their members are what is listed."""
+def _leaves(node: dict, schema: dict, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dict]]:
+    """(params path, property schema) of every leaf key of the schema, through `$ref`s."""
     for key, sub in _resolve(node, schema).get("properties", {}).items():
-        if "default" in sub and sub["default"] != {}:
-            yield (*path, key), sub
         if "properties" in _resolve(sub, schema):
-            yield from _defaults(sub, schema, (*path, key))
+            yield from _leaves(sub, schema, (*path, key))
+        else:
+            yield (*path, key), sub
 
 
-def _changed(path: tuple[str, ...], sub: dict, schema: dict) -> Any:
-    """A valid value other than the default."""
-    value, target = sub["default"], _resolve(sub, schema)
+def _at(params: dict, path: tuple[str, ...]) -> Any:
+    for key in path:
+        params = params[key]
+    return params
+
+
+def _changed(path: tuple[str, ...], value: Any, sub: dict, schema: dict) -> Any:
+    """A valid value other than `value`."""
+    target = _resolve(sub, schema)
     if "enum" in target:
         return next(option for option in target["enum"] if option != value)
     if isinstance(value, bool):
@@ -139,6 +143,8 @@ def _changed(path: tuple[str, ...], sub: dict, schema: dict) -> Any:
     if path[-1] == "concepts":
         return CONCEPTS[path[1]]
     items = target.get("items", {})
+    if items.get("type") == "integer":
+        return [v + 1 for v in value]
     return items["enum"][:1] if "enum" in items else ["features.conv1"]
 
 
@@ -155,22 +161,27 @@ def _plain(value: Any) -> Any:
 
 
 @pytest.mark.parametrize("name", ["mnist", "synthbirds", "cub"])
-def test_every_default_comes_from_the_schema(name: str, tmp_path: Path) -> None:
+def test_every_setting_comes_from_params(name: str) -> None:
+    """The typed settings have no defaults of their own (nor has the schema): change every key of the
+    params and every setting follows."""
     schema = yaml.safe_load(SCHEMA.read_text())
-    defaults = [
-        (path, sub) for path, sub in _defaults(schema, schema) if path[0] != "datasets" or path[1] == name
+    leaves = [
+        (path, sub) for path, sub in _leaves(schema, schema) if path[0] != "datasets" or path[1] == name
     ]
-    assert len(defaults) >= 25 and any(path[:2] == ("datasets", name) for path, _ in defaults)
-    expected = {path: _plain(sub["default"]) for path, sub in defaults}
-    changed = {path: _changed(path, sub, schema) for path, sub in defaults}
-    for path, sub in defaults:  # shared $defs are changed once, for every dataset that uses them
-        sub["default"] = changed[path]
-    copy = tmp_path / "params.schema.yaml"
-    copy.write_text(yaml.safe_dump(schema, sort_keys=False))
-
-    built = _plain(schema_params(name).to_dict())
-    rebuilt = _plain(schema_params(name, schema=copy).to_dict())
+    leaves = [(path, sub) for path, sub in leaves if path not in {("study", "datasets")}]
+    assert len(leaves) >= 30 and any(path[:2] == ("datasets", name) for path, _ in leaves)
+    base = merged(UNIT_PARAMS, {"study": {"datasets": [name]}})
+    expected = {path: _plain(_at(base, path)) for path, _ in leaves}
+    changed = merged(base, {})
+    for path, sub in leaves:
+        *parents, last = path
+        _at(changed, tuple(parents))[last] = _changed(path, expected[path], sub, schema)
+    if changed["study"]["max_jobs"] < 1000:
+        changed["study"]["max_jobs"] = 50_001
+    changed["pruning"]["rewind_iteration"] = 1  # below every changed iteration count
+    built = _plain(study_params(validate_params(base, SCHEMA)).to_dict())
+    rebuilt = _plain(study_params(validate_params(changed, SCHEMA)).to_dict())
     for path in expected:
-        assert changed[path] != expected[path], path
         assert _settings_value(built, path) == expected[path], path
-        assert _settings_value(rebuilt, path) == _plain(changed[path]), path
+        if path != ("pruning", "rewind_iteration"):
+            assert _settings_value(rebuilt, path) == _plain(_at(changed, path)) != expected[path], path

@@ -71,6 +71,7 @@ COMMANDS: dict[str, Command] = {
     )),
     "prepare-dataset": Command("ticketlens.data:prepare_dataset", "prepare a dataset into a cached tensor file", (
         Arg("--dataset", "name"), Arg("--settings", convert=_settings("DataSettings")), Arg("--out", convert=Path),
+        Arg("--meta", convert=Path),
     )),
     "make-random-sets": Command("ticketlens.data.concepts:make_random_sets", "draw the R disjoint random image sets (and the calibration sets)", (
         Arg("--data", "data_path", Path), Arg("--n", options={"type": int, "required": True}),
@@ -91,8 +92,8 @@ COMMANDS: dict[str, Command] = {
         Arg("--pruning", convert=_settings("PruningSettings")),
         Arg("--previous", convert=Path, options={"help": "checkpoint this ticket round prunes"}),
         Arg("--ticket-checkpoint", convert=Path, options={"help": "the same round's ticket (controls)"}),
-        Arg("--out-dir", "ticket", _ticket, {"required": True, "help": "results/{dataset}/seed_{s}/{branch}/round_{r}"}),
-        THREADS,
+        Arg("--ticket", convert=_ticket, options={"required": True, "help": "{dataset}/seed_{s}/{branch}/round_{r}"}),
+        Arg("--checkpoint", convert=Path), Arg("--metrics", convert=Path), THREADS,
     )),
     "explain-ticket": Command("ticketlens.explanations.explain:explain_ticket", "saliency maps and their comparisons", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
@@ -100,9 +101,10 @@ COMMANDS: dict[str, Command] = {
         Arg("--gradcam-layer", options=OPTIONAL),
         Arg("--dense", "dense_maps", Path, {"help": "saliency.npz of the dense net of the same seed"}),
         Arg("--previous", "previous_maps", Path, {"help": "saliency.npz of the previous round"}),
-        Arg("--out-dir", convert=Path), THREADS,
+        Arg("--saliency-maps", convert=Path), Arg("--saliency-table", convert=Path),
+        Arg("--consistency", convert=Path), THREADS,
     )),
-    "tcav-null": Command("ticketlens.explanations.tcav:tcav_null", "TCAV calibration: held-out random sets as concepts", (
+    "tcav-calibration": Command("ticketlens.explanations.tcav:tcav_calibration", "TCAV calibration: held-out random sets as concepts", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
         Arg("--random", "random_sets", Path), Arg("--calibration", "calibration_sets", Path),
         Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS,
@@ -113,12 +115,17 @@ COMMANDS: dict[str, Command] = {
         Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS,
     )),
     "summarize-dataset": Command("ticketlens.analysis.summary:summarize_dataset", "tables and findings of one dataset", (
-        Arg("--dataset"), Arg("--tickets", convert=_paths, options=PATHS),
+        Arg("--dataset"), Arg("--metrics", "ticket_metrics", _paths, PATHS),
+        Arg("--saliency-tables", convert=_paths, options=PATHS),
+        Arg("--consistency-tables", convert=_paths, options=PATHS),
+        Arg("--saliency-maps", convert=_paths, options=PATHS),
+        Arg("--calibration-tables", convert=_paths, options=PATHS),
         Arg("--concepts", options={"nargs": "*", "default": []}),
+        Arg("--tcav-table-pattern", options={"required": True, "help": "rule tcav_concept's output pattern"}),
         Arg("--alpha", options={"type": float, "required": True, "help": "the TCAV significance level"}),
         Arg("--settings", convert=_settings("FindingsSettings"), options={"required": True, "help": "findings JSON"}),
         Arg("--summary", convert=Path), Arg("--aggregate", convert=Path), Arg("--tcav-summary", convert=Path),
-        Arg("--findings", convert=Path), Arg("--metrics", convert=Path),
+        Arg("--findings", convert=Path), Arg("--metrics-out", "metrics", Path),
     )),
     "build-dataset-report": Command("ticketlens.report:build_dataset_report", "figures and report.md", (
         Arg("--dataset"), Arg("--summary", convert=Path), Arg("--tcav-summary", convert=Path),

@@ -75,22 +75,7 @@ def format_error(error: jsonschema.ValidationError, source: str = "params.yaml")
     return f"{source}: key '{where}': {detail}" + (f" ({allowed})" if allowed else f" ({error.message})")
 
 
-def _filling_defaults(validator_class: Any) -> Any:
-    """jsonschema's documented default-filling pattern: a validator that sets each missing property's
-    schema `default` before descending, so nested sections (and their `$ref`s) get theirs too."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator: Any, properties: Mapping[str, Any], instance: Any, schema: Any) -> Iterator:
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if "default" in sub and name not in instance:
-                    instance[name] = copy.deepcopy(sub["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-_Validator = _filling_defaults(jsonschema.Draft202012Validator)
+_Validator = jsonschema.Draft202012Validator
 
 
 def _non_finite(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], float]]:
@@ -106,7 +91,8 @@ def _non_finite(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[A
 
 
 def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: str = "params.yaml") -> dict:
-    """Validate, fill defaults and run the cross-key checks; raise ConfigError on the first problem.
+    """Validate (every key is required: params.yaml is complete, the schema holds no defaults) and run the
+    cross-key checks; return a copy; raise ConfigError on the first problem.
 
     Non-finite numbers are refused first: JSON schema bounds let nan through (every comparison with nan
     is false) and inf through every lower bound.
@@ -115,16 +101,16 @@ def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: 
     if bad is not None:
         raise ConfigError(f"{source}: key '{_key_path(bad[0])}': got {bad[1]} (allowed: a finite number)")
     schema = yaml.safe_load(Path(schema_path).read_text())
-    filled = copy.deepcopy(dict(params))
-    _read_command_line_strings(filled, schema)
+    checked = copy.deepcopy(dict(params))
+    _read_command_line_strings(checked, schema)
     errors = sorted(
-        _Validator(schema).iter_errors(filled),
+        _Validator(schema).iter_errors(checked),
         key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
     )
     if errors:
         raise ConfigError(format_error(errors[0], source))
-    _check_cross_keys(filled, source)
-    return filled
+    _check_cross_keys(checked, source)
+    return checked
 
 
 def _read_command_line_strings(params: dict, schema: Mapping[str, Any]) -> None:
@@ -149,6 +135,18 @@ def _read_command_line_strings(params: dict, schema: Mapping[str, Any]) -> None:
             for key in parents:
                 target = target[key]
             target[last] = value
+
+
+def merge_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
+    """`overrides` merged into `params` key by key (lists and values replace), as Snakemake merges a
+    `--configfile` into params.yaml: a preset or a test config over the complete params."""
+    out = copy.deepcopy(dict(params))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_params(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def study_params(params: Mapping[str, Any]) -> StudyParams:

@@ -1,8 +1,8 @@
 """The study's vocabulary, in one place: typed settings, branches, the ticket path grammar and the metrics.
 
 In the spirit of open_lth's `foundations/paths.py` and typed hparams. Settings are frozen dataclasses
-built from params that `config.validate_params` has already validated and filled from the JSON schema:
-they carry no defaults of their own, so every default lives only in `workflow/schemas/params.schema.yaml`.
+built from params that `config.validate_params` has validated: they carry no defaults of their own, and
+neither does the JSON schema; every default lives only in `params.yaml`, which is complete.
 The Snakefile, every rule and every package step use the names defined here. This module imports nothing
 heavy (no torch, no pandas): Snakemake loads it at start-up.
 """
@@ -73,8 +73,6 @@ def concept_slug(name: str) -> str:
 # ----------------------------------------------------------------------------------- path grammar
 
 RESULTS = "results"
-LOGS = "logs"
-DATASET_DIR = "{dataset}"
 TICKET_DIR = "{dataset}/seed_{seed}/{branch}/round_{round}"
 _TICKET_RE = re.compile(
     r"(?:^|/)(?P<dataset>[^/]+)/seed_(?P<seed>\d+)/(?P<branch>[a-z]+)/round_(?P<round>\d+)/?$"
@@ -83,7 +81,9 @@ _TICKET_RE = re.compile(
 
 @dataclass(frozen=True)
 class TicketFiles:
-    """The named files of a ticket folder (formats: docs/architecture.md)."""
+    """The named files of a ticket folder (formats: docs/architecture.md). The rules spell the same paths as
+    their outputs (tests/workflow keeps them equal); `resume.pt` and `rewind.pt` live only inside a
+    `train_ticket` job, beside its checkpoint."""
 
     checkpoint: str = "checkpoint.pt"
     metrics: str = "metrics.json"
@@ -92,7 +92,7 @@ class TicketFiles:
     saliency_maps: str = "saliency.npz"
     saliency_table: str = "saliency.csv"
     consistency: str = "consistency.csv"
-    tcav_null: str = "tcav/random.csv"
+    tcav_calibration: str = "tcav/calibration.csv"
     tcav_concept: str = "tcav/{concept}.csv"
 
 
@@ -113,8 +113,9 @@ class Ticket:
         return Path(RESULTS, self._dir)
 
     @property
-    def log_folder(self) -> Path:
-        return Path(LOGS, self._dir)
+    def name(self) -> str:
+        """`mnist/seed_0/ticket/round_1`: the ticket's identity on a command line (`from_folder` parses it)."""
+        return self._dir
 
     @property
     def _dir(self) -> str:
@@ -133,6 +134,24 @@ class Ticket:
     def dense(self) -> Ticket:
         return Ticket(self.dataset, self.seed, TICKET, DENSE_ROUND)
 
+    def parent(self, one_shot: bool) -> Ticket | None:
+        """The lineage, in one place: the checkpoint this ticket is trained from. A ticket round prunes the
+        previous round (the dense net when `pruning.one_shot`); a control takes the ticket of the same round
+        (its mask, or its sparsity and rewind weights); the dense net has none."""
+        if self.branch != TICKET:
+            return self.at(branch=TICKET)
+        if self.round == DENSE_ROUND:
+            return None
+        return self.at(round=DENSE_ROUND if one_shot else self.round - 1)
+
+    @property
+    def previous(self) -> Ticket | None:
+        """The ticket whose maps this one's are compared with as `previous`: the same branch one round
+        earlier, where round 1 of every branch follows the shared dense net; none for the dense net."""
+        if self.round == DENSE_ROUND:
+            return None
+        return self.at(branch=self.branch if self.round > 1 else TICKET, round=self.round - 1)
+
     def at(self, **changes: Any) -> Ticket:
         return dataclasses.replace(self, **changes)
 
@@ -145,55 +164,14 @@ class Ticket:
         return cls(match["dataset"], int(match["seed"]), match["branch"], int(match["round"]))
 
 
-def ticket_pattern(name: str, **fields: str) -> str:
-    """A ticket file as a Snakemake pattern with {dataset}, {seed}, {branch}, {round} wildcards."""
-    return f"{RESULTS}/{TICKET_DIR}/{getattr(TICKET_FILES, name)}".replace(
-        "{concept}", fields.get("concept", "{concept}")
-    )
-
-
-def ticket_log_pattern(step: str) -> str:
-    return f"{LOGS}/{TICKET_DIR}/{step}.log"
-
-
-@dataclass(frozen=True)
-class DatasetFiles:
-    """The per-dataset files under results/{dataset}/; pass "{dataset}" to get Snakemake patterns."""
-
-    dataset: str
-
-    @property
-    def folder(self) -> Path:
-        return Path(RESULTS) / self.dataset
-
-    @property
-    def prepared_data(self) -> Path:
-        return self.folder / "prepared" / "data.pt"
-
-    @property
-    def prepared_meta(self) -> Path:
-        return self.folder / "prepared" / "meta.csv"
-
-    @property
-    def random_sets(self) -> Path:
-        """The TCAV random sets: K counterparts, then the null's pool (explanations.tcav.n_random_sets)."""
-        return self.folder / "concepts" / "random_sets.pt"
-
-    @property
-    def calibration_sets(self) -> Path:
-        """Held-out random sets, never in the pool: run as concepts to calibrate the test."""
-        return self.folder / "concepts" / "calibration_sets.pt"
-
-    def concept_set(self, slug: str) -> Path:
-        return self.folder / "concepts" / f"{slug}.pt"
-
-    def __getattr__(self, name: str) -> Path:
-        if name in DATASET_OUTPUTS:
-            return self.folder / DATASET_OUTPUTS[name]
-        raise AttributeError(name)
-
-
-DATASET_OUTPUTS = {
+# The named files of a dataset folder results/{dataset}/ (formats: docs/architecture.md). The rules spell
+# the same paths as their outputs (tests/workflow keeps them equal).
+DATASET_FILES = {
+    "prepared_data": "prepared/data.pt",
+    "prepared_meta": "prepared/meta.csv",
+    "random_sets": "concepts/random_sets.pt",  # their roles: tcav_significance.split_random_sets
+    "calibration_sets": "concepts/calibration_sets.pt",  # held out, never in the pool: run as concepts
+    "concept_set": "concepts/{concept}.pt",
     "summary": "summary.csv",
     "summary_agg": "summary_agg.csv",
     "tcav_summary": "tcav_summary.csv",
@@ -202,6 +180,21 @@ DATASET_OUTPUTS = {
     "report": "report.md",
     "figures": "figures",
 }
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """The files of one dataset's folder: `DatasetFiles("mnist").file("summary_agg")`."""
+
+    dataset: str
+
+    @property
+    def folder(self) -> Path:
+        return Path(RESULTS) / self.dataset
+
+    def file(self, name: str, **fields: str) -> Path:
+        """`files.file("findings")`, `files.file("concept_set", concept=slug)`."""
+        return self.folder / DATASET_FILES[name].format(**fields)
 
 
 # --------------------------------------------------------------------------------- typed settings
@@ -332,7 +325,7 @@ class ConceptOptions(Settings):
 @dataclass(frozen=True)
 class DataSettings(Settings):
     """The keys of a `datasets.<name>` section that change the prepared data; None: not a key of this
-    dataset (e.g. `source` exists for MNIST only). Values come from the schema, never from here."""
+    dataset (e.g. `source` exists for MNIST only). Values come from params.yaml, never from here."""
 
     root: str
     source: str | None = None  # MNIST

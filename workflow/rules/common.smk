@@ -1,23 +1,15 @@
-# The study's shape for the rule files, all from ticketlens.study (the one vocabulary):
-# typed settings, ticket and dataset paths, branches; and the JSON of each rule's settings.
+# The study's shape for the rule files, all from ticketlens.study (the one vocabulary): typed settings,
+# tickets and their lineage, branches; and the JSON of each rule's settings. Every rule spells the paths of
+# its outputs (grep a file name under results/ to find the rule that writes it); study.py names the same
+# files for the package (tests/workflow/test_rules.py keeps the two equal).
 import functools
 
 from ticketlens.config import study_params
-from ticketlens.study import (
-    BRANCHES,
-    DENSE_ROUND,
-    TICKET,
-    DatasetFiles,
-    Ticket,
-    concept_slug,
-    ticket_log_pattern,
-    ticket_pattern,
-)
+from ticketlens.study import BRANCHES, TICKET, DatasetFiles, Ticket, concept_slug
 
 PARAMS = study_params(config)
 STUDY = PARAMS.study
 TCAV = PARAMS.explanations.tcav
-DATA = DatasetFiles("{dataset}")  # per-dataset file patterns
 
 
 wildcard_constraints:
@@ -25,7 +17,7 @@ wildcard_constraints:
     seed=r"\d+",
     branch="|".join(BRANCHES),
     round=r"\d+",
-    concept=r"(?!random)[A-Za-z0-9_()\-]+",  # random* names belong to the TCAV null and random sets
+    concept=r"(?!random|calibration)[A-Za-z0-9_()\-]+",  # the random and calibration sets' names
 
 
 def ticket_of(wc):
@@ -40,6 +32,10 @@ def concept_names(dataset):
 
 def concept_name(dataset, slug):
     return concept_names(dataset)[slug]
+
+
+def concept_slugs(dataset):
+    return [concept_slug(c) for c in PARAMS.datasets[dataset].concepts]
 
 
 def optional_flag(flag, value):

@@ -9,23 +9,23 @@ localrules:
 
 rule prepare_dataset:
     output:
-        data=DATA.prepared_data,
-        meta=DATA.prepared_meta,
+        data="results/{dataset}/prepared/data.pt",
+        meta="results/{dataset}/prepared/meta.csv",
     log:
         "logs/{dataset}/prepare_dataset.log",
     params:
         settings=lambda wc: PARAMS.datasets[wc.dataset].data.to_json(),
     shell:
         "ticketlens --log {log:q} prepare-dataset --dataset {wildcards.dataset:q}"
-        " --settings {params.settings:q} --out {output.data:q}"
+        " --settings {params.settings:q} --out {output.data:q} --meta {output.meta:q}"
 
 
 rule make_random_sets:
     input:
-        data=DATA.prepared_data,
+        data=rules.prepare_dataset.output.data,
     output:
-        random=DATA.random_sets,
-        calibration=DATA.calibration_sets,
+        random="results/{dataset}/concepts/random_sets.pt",
+        calibration="results/{dataset}/concepts/calibration_sets.pt",
     log:
         "logs/{dataset}/make_random_sets.log",
     params:
@@ -40,10 +40,13 @@ rule make_random_sets:
 
 rule make_concept_set:
     input:
-        data=DATA.prepared_data,
-        random=[DATA.random_sets, DATA.calibration_sets],
+        data=rules.prepare_dataset.output.data,
+        random=[
+            rules.make_random_sets.output.random,
+            rules.make_random_sets.output.calibration,
+        ],
     output:
-        DATA.concept_set("{concept}"),
+        "results/{dataset}/concepts/{concept}.pt",
     log:
         "logs/{dataset}/concepts/{concept}.log",
     params:

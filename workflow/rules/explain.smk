@@ -1,18 +1,17 @@
 # Explanations per ticket: saliency maps compared with the dense net and the previous round;
-# TCAV: one calibrated test table per concept, and the ticket's calibration (held-out random sets as concepts).
+# TCAV: one calibrated test table per concept, and the ticket's calibration (held-out random sets run
+# through the same test as concepts).
 
 
 def explain_ticket_inputs(wc):
     ticket = ticket_of(wc)
     inputs = {
         "checkpoint": ticket.file("checkpoint"),
-        "data": DatasetFiles(ticket.dataset).prepared_data,
+        "data": DatasetFiles(ticket.dataset).file("prepared_data"),
     }
-    if ticket.round > DENSE_ROUND:
-        previous_branch = ticket.branch if ticket.round >= 2 else TICKET
-        previous = ticket.at(branch=previous_branch, round=ticket.round - 1)
+    if ticket.previous is not None:
         inputs["dense"] = ticket.dense.file("saliency_maps")
-        inputs["previous"] = previous.file("saliency_maps")
+        inputs["previous"] = ticket.previous.file("saliency_maps")
     return inputs
 
 
@@ -20,14 +19,13 @@ rule explain_ticket:
     input:
         unpack(explain_ticket_inputs),
     output:
-        saliency=ticket_pattern("saliency_maps"),
-        table=ticket_pattern("saliency_table"),
-        consistency=ticket_pattern("consistency"),
+        saliency_maps="results/{dataset}/seed_{seed}/{branch}/round_{round}/saliency.npz",
+        saliency_table="results/{dataset}/seed_{seed}/{branch}/round_{round}/saliency.csv",
+        consistency="results/{dataset}/seed_{seed}/{branch}/round_{round}/consistency.csv",
     log:
-        ticket_log_pattern("explain_ticket"),
+        "logs/{dataset}/seed_{seed}/{branch}/round_{round}/explain_ticket.log",
     threads: STUDY.threads
     params:
-        out_dir=lambda wc: ticket_of(wc).folder,
         probe_per_class=PARAMS.explanations.probe_per_class,
         layer=optional_flag("--gradcam-layer", PARAMS.explanations.gradcam_layer),
         links=lambda wc, input: " ".join(
@@ -39,38 +37,39 @@ rule explain_ticket:
     shell:
         "ticketlens --log {log:q} explain-ticket --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --probe-per-class {params.probe_per_class} {params.layer} {params.links}"
-        " --out-dir {params.out_dir:q} --threads {threads}"
+        " --saliency-maps {output.saliency_maps:q} --saliency-table {output.saliency_table:q}"
+        " --consistency {output.consistency:q} --threads {threads}"
 
 
-rule tcav_null:
+rule tcav_calibration:
     input:
-        checkpoint=ticket_pattern("checkpoint"),
-        data=DATA.prepared_data,
-        random=DATA.random_sets,
-        calibration=DATA.calibration_sets,
+        checkpoint=rules.train_ticket.output.checkpoint,
+        data=rules.prepare_dataset.output.data,
+        random=rules.make_random_sets.output.random,
+        calibration=rules.make_random_sets.output.calibration,
     output:
-        ticket_pattern("tcav_null"),
+        "results/{dataset}/seed_{seed}/{branch}/round_{round}/tcav/calibration.csv",
     log:
-        ticket_log_pattern("tcav_null"),
+        "logs/{dataset}/seed_{seed}/{branch}/round_{round}/tcav_calibration.log",
     threads: STUDY.threads
     params:
         tcav=TCAV.to_json(),
     shell:
-        "ticketlens --log {log:q} tcav-null --checkpoint {input.checkpoint:q} --data {input.data:q}"
+        "ticketlens --log {log:q} tcav-calibration --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --random {input.random:q} --calibration {input.calibration:q} --tcav {params.tcav:q}"
         " --out {output:q} --threads {threads}"
 
 
 rule tcav_concept:
     input:
-        checkpoint=ticket_pattern("checkpoint"),
-        data=DATA.prepared_data,
-        random=DATA.random_sets,
-        concept=DATA.concept_set("{concept}"),
+        checkpoint=rules.train_ticket.output.checkpoint,
+        data=rules.prepare_dataset.output.data,
+        random=rules.make_random_sets.output.random,
+        concept=rules.make_concept_set.output,
     output:
-        ticket_pattern("tcav_concept"),
+        "results/{dataset}/seed_{seed}/{branch}/round_{round}/tcav/{concept}.csv",
     log:
-        ticket_log_pattern("tcav_{concept}"),
+        "logs/{dataset}/seed_{seed}/{branch}/round_{round}/tcav_{concept}.log",
     threads: STUDY.threads
     params:
         tcav=TCAV.to_json(),

@@ -1,15 +1,15 @@
-# Lottery tickets: round 0 trains the dense net; ticket round r prunes round r-1 and rewinds;
-# controls (reinit, randmask) take the ticket of the same round and change init or mask.
+# Lottery tickets: round 0 trains the dense net; ticket round r prunes round r-1 (the dense net when
+# one-shot) and rewinds; controls (reinit, randmask) take the ticket of the same round and change init or
+# mask. The lineage is `Ticket.parent` (study.py).
 
 
 def train_ticket_inputs(wc):
     ticket = ticket_of(wc)
-    inputs = {"data": DatasetFiles(ticket.dataset).prepared_data}
-    if ticket.branch == TICKET and ticket.round > DENSE_ROUND:
-        parent = DENSE_ROUND if PARAMS.pruning.one_shot else ticket.round - 1
-        inputs["previous"] = ticket.at(round=parent).file("checkpoint")
-    elif ticket.branch != TICKET:
-        inputs["ticket"] = ticket.at(branch=TICKET).file("checkpoint")
+    inputs = {"data": DatasetFiles(ticket.dataset).file("prepared_data")}
+    parent = ticket.parent(PARAMS.pruning.one_shot)
+    if parent is not None:
+        role = "previous" if ticket.branch == TICKET else "ticket"
+        inputs[role] = parent.file("checkpoint")
     return inputs
 
 
@@ -17,13 +17,13 @@ rule train_ticket:
     input:
         unpack(train_ticket_inputs),
     output:
-        checkpoint=ticket_pattern("checkpoint"),
-        metrics=ticket_pattern("metrics"),
+        checkpoint="results/{dataset}/seed_{seed}/{branch}/round_{round}/checkpoint.pt",
+        metrics="results/{dataset}/seed_{seed}/{branch}/round_{round}/metrics.json",
     log:
-        ticket_log_pattern("train_ticket"),
+        "logs/{dataset}/seed_{seed}/{branch}/round_{round}/train_ticket.log",
     threads: STUDY.threads
     params:
-        out_dir=lambda wc: ticket_of(wc).folder,
+        ticket=lambda wc: ticket_of(wc).name,
         model=lambda wc: PARAMS.datasets[wc.dataset].model,
         width=lambda wc: PARAMS.datasets[wc.dataset].model_width,
         training=lambda wc: PARAMS.datasets[wc.dataset].training.to_json(),
@@ -35,6 +35,7 @@ rule train_ticket:
             ]
         ),
     shell:
-        "ticketlens --log {log:q} train-ticket --data {input.data:q} --model {params.model:q}"
-        " --model-width {params.width} --training {params.training:q} --pruning {params.pruning:q}"
-        " {params.links} --out-dir {params.out_dir:q} --threads {threads}"
+        "ticketlens --log {log:q} train-ticket --ticket {params.ticket:q} --data {input.data:q}"
+        " --model {params.model:q} --model-width {params.width} --training {params.training:q}"
+        " --pruning {params.pruning:q} {params.links} --checkpoint {output.checkpoint:q}"
+        " --metrics {output.metrics:q} --threads {threads}"

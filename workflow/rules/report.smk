@@ -3,58 +3,63 @@
 
 def summarize_dataset_inputs(wc):
     tickets = STUDY.tickets(wc.dataset)
-    slugs = [concept_slug(c) for c in PARAMS.datasets[wc.dataset].concepts]
+    slugs = concept_slugs(wc.dataset)
     return {
         "metrics": [t.file("metrics") for t in tickets],
         "saliency": [t.file("saliency_table") for t in tickets],
         "consistency": [t.file("consistency") for t in tickets],
         "maps": [t.file("saliency_maps") for t in tickets],
-        "null": [t.file("tcav_null") for t in tickets],
+        "calibration": [t.file("tcav_calibration") for t in tickets],
         "tcav": [t.file("tcav_concept", concept=s) for t in tickets for s in slugs],
     }
 
 
-def report_table(name, caption):
-    return report(
-        getattr(DATA, name), caption=caption, category="{dataset}", subcategory="tables"
-    )
+def report_table(path, caption):
+    return report(path, caption=caption, category="{dataset}", subcategory="tables")
 
 
 rule summarize_dataset:
     input:
         unpack(summarize_dataset_inputs),
     output:
-        summary=report_table("summary", "../report/summary.rst"),
-        aggregate=report_table("summary_agg", "../report/summary_agg.rst"),
-        tcav=report_table("tcav_summary", "../report/tcav_summary.rst"),
-        findings=DATA.findings,
-        metrics=DATA.metrics,
+        summary=report_table("results/{dataset}/summary.csv", "../report/summary.rst"),
+        aggregate=report_table(
+            "results/{dataset}/summary_agg.csv", "../report/summary_agg.rst"
+        ),
+        tcav=report_table(
+            "results/{dataset}/tcav_summary.csv", "../report/tcav_summary.rst"
+        ),
+        findings="results/{dataset}/findings.json",
+        metrics="results/{dataset}/metrics.json",
     log:
         "logs/{dataset}/summarize_dataset.log",
     params:
-        tickets=lambda wc: [str(t.folder) for t in STUDY.tickets(wc.dataset)],
-        concepts=lambda wc: PARAMS.datasets[wc.dataset].concepts,
         alpha=TCAV.alpha,
         findings=PARAMS.findings.to_json(),
+        concepts=lambda wc: PARAMS.datasets[wc.dataset].concepts,
+        tcav_tables=lambda wc: rules.tcav_concept.output[0],  # a pattern: every ticket x concept
     shell:
         "ticketlens --log {log:q} summarize-dataset --dataset {wildcards.dataset:q}"
-        " --tickets {params.tickets:q} --concepts {params.concepts:q} --alpha {params.alpha}"
+        " --metrics {input.metrics:q} --saliency-tables {input.saliency:q}"
+        " --consistency-tables {input.consistency:q} --saliency-maps {input.maps:q}"
+        " --calibration-tables {input.calibration:q} --concepts {params.concepts:q}"
+        " --tcav-table-pattern {params.tcav_tables:q} --alpha {params.alpha}"
         " --settings {params.findings:q}"
         " --summary {output.summary:q} --aggregate {output.aggregate:q}"
-        " --tcav-summary {output.tcav:q} --findings {output.findings:q} --metrics {output.metrics:q}"
+        " --tcav-summary {output.tcav:q} --findings {output.findings:q} --metrics-out {output.metrics:q}"
 
 
 rule build_dataset_report:
     input:
-        summary=DATA.summary,
-        tcav=DATA.tcav_summary,
-        findings=DATA.findings,
-        data=DATA.prepared_data,
+        summary=rules.summarize_dataset.output.summary,
+        tcav=rules.summarize_dataset.output.tcav,
+        findings=rules.summarize_dataset.output.findings,
+        data=rules.prepare_dataset.output.data,
         saliency=lambda wc: [t.file("saliency_maps") for t in STUDY.tickets(wc.dataset)],
     output:
-        report=DATA.report,
+        report="results/{dataset}/report.md",
         figures=report(
-            directory(DATA.figures),
+            directory("results/{dataset}/figures"),
             patterns=["{name}.png"],
             caption="../report/figure.rst",
             category="{dataset}",
@@ -71,9 +76,9 @@ rule build_dataset_report:
 
 rule build_study_report:
     input:
-        reports=[DatasetFiles(d).report for d in STUDY.datasets],
-        findings=[DatasetFiles(d).findings for d in STUDY.datasets],
-        metrics=[DatasetFiles(d).metrics for d in STUDY.datasets],
+        reports=[DatasetFiles(d).file("report") for d in STUDY.datasets],
+        findings=[DatasetFiles(d).file("findings") for d in STUDY.datasets],
+        metrics=[DatasetFiles(d).file("metrics") for d in STUDY.datasets],
     output:
         report="results/report.md",
         metrics="results/metrics.json",

@@ -10,7 +10,7 @@
 - Correlations (exploratory), control gaps and concept changes: `associations` and below.
 
 With fewer than 3 seeds everything is numbers only: no interval, no test, and the findings say so.
-Everything is unit tested on constructed and simulated tables (tests/test_analysis.py, test_findings.py);
+Everything is unit tested on constructed and simulated tables (tests/analysis/test_summary.py, test_findings.py);
 `summary.summarize_dataset` reads the ticket files and writes what `compute_findings` returns.
 """
 

@@ -4,7 +4,7 @@ kept inside the range the quantity can take, and the multiplicity procedures.
 Seeds are the experimental unit: every estimate is a mean over seeds with a standard error over seeds
 (plus, for accuracies, the noise of the finite test set); rounds and branches of one seed are never
 treated as independent observations. Pure functions on numbers, so the findings can be checked on
-simulated studies with known answers (tests/test_findings.py).
+simulated studies with known answers (tests/analysis/test_findings.py).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def difference_from_ceiling(
 
     The pair values share seeds, so a per-seed paired t-test would understate their variance; the
     standard error is the delete-one-seed jackknife of the whole difference, with n - 1 degrees of
-    freedom (calibrated on simulated studies in tests/test_findings.py).
+    freedom (calibrated on simulated studies in tests/analysis/test_findings.py).
     """
     seeds = sorted(s for s, v in values.items() if np.isfinite(v))
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from ticketlens.study import (
     DENSE_ROUND,
     SIMILARITY_METRICS,
     TICKET,
-    TICKET_FILES,
+    TICKET_DIR,
     FindingsSettings,
     Ticket,
     branch_order,
@@ -69,9 +70,73 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def ticket_file(folder: Path, name: str, **fields: str) -> Path:
-    """A named ticket file (`study.TicketFiles`) under the folder as given, whatever its prefix."""
-    return Path(folder) / getattr(TICKET_FILES, name).format(**fields)
+@dataclass(frozen=True)
+class TicketInputs:
+    """The files of one ticket that the summary reads (formats: docs/architecture.md)."""
+
+    ticket: Ticket
+    metrics: Path
+    saliency_table: Path
+    consistency: Path
+    saliency_maps: Path
+    calibration: Path
+    tcav: tuple[Path, ...]  # one table per concept, in the study's concept order
+
+
+def _owner(path: Path) -> Ticket:
+    """The ticket whose folder holds `path` (directly, or in a subfolder such as tcav/), by the path grammar."""
+    for folder in Path(path).parents[:2]:
+        try:
+            return Ticket.from_folder(folder)
+        except ValueError:
+            continue
+    raise UserError(f"{path} is not a file of a ticket folder (results/{TICKET_DIR}/...)")
+
+
+def group_by_ticket(
+    metrics: Sequence[Path],
+    saliency_tables: Sequence[Path],
+    consistency_tables: Sequence[Path],
+    saliency_maps: Sequence[Path],
+    calibration_tables: Sequence[Path],
+    concepts: Sequence[str],
+    tcav_table_pattern: str,
+) -> list[TicketInputs]:
+    """Each ticket's files, matched by the ticket folder that holds them, in the order of `metrics`; every
+    ticket needs exactly one of each. The concept tables are many (tickets x concepts: ~24k for a CUB-sized
+    study, too many for one command line), so the rule passes their pattern (rule `tcav_concept`'s output,
+    with {dataset}, {seed}, {branch}, {round} and {concept})."""
+    singles = {
+        "metrics": metrics,
+        "saliency_table": saliency_tables,
+        "consistency": consistency_tables,
+        "saliency_maps": saliency_maps,
+        "calibration": calibration_tables,
+    }
+    found: dict[str, dict[Ticket, Path]] = {}
+    for role, paths in singles.items():
+        found[role] = {}
+        for path in map(Path, paths):
+            ticket = _owner(path)
+            if ticket in found[role]:
+                raise UserError(f"{path}: two {role} files given for {ticket.name}")
+            found[role][ticket] = path
+    tickets = list(found["metrics"])
+    for role, files in found.items():
+        if set(files) != set(tickets):
+            odd = sorted(t.name for t in set(files) ^ set(tickets))
+            raise UserError(f"the {role} files and the metrics files are of different tickets: {odd}")
+
+    def tcav_tables(ticket: Ticket) -> tuple[Path, ...]:
+        fields = {
+            "dataset": ticket.dataset,
+            "seed": ticket.seed,
+            "branch": ticket.branch,
+            "round": ticket.round,
+        }
+        return tuple(Path(tcav_table_pattern.format(**fields, concept=concept_slug(c))) for c in concepts)
+
+    return [TicketInputs(t, *(found[role][t] for role in singles), tcav_tables(t)) for t in tickets]
 
 
 # ----------------------------------------------------------------------------------- per ticket
@@ -125,17 +190,15 @@ def saliency_columns(saliency: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def read_ticket_tcav(
-    folder: Path, concepts: Iterable[str], alpha: float
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def read_ticket_tcav(files: TicketInputs, alpha: float) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """(per concept x layer x class decided summary, calibration counts per calibration set) of one ticket.
 
     The decision (Holm over the ticket's concepts x layers x classes, learnability, direction) needs all of
-    the ticket's concepts, so it is made here (`tcav_stats`); the calibration sets of tcav/random.csv are
+    the ticket's concepts, so it is made here (`tcav_stats`); the calibration sets of tcav/calibration.csv are
     judged as one more concept each."""
-    frames = [_read_csv(ticket_file(folder, "tcav_concept", concept=concept_slug(c))) for c in concepts]
+    frames = [_read_csv(path) for path in files.tcav]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    calibration = _read_csv(ticket_file(folder, "tcav_null"))
+    calibration = _read_csv(files.calibration)
     return summarize_tcav(rows, alpha), calibration_cells(rows, calibration, alpha)
 
 
@@ -177,37 +240,34 @@ def calibration_metrics(calibration: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- entry point
 
 
-def ticket_row(ticket: Ticket, folder: Path) -> dict[str, Any]:
+def ticket_row(files: TicketInputs, dense_saliency: Path | None = None) -> dict[str, Any]:
     """One summary row without TCAV: identity, metrics.json, consistency.csv and saliency.csv columns."""
+    ticket = files.ticket
     row: dict[str, Any] = {"seed": ticket.seed, "branch": ticket.branch, "round": ticket.round}
-    row.update(metrics_columns(_read_json(ticket_file(folder, "metrics"))))
-    row.update(consistency_columns(_read_csv(ticket_file(folder, "consistency")), ticket.is_dense))
-    row.update(saliency_columns(_read_csv(ticket_file(folder, "saliency_table"))))
-    if not ticket.is_dense:  # pairs with an empty map vs its own dense net (`analysis.empty_maps`)
-        dense = Path(folder).parents[1] / TICKET / f"round_{DENSE_ROUND}"
+    row.update(metrics_columns(_read_json(files.metrics)))
+    row.update(consistency_columns(_read_csv(files.consistency), ticket.is_dense))
+    row.update(saliency_columns(_read_csv(files.saliency_table)))
+    if not ticket.is_dense and dense_saliency is not None:  # pairs with an empty map (`analysis.empty_maps`)
         row.update(
             empty_pair_columns(
-                _read_csv(ticket_file(folder, "consistency")),
-                _read_csv(ticket_file(folder, "saliency_table")),
-                _read_csv(ticket_file(dense, "saliency_table")),
+                _read_csv(files.consistency), _read_csv(files.saliency_table), _read_csv(dense_saliency)
             )
         )
     return row
 
 
 def ticket_tables(
-    tickets: Sequence[Path], concepts: Sequence[str], alpha: float
+    inputs: Sequence[TicketInputs], alpha: float
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
-    """Read every ticket folder: (summary without TCAV agreement, all tickets' TCAV summaries, the TCAV
+    """Read every ticket's tables: (summary without TCAV agreement, all tickets' TCAV summaries, the TCAV
     calibration counts per ticket and calibration set). Rows come in seed, branch, round order."""
-    parsed = sorted(
-        ((Ticket.from_folder(folder), Path(folder)) for folder in tickets),
-        key=lambda pair: (pair[0].seed, branch_order(pair[0].branch), pair[0].round),
-    )
+    ordered = sorted(inputs, key=lambda f: (f.ticket.seed, branch_order(f.ticket.branch), f.ticket.round))
+    dense_saliency = {f.ticket.seed: f.saliency_table for f in ordered if f.ticket.is_dense}
     rows, tcav_frames, calibration = [], [], []
-    for ticket, folder in parsed:
-        row = ticket_row(ticket, folder)
-        tcav, cells = read_ticket_tcav(folder, concepts, alpha)
+    for files in ordered:
+        ticket = files.ticket
+        row = ticket_row(files, dense_saliency.get(ticket.seed))
+        tcav, cells = read_ticket_tcav(files, alpha)
         identity = {"seed": ticket.seed, "branch": ticket.branch, "round": ticket.round}
         calibration += [identity | cell for cell in cells]
         row.update(tcav_count_columns(tcav))
@@ -240,7 +300,7 @@ def add_tcav_agreement(summary: pd.DataFrame, tcav_all: pd.DataFrame) -> pd.Data
 
 
 def read_map_files(
-    tickets: Sequence[Path],
+    inputs: Sequence[TicketInputs],
 ) -> tuple[dict[TicketKey, np.ndarray], pd.DataFrame, pd.DataFrame]:
     """From every ticket's saliency.npz: its per-image test outcomes (`test_correct`), the dense
     seed-to-seed consistency of the dense nets' standard maps (the ceiling; one row per seed pair x
@@ -248,8 +308,8 @@ def read_map_files(
     consistency without empty maps (`analysis.empty_maps.dense_pair_empty`)."""
     outcomes: dict[TicketKey, np.ndarray] = {}
     dense_maps: dict[int, dict[str, np.ndarray]] = {}
-    for folder in tickets:
-        ticket, path = Ticket.from_folder(folder), ticket_file(Path(folder), "saliency_maps")
+    for files in inputs:
+        ticket, path = files.ticket, files.saliency_maps
         npz = fileio.load_npz(path, "saliency maps", ("test_correct",))
         if "test_correct" in npz:
             outcomes[(ticket.seed, ticket.branch, ticket.round)] = npz["test_correct"].astype(bool)
@@ -264,8 +324,13 @@ def read_map_files(
 
 def summarize_dataset(
     dataset: str,
-    tickets: list[Path],
+    ticket_metrics: list[Path],
+    saliency_tables: list[Path],
+    consistency_tables: list[Path],
+    saliency_maps: list[Path],
+    calibration_tables: list[Path],
     concepts: Sequence[str],
+    tcav_table_pattern: str,
     alpha: float,
     settings: FindingsSettings,
     summary: Path,
@@ -274,12 +339,23 @@ def summarize_dataset(
     findings: Path,
     metrics: Path,
 ) -> dict[str, Any]:
-    """Read the ticket folders; write summary.csv, summary_agg.csv, tcav_summary.csv, findings.json and
-    metrics.json to the given paths; return the findings. `alpha` is the TCAV level, `settings` the
-    findings' tests (params section `findings`)."""
-    table, tcav_all, calibration = ticket_tables(tickets, concepts, alpha)
+    """Read every ticket's files (each ticket's metrics.json, saliency.csv, consistency.csv, saliency.npz,
+    tcav/calibration.csv, each matched to its ticket by its folder, and the concepts' tables by
+    `tcav_table_pattern`); write
+    summary.csv, summary_agg.csv, tcav_summary.csv, findings.json and metrics.json to the given paths;
+    return the findings. `alpha` is the TCAV level, `settings` the findings' tests (params `findings`)."""
+    inputs = group_by_ticket(
+        ticket_metrics,
+        saliency_tables,
+        consistency_tables,
+        saliency_maps,
+        calibration_tables,
+        concepts,
+        tcav_table_pattern,
+    )
+    table, tcav_all, calibration = ticket_tables(inputs, alpha)
     table = add_tcav_agreement(table, tcav_all)
-    outcomes, ceiling, empty_ceiling = read_map_files(tickets)
+    outcomes, ceiling, empty_ceiling = read_map_files(inputs)
     result = compute_findings(table, tcav_all, dataset, settings, ceiling, outcomes, tcav_alpha=alpha)
     result["tcav_calibration"] = tcav_calibration(calibration, alpha)
     result["empty_pairs"] = empty_map_findings(table, empty_ceiling, settings)

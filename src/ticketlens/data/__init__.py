@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 DATASETS = ("mnist", "synthbirds", "cub")
 
 
-def prepare_dataset(name: str, settings: DataSettings, out: Path) -> None:
-    """Prepare dataset `name` with its data settings into `out` (data.pt) and `meta.csv` beside it."""
+def prepare_dataset(name: str, settings: DataSettings, out: Path, meta: Path) -> None:
+    """Prepare dataset `name` with its data settings into `out` (data.pt) and `meta` (meta.csv)."""
     # lazy: each preparer imports torch, and params validation imports this package (data.concepts)
     if name == "mnist":
         from ticketlens.data.mnist import prepare_mnist as prepare
@@ -24,4 +24,4 @@ def prepare_dataset(name: str, settings: DataSettings, out: Path) -> None:
         from ticketlens.data.birds.prepare import prepare_cub as prepare
     else:
         raise UserError(f"unknown dataset '{name}' (allowed: {', '.join(DATASETS)})")
-    prepare(settings, Path(out))
+    prepare(settings, Path(out), Path(meta))

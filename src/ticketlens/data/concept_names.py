@@ -9,6 +9,8 @@ from ticketlens.data.procedural import STROKES, TEXTURES
 from ticketlens.errors import UserError
 
 BIRD_DATASETS = ("synthbirds", "cub")
+# A ticket's random and calibration sets sit beside its concepts (concepts/random_sets.pt, tcav/calibration.csv)
+RESERVED = ("random", "calibration")
 
 
 def check_concept_names(dataset: str, names: Iterable[str]) -> None:
@@ -19,5 +21,5 @@ def check_concept_names(dataset: str, names: Iterable[str]) -> None:
         allowed = ", ".join(STROKES)
     for name in names:
         ok = name in STROKES if dataset not in BIRD_DATASETS else (name in TEXTURES or "::" in name)
-        if not ok or name.startswith("random"):
+        if not ok or name.startswith(RESERVED):
             raise UserError(f"unknown concept '{name}' for dataset {dataset} (allowed: {allowed})")

@@ -33,6 +33,7 @@ from ticketlens.data.prepared import (
     PreparedData,
     channel_stats,
     check_prepared,
+    meta_beside,
     save_prepared,
 )
 from ticketlens.errors import UserError
@@ -63,8 +64,9 @@ IDX_IMAGE_MAGIC, IDX_LABEL_MAGIC = 2051, 2049
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train images, labels, test images, labels
 
 
-def prepare_mnist(settings: DataSettings, out: Path) -> None:
-    """Prepare MNIST per the params `datasets.mnist` section into `out` (data.pt) and meta.csv beside it."""
+def prepare_mnist(settings: DataSettings, out: Path, meta: Path | None = None) -> None:
+    """Prepare MNIST per the params `datasets.mnist` section into `out` (data.pt) and `meta` (meta.csv;
+    default `prepared.meta_beside`)."""
     out = Path(out)
     source = settings.source
     root = Path(settings.root)
@@ -80,7 +82,7 @@ def prepare_mnist(settings: DataSettings, out: Path) -> None:
         *arrays, validation_size=int(settings.validation_size), train_size=settings.train_size
     )
     check_prepared(data, out)
-    write_meta(data, out.parent / "meta.csv")
+    write_meta(data, Path(meta) if meta is not None else meta_beside(out))
     # data.pt last: its presence then implies meta.csv is complete too.
     save_prepared(data, out)
 

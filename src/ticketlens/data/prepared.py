@@ -114,6 +114,11 @@ def check_prepared(data: PreparedData, out: Path) -> None:
         raise refuse(f"labels run {low}..{high} but there are {k} class names (allowed: 0..{k - 1})")
 
 
+def meta_beside(data_path: Path) -> Path:
+    """Where a preparer called without an explicit `meta` writes meta.csv: beside data.pt (as the rule does)."""
+    return Path(data_path).parent / "meta.csv"
+
+
 def save_prepared(data: PreparedData, path: Path) -> None:
     atomic_save(data.to_dict(), path)
 

@@ -2,7 +2,7 @@
 their localisation and faithfulness, and their consistency with the dense net, the previous round and a
 randomised-weights floor. `explain_ticket` writes saliency.npz (with the signed Grad-CAM map and the test
 split's per-image correctness, which the findings need for test-set noise), saliency.csv and
-consistency.csv (docs/architecture.md); the concept level is `tcav.tcav_null` / `tcav.tcav_concept`.
+consistency.csv (docs/architecture.md); the concept level is `tcav.tcav_calibration` / `tcav.tcav_concept`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ticketlens.explanations.seeds import seed_everything
 from ticketlens.fileio import file_sha256, write_csv, write_npz
 from ticketlens.lottery.provenance import CHECKPOINT_SHA
 from ticketlens.lottery.rounds import load_model
-from ticketlens.study import SIMILARITY_METRICS, TICKET_FILES
+from ticketlens.study import SIMILARITY_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +122,21 @@ def explain_ticket(
     data_path: Path,
     probe_per_class: int,
     gradcam_layer: str | None,
-    out_dir: Path,
+    saliency_maps: Path,
+    saliency_table: Path,
+    consistency: Path,
     dense_maps: Path | None = None,
     previous_maps: Path | None = None,
     threads: int = 1,
 ) -> None:
-    """Pixel-level explanations of one ticket and their comparisons with the references given.
+    """Pixel-level explanations of one ticket and their comparisons with the references given, written to
+    `saliency_maps` (saliency.npz), `saliency_table` (saliency.csv) and `consistency` (consistency.csv).
 
     `gradcam_layer` None means the model's last conv block; `dense_maps` / `previous_maps` are the
     saliency.npz of the dense net of the same seed and of the previous round (absent for round 0).
     """
     torch.set_num_threads(max(1, int(threads)))
     seed_everything(EXPLAIN_SEED)
-    out_dir = Path(out_dir)
     data = load_prepared(Path(data_path))
     model = load_model(Path(checkpoint))
     labels_all = data.labels.numpy()
@@ -163,9 +165,9 @@ def explain_ticket(
     for name, path in (("dense", dense_maps), ("previous", previous_maps)):
         if path is not None:
             references[name] = sal.standard_maps(load_standard_maps(Path(path), probe))
-    consistency = consistency_table(probe, maps, references)
+    similarity = consistency_table(probe, maps, references)
     # maps first, tables after: every target is written atomically, so a killed job leaves none half-done
-    write_npz(arrays, out_dir / TICKET_FILES.saliency_maps)
-    write_csv(table, out_dir / TICKET_FILES.saliency_table)
-    write_csv(consistency, out_dir / TICKET_FILES.consistency)
+    write_npz(arrays, Path(saliency_maps))
+    write_csv(table, Path(saliency_table))
+    write_csv(similarity, Path(consistency))
     log.info("explained %s: %d probe images, methods %s", checkpoint, len(probe), list(maps))

@@ -16,7 +16,9 @@ import torch
 
 from ticketlens.explanations.seeds import seed_array, seed_everything
 
-CAV_SEED = 0  # the seed of a classifier made without one (the captum comparison in tests/test_tcav.py)
+CAV_SEED = (
+    0  # the seed of a classifier made without one (the captum comparison in tests/explanations/test_tcav.py)
+)
 
 
 def make_classifier(seed: int = CAV_SEED) -> Any:

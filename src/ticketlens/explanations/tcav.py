@@ -1,11 +1,11 @@
 """Concept-level explanations (TCAV, Kim et al. 2018) of one ticket: the two workflow steps.
 
 * `tcav_concept`: one concept's calibrated test (`tcav_significance.concept_test`) -> tcav/{slug}.csv.
-* `tcav_null`: the calibration of that test on this ticket: held-out random image sets, never part of the
-  ticket's random pool, run through exactly the same function as a concept -> tcav/random.csv.
+* `tcav_calibration`: the calibration of that test on this ticket: held-out random image sets, never part of the
+  ticket's random pool, run through exactly the same function as a concept -> tcav/calibration.csv.
 
 Both build the ticket's concept-independent evidence from the checkpoint: the activations of the random
-sets (K counterparts, then the pool) and the gradients of each class's logit with respect to each layer for
+sets (counterparts and pool: `tcav_significance.split_random_sets`) and the gradients of each class's logit with respect to each layer for
 that class's test inputs, with plain forward hooks; their inner products are all the batched CAV fitters
 need (`cav`). Nothing here imports scikit-learn or captum unless `classifier: sgd` is chosen.
 Formats: docs/architecture.md ("tcav CSVs").
@@ -26,7 +26,13 @@ from ticketlens.data.concepts import load_image_set, load_image_sets
 from ticketlens.data.prepared import load_prepared
 from ticketlens.errors import UserError
 from ticketlens.explanations.saliency import stratified_indices
-from ticketlens.explanations.tcav_significance import LayerBase, TestDesign, TicketBase, concept_test
+from ticketlens.explanations.tcav_significance import (
+    LayerBase,
+    TestDesign,
+    TicketBase,
+    concept_test,
+    split_random_sets,
+)
 from ticketlens.explanations.tcav_stats import TEST_COLUMNS
 from ticketlens.fileio import load_torch, write_csv
 from ticketlens.lottery.models import get_module
@@ -99,7 +105,7 @@ def ticket_base(
     model: nn.Module, ticket_seed: int, layers: list[str], random_sets: list[tuple[str, torch.Tensor]],
     inputs: tuple[torch.Tensor, torch.Tensor], tcav: TcavSettings,
 ) -> TicketBase:  # fmt: skip
-    """The concept-independent evidence of one ticket: counterparts (the first K random sets), pool, gradients."""
+    """The concept-independent evidence of one ticket: counterparts and pool (`split_random_sets`), gradients."""
     if not 1 <= tcav.n_counterparts < len(random_sets):
         raise UserError(f"explanations.tcav.n_counterparts is {tcav.n_counterparts}: it must be at least 1 and "
                         f"below n_random_sets ({len(random_sets)}), the rest being the null's pool")  # fmt: skip
@@ -115,14 +121,15 @@ def ticket_base(
     order = torch.cat([torch.nonzero(labels == k).squeeze(1) for k in classes])
     activations = layer_activations(model, layers, torch.cat([x for _, x in random_sets]))
     keep = tcav.classifier == "sgd"
+    counterparts, pool = split_random_sets(random_sets, tcav.n_counterparts)
     return TicketBase(
         ticket_seed=int(ticket_seed),
         layers={
             name: LayerBase.build(activations[name], torch.cat(gradients[name]), keep) for name in layers
         },
-        counterpart_names=[name for name, _ in random_sets[: tcav.n_counterparts]],
+        counterpart_names=[name for name, _ in counterparts],
         set_size=sizes.pop(),
-        pool_size=sum(len(x) for _, x in random_sets[tcav.n_counterparts :]),
+        pool_size=sum(len(x) for _, x in pool),
         input_classes=labels[order],
         classes=classes,
     )
@@ -161,11 +168,11 @@ def tcav_concept(
     return table
 
 
-def tcav_null(
+def tcav_calibration(
     checkpoint: Path, data_path: Path, random_sets: Path, calibration_sets: Path, tcav: TcavSettings,
     out: Path, threads: int = 1,
 ) -> pd.DataFrame:  # fmt: skip
-    """The calibration of the test on one ticket: held-out random sets as concepts -> tcav/random.csv."""
+    """The calibration of the test on one ticket: held-out random sets as concepts -> tcav/calibration.csv."""
     model, base = load_ticket(checkpoint, data_path, random_sets, tcav, threads)
     columns = TEST_COLUMNS
     tables = [

@@ -3,11 +3,11 @@
 The reference TCAV test compares a concept's R scores (one positive set against R random counterparts)
 with random-vs-random scores in a t-test. The R scores share one positive set, so their spread understates
 how much a concept's score varies from one image set to another: a plain random image set run through the
-concept path is flagged far more often than alpha (docs/benchmarks.md, tests/test_tcav_test.py).
+concept path is flagged far more often than alpha (docs/benchmarks.md, tests/explanations/test_tcav_significance.py).
 
 Here, per layer:
 
-* The ticket's random sets are split into K counterparts (the first K) and a pool (the rest). A set is
+* The ticket's random sets are split into K counterparts and a pool (`split_random_sets`). A set is
   fitted against each counterpart (one seed per fit); per class, its TCAV score is the mean over the K fits
   of the share of the class's inputs with a positive directional derivative, and its test statistic U the
   mean over the K fits and those inputs of the cosine between CAV and gradient (the TCAV score thresholds
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,7 @@ from ticketlens.explanations.cav import (
 from ticketlens.explanations.seeds import seed_array
 from ticketlens.explanations.tcav_stats import SetStatistics, layer_table
 
+T = TypeVar("T")
 DRAW_STREAM = 7  # splitmix64 stream of the null draws (the held-out splits use streams 0 and 1)
 
 
@@ -100,6 +102,12 @@ class TicketBase:
     pool_size: int  # P
     input_classes: torch.Tensor
     classes: list[int]
+
+
+def split_random_sets(random_sets: Sequence[T], k: int) -> tuple[Sequence[T], Sequence[T]]:
+    """The roles of a ticket's random sets, stated here only: the first K (`explanations.tcav.n_counterparts`)
+    are the counterparts, every CAV's negatives; the rest are the pool the permutation null draws from."""
+    return random_sets[:k], random_sets[k:]
 
 
 def null_draws(ticket_seed: int, concept: str, union: int, size: int, count: int) -> torch.Tensor:

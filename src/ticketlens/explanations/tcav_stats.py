@@ -20,7 +20,7 @@ import pandas as pd
 
 KEYS = ["concept", "layer", "target_class"]
 TIE_TOLERANCE = 1e-9  # statistics that agree to this are ties (means of counts, summed in any order)
-# One row per concept x layer x class, as the TCAV job writes it (tcav/{slug}.csv, tcav/random.csv).
+# One row per concept x layer x class, as the TCAV job writes it (tcav/{slug}.csv, tcav/calibration.csv).
 TEST_COLUMNS = [*KEYS, "mean", "null_mean", "cosine", "null_cosine", "effect", "effect_low", "effect_high", "p_value",
                 "side", "cav_accuracy", "null_accuracy", "p_learnable", "n_null", "n_counterparts", "classifier"]  # fmt: skip
 DECISION_COLUMNS = ["p_holm", "learnable", "significant", "direction"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from ticketlens.errors import UserError
 from ticketlens.fileio import file_sha256
-from ticketlens.study import DENSE_ROUND, TICKET, TICKET_FILES, Ticket
+from ticketlens.study import TICKET_FILES, Ticket
 
 IDENTITY_KEYS = ("dataset", "seed", "branch", "round")
 CHECKPOINT_SHA = "checkpoint_sha256"  # in metrics.json and saliency.npz
@@ -37,16 +37,6 @@ def describe(found: Mapping[str, Any]) -> str:
     if any(found.get(key) is None for key in IDENTITY_KEYS):
         return "no identity (written by an older ticketlens)"
     return "{dataset} seed {seed} {branch} round {round}".format(**found)
-
-
-def parent_of(ticket: Ticket, one_shot: bool) -> Ticket | None:
-    """The checkpoint a ticket is trained from: the previous round (the dense net when one-shot) for a
-    ticket round, the ticket of the same round for a control, none for the dense net."""
-    if ticket.branch != TICKET:
-        return ticket.at(branch=TICKET)
-    if ticket.round == DENSE_ROUND:
-        return None
-    return ticket.at(round=DENSE_ROUND if one_shot else ticket.round - 1)
 
 
 def folder_ticket(path: Path) -> Ticket | None:

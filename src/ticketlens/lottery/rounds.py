@@ -29,7 +29,6 @@ from ticketlens.lottery.provenance import (
     check_identity,
     folder_ticket,
     identity,
-    parent_of,
     recorded_checkpoint_sha,
 )
 from ticketlens.lottery.pruning import (
@@ -53,7 +52,16 @@ from ticketlens.lottery.training import (
     keep_resume,
     train,
 )
-from ticketlens.study import RANDMASK, REINIT, TICKET, TICKET_FILES, PruningSettings, Ticket, TrainingSettings
+from ticketlens.study import (
+    DENSE_ROUND,
+    RANDMASK,
+    REINIT,
+    TICKET,
+    TICKET_FILES,
+    PruningSettings,
+    Ticket,
+    TrainingSettings,
+)
 
 log = logging.getLogger("ticketlens.lottery.rounds")
 
@@ -119,14 +127,34 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+# What a round's checkpoint stores as `rewind_state`: the weights the next round rewinds survivors to.
+PARENT_REWIND = "parent"  # the rewind state the round started from, passed on
+OWN_INIT = "own init"  # the branch's own fresh init (the random re-init control)
+DENSE_INIT = "dense init"  # the dense net's init, captured before training
+ITERATION_K = "iteration k"  # the dense net's weights at iteration k, captured during training (rewind.pt)
+
+
+def rewind_source(ticket: Ticket, k: int) -> str:
+    """What a round rewinds to, decided here only. The dense net rewinds to its init (Frankle & Carbin) or,
+    with late rewinding (k = `pruning.rewind_iteration` > 0), to its weights at iteration k; every ticket
+    round and the random-mask control pass that state on (they start from it at iteration k); the random
+    re-init control has its own fresh init (and also starts at iteration k, open_lth's re-initialisation)."""
+    if ticket.branch == REINIT:
+        return OWN_INIT
+    if ticket.round > DENSE_ROUND:
+        return PARENT_REWIND
+    return ITERATION_K if k > 0 else DENSE_INIT
+
+
 @dataclasses.dataclass
 class Plan:
-    """Where a round starts: the model at its starting weights, its masks, the rewind state to store
-    (None: decided after training), the start iteration and the parent checkpoint's sha256."""
+    """Where a round starts: the model at its starting weights, its masks, the rewind state it started
+    from (None for the dense net and the re-init control), the start iteration and the parent checkpoint's
+    sha256."""
 
     model: TicketNet
     masks: Masks
-    rewind_state: dict[str, torch.Tensor] | None
+    parent_rewind: dict[str, torch.Tensor] | None
     start: int
     parent_sha: str | None
 
@@ -144,7 +172,7 @@ def _plan(
             raise UserError(f"branch {ticket.branch} has no round 0 (controls start at round 1)")
         model = seeded_init(spec, ticket.seed)
         return Plan(model, full_masks(model, pruning.exclude), None, 0, None)
-    parent_ticket = parent_of(ticket, pruning.one_shot)
+    parent_ticket = ticket.parent(pruning.one_shot)
     if ticket.branch == TICKET:
         if previous is None:
             raise UserError("ticket rounds >= 1 need --previous (the checkpoint they prune)")
@@ -201,16 +229,20 @@ def train_ticket(
     model_width: float,
     training: TrainingSettings,
     pruning: PruningSettings,
-    out_dir: Path | None = None,
+    checkpoint: Path | None = None,
+    metrics: Path | None = None,
     previous: Path | None = None,
     ticket_checkpoint: Path | None = None,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Train one ticket (or control) and write checkpoint.pt and metrics.json into its folder (`out_dir`,
-    default: under results/). `previous` is the checkpoint a ticket round prunes; `ticket_checkpoint` the
-    same round's ticket, whose mask (reinit) or sparsity and init (randmask) a control takes; both are
-    checked to be those tickets (identity and hash)."""
-    out_dir = Path(out_dir) if out_dir is not None else ticket.folder
+    """Train one ticket (or control) and write `checkpoint` and `metrics` (default: checkpoint.pt and
+    metrics.json of its folder under results/; the in-round resume.pt and rewind.pt live beside the
+    checkpoint). `previous` is the checkpoint a ticket round prunes; `ticket_checkpoint` the same round's
+    ticket, whose mask (reinit) or sparsity and init (randmask) a control takes; both are checked to be
+    those tickets (identity and hash)."""
+    checkpoint_path = Path(checkpoint) if checkpoint is not None else ticket.file("checkpoint")
+    metrics_path = Path(metrics) if metrics is not None else ticket.file("metrics")
+    out_dir = checkpoint_path.parent
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,22 +252,21 @@ def train_ticket(
     plan = _plan(ticket, pruning, spec, previous, ticket_checkpoint)
     fingerprint = round_fingerprint(ticket, spec, training, pruning, plan.parent_sha, data_sha, threads)
     install_masks(plan.model, plan.masks)
+    source = rewind_source(ticket, pruning.rewind_iteration)
+    initial = effective_state(plan.model) if source == DENSE_INIT else None
     started = time.perf_counter()
     state = _train_round(ticket, data, training, pruning, plan, out_dir, fingerprint)
     seconds = time.perf_counter() - started
     remove_masks(plan.model)
-    rewind_file = out_dir / TICKET_FILES.rewind
-    rewind_state = plan.rewind_state or _stored_rewind_state(
-        ticket, spec, pruning.rewind_iteration, rewind_file
-    )
-    metrics = {
+    rewind_state = _rewind_state(source, ticket, spec, plan, initial, out_dir / TICKET_FILES.rewind)
+    round_metrics = {
         **identity(ticket),
         **_test_metrics(plan.model, spec, state, training, data),
         **_curve_metrics(state, plan.masks),
         **_timing(training, plan.start, seconds),
         PARENT_SHA: plan.parent_sha,
     }
-    checkpoint = {
+    round_checkpoint = {
         "state_dict": _state_copy(plan.model),
         "masks": plan.masks,
         "rewind_state": rewind_state,
@@ -244,22 +275,24 @@ def train_ticket(
         PARENT_SHA: plan.parent_sha,
         "data_sha256": data_sha,
     }
-    _write_round(checkpoint, metrics, out_dir)
+    _write_round(round_checkpoint, round_metrics, checkpoint_path, metrics_path)
     log.info(
         "%s: test_acc %.4f, %.2f%% left",
         ticket,
-        metrics["test_accuracy"],
-        100 * metrics["remaining_fraction"],
+        round_metrics["test_accuracy"],
+        100 * round_metrics["remaining_fraction"],
     )
-    return metrics
+    return round_metrics
 
 
-def _write_round(checkpoint: dict[str, Any], metrics: dict[str, Any], out_dir: Path) -> None:
-    """checkpoint.pt, then metrics.json recording its sha256; the in-round files go last."""
-    checkpoint_path = out_dir / TICKET_FILES.checkpoint
+def _write_round(
+    checkpoint: dict[str, Any], metrics: dict[str, Any], checkpoint_path: Path, metrics_path: Path
+) -> None:
+    """The checkpoint, then the metrics recording its sha256; the in-round files go last."""
+    out_dir = checkpoint_path.parent
     atomic_save(checkpoint, checkpoint_path)
     metrics[CHECKPOINT_SHA] = file_sha256(checkpoint_path)
-    write_json(metrics, out_dir / TICKET_FILES.metrics, sort_keys=True)
+    write_json(metrics, metrics_path, sort_keys=True)
     for leftover in (out_dir / TICKET_FILES.resume, out_dir / TICKET_FILES.rewind):
         leftover.unlink(missing_ok=True)
 
@@ -277,13 +310,12 @@ def _train_round(
     also drops a rewind.pt left by another run (late rewinding captures it again at iteration k)."""
     k = pruning.rewind_iteration
     resume_file, rewind_file = out_dir / TICKET_FILES.resume, out_dir / TICKET_FILES.rewind
-    if plan.rewind_state is None and ticket.round == 0 and k == 0:
-        plan.rewind_state = effective_state(plan.model)  # round 0 rewinds to its own init
     if not keep_resume(resume_file, fingerprint):
         rewind_file.unlink(missing_ok=True)
+    captures = rewind_source(ticket, k) == ITERATION_K
 
     def capture_rewind(iteration: int, model_now: nn.Module) -> None:
-        if ticket.round == 0 and iteration == k and k > 0 and not rewind_file.exists():
+        if captures and iteration == k and not rewind_file.exists():
             atomic_save(effective_state(model_now), rewind_file)
 
     stream = BatchStream(*_split(data, TRAIN), training.batch_size, ticket.seed)
@@ -349,11 +381,23 @@ def _timing(training: TrainingSettings, start: int, seconds: float) -> dict[str,
     }
 
 
-def _stored_rewind_state(ticket: Ticket, spec: Mapping[str, Any], k: int, rewind_file: Path) -> dict:
-    """What the checkpoint stores to rewind to when planning gave none: the weights captured at
-    iteration k (late rewinding of the dense ticket), else the branch's own initial weights."""
-    if k > 0 and ticket.branch == TICKET:
+def _rewind_state(
+    source: str,
+    ticket: Ticket,
+    spec: Mapping[str, Any],
+    plan: Plan,
+    initial: dict[str, torch.Tensor] | None,
+    rewind_file: Path,
+) -> dict[str, torch.Tensor]:
+    """The checkpoint's `rewind_state` from the `rewind_source` of the round."""
+    if source == PARENT_REWIND:
+        assert plan.parent_rewind is not None
+        return plan.parent_rewind
+    if source == ITERATION_K:
         return load_torch(rewind_file, "rewind state")
+    if source == DENSE_INIT:
+        assert initial is not None
+        return initial
     return _initial_state(spec, ticket.seed, ticket.branch, ticket.round)
 
 

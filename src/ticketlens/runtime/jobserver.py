@@ -12,7 +12,7 @@ argv, working directory, environment and stdin/stdout/stderr to the server (`job
 child runs exactly what `ticketlens ...` would run in its own process and sends back the exit status.
 Without the variable, with `TICKETLENS_JOB_SERVER=off`, or when the server cannot be reached or runs
 another interpreter or package, the command runs in its own process as before. The results are the same
-bytes either way (tests/test_jobserver.py). A child exits when its client goes (Snakemake cancelled the
+bytes either way (tests/runtime/test_jobserver.py). A child exits when its client goes (Snakemake cancelled the
 job), and the server exits when the Snakemake process that started it does.
 """
 

@@ -24,7 +24,6 @@ from ticketlens.lottery.provenance import (
     check_identity,
     describe,
     identity,
-    parent_of,
     read_json,
     replaced_message,
 )
@@ -137,7 +136,7 @@ def _ticket_problem(
         return replaced_message(checkpoint)
     # A child older than what it was made from is re-run by Snakemake anyway (an interrupted run after
     # a change): only a child that Snakemake would keep must match.
-    parent = parent_of(ticket, one_shot)
+    parent = ticket.parent(one_shot)
     parent_checkpoint = folder.parent.parent / parent.branch / f"round_{parent.round}" if parent else None
     if (
         parent is not None

@@ -9,18 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ticketlens.data import prepared
 from ticketlens.data.birds.images import BirdArrays, load_bird_images
 from ticketlens.data.birds.records import CubRecords, read_cub
-from ticketlens.data.prepared import (
-    SPLIT_NAMES,
-    TEST,
-    TRAIN,
-    VALIDATION,
-    PreparedData,
-    channel_stats,
-    check_prepared,
-    save_prepared,
-)
 from ticketlens.fileio import write_csv
 
 if TYPE_CHECKING:
@@ -31,13 +22,13 @@ log = logging.getLogger(__name__)
 
 def carve_validation(labels: np.ndarray, is_train: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Split codes (0 train, 1 validation, 2 test): a seeded, class-stratified share of train."""
-    split = np.where(is_train, TRAIN, TEST).astype(np.int8)
+    split = np.where(is_train, prepared.TRAIN, prepared.TEST).astype(np.int8)
     rng = np.random.default_rng(seed)
     for label in np.unique(labels):
         members = np.flatnonzero(is_train & (labels == label))
         n_val = min(int(round(fraction * len(members))), len(members) - 1)  # keep >= 1 train image
         if n_val > 0:
-            split[rng.permutation(members)[:n_val]] = VALIDATION
+            split[rng.permutation(members)[:n_val]] = prepared.VALIDATION
     return split
 
 
@@ -54,7 +45,7 @@ def bird_meta_frame(records: CubRecords, split: np.ndarray, arrays: BirdArrays) 
         "index": np.arange(len(records.paths)),
         "image_id": records.image_ids,
         "path": records.paths,
-        "split": [SPLIT_NAMES[int(s)] for s in split],
+        "split": [prepared.SPLIT_NAMES[int(s)] for s in split],
         "label": records.labels,
         "class_name": [names[label] for label in records.labels],
     }
@@ -77,15 +68,17 @@ def save_birds(
     split: np.ndarray,
     arrays: BirdArrays,
     out: Path,
+    meta: Path | None = None,
     extras: dict[str, Any] | None = None,
     extra_columns: dict[str, Any] | None = None,
 ) -> None:
-    """Write data.pt (the contract in docs/architecture.md) and meta.csv beside it, both atomically."""
+    """Write `out` (data.pt, the contract in docs/architecture.md) and `meta` (meta.csv, default
+    `prepared.meta_beside`), both atomically."""
     import torch
 
     images = torch.from_numpy(arrays.images)
     split_t = torch.from_numpy(split.astype(np.int8))
-    mean, std = channel_stats(images[split_t == TRAIN])
+    mean, std = prepared.channel_stats(images[split_t == prepared.TRAIN])
     bird_extras: dict[str, Any] = {
         "boxes": torch.from_numpy(arrays.boxes),
         "part_names": list(records.part_names),
@@ -94,7 +87,7 @@ def save_birds(
         "attributes": torch.from_numpy(records.attributes),
         "certainty": torch.from_numpy(records.certainty),
     }
-    data = PreparedData(
+    data = prepared.PreparedData(
         name=name,
         images=images,
         labels=torch.from_numpy(records.labels.astype(np.int64)),
@@ -105,19 +98,19 @@ def save_birds(
         extras={**bird_extras, **(extras or {})},
     )
     out = Path(out)
-    check_prepared(data, out)
-    meta = bird_meta_frame(records, split, arrays)
+    prepared.check_prepared(data, out)
+    table = bird_meta_frame(records, split, arrays)
     for key, values in (extra_columns or {}).items():
-        meta[key] = values
-    write_csv(meta, out.parent / "meta.csv")
-    save_prepared(data, out)
+        table[key] = values
+    write_csv(table, Path(meta) if meta is not None else prepared.meta_beside(out))
+    prepared.save_prepared(data, out)
 
 
-def prepare_cub(settings: DataSettings, out: Path) -> None:
-    """Prepare a CUB_200_2011 copy (params `datasets.cub`) into `out` (data.pt) and meta.csv."""
+def prepare_cub(settings: DataSettings, out: Path, meta: Path | None = None) -> None:
+    """Prepare a CUB_200_2011 copy (params `datasets.cub`) into `out` (data.pt) and `meta` (meta.csv)."""
     records = read_cub(Path(settings.root))
     size = int(settings.image_size)
     split = carve_validation(records.labels, records.is_train, float(settings.validation_fraction), 0)
     log.info("CUB: %d images from %s at %d px", len(records.paths), records.root, size)
     arrays = load_bird_images(records, size, bool(settings.crop_to_box))
-    save_birds("cub", records, split, arrays, out)
+    save_birds("cub", records, split, arrays, out, meta)

@@ -35,9 +35,9 @@ def _read_shortcut(root: Path, n: int) -> np.ndarray:
     return shortcut
 
 
-def prepare_synthbirds(data_settings: DataSettings, out: Path) -> None:
+def prepare_synthbirds(data_settings: DataSettings, out: Path, meta: Path | None = None) -> None:
     """Generate (or reuse) the synthetic birds in `root`, read them back through the CUB reader and
-    write data.pt with the synthbirds extras plus meta.csv."""
+    write `out` (data.pt) with the synthbirds extras and `meta` (meta.csv)."""
     import torch
 
     root = Path(data_settings.root)
@@ -67,4 +67,6 @@ def prepare_synthbirds(data_settings: DataSettings, out: Path) -> None:
         },
         "shortcut": torch.from_numpy(shortcut),
     }
-    save_birds("synthbirds", records, split, arrays, out, extras=extras, extra_columns={"shortcut": shortcut})
+    save_birds(
+        "synthbirds", records, split, arrays, out, meta, extras=extras, extra_columns={"shortcut": shortcut}
+    )

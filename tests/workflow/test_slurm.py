@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_study import ROOT, TINY, assert_same_results, make_study_dir, snakemake
+from helpers import ROOT, TINY, assert_same_results, make_study_dir, snakemake
 
 # One cluster at a time, on the worker that also holds the local run of the tiny study (`study`).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_study")]
@@ -37,7 +37,7 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "srun")
 THREADED_RULE = "make_random_sets"  # run with --set-threads {THREADED_RULE}=2: must get 2 CPUs
 LOCAL_RULES = {"prepare_dataset", "all"}  # never submitted
-GROUPED_RULES = {"explain_ticket", "tcav_null", "tcav_concept"}  # one submission per ticket
+GROUPED_RULES = {"explain_ticket", "tcav_calibration", "tcav_concept"}  # one submission per ticket
 TICKETS = [(dataset, branch, r) for dataset in ("mnist", "synthbirds")
            for branch, r in (("ticket", 0), ("ticket", 1), ("reinit", 1), ("randmask", 1))]  # fmt: skip
 
@@ -291,7 +291,7 @@ def test_each_tickets_explanations_are_one_submission_the_rest_one_job_each(slur
     # data preparation runs on the submitting host; every other rule outside the groups is one job each
     assert not {f"rule_{r}" for r in LOCAL_RULES | GROUPED_RULES} & set(kinds), kinds
     assert {k: kinds.count(f"rule_{k}") for k in plain} == plain, kinds
-    # one submission per ticket for its explain_ticket, tcav_null and tcav_concept jobs
+    # one submission per ticket for its explain_ticket, tcav_calibration and tcav_concept jobs
     groups = [k for k in kinds if k.startswith("group_")]  # group_<group>_<its rules, sorted>
     rules = "_".join(sorted(GROUPED_RULES))
     assert sorted(groups) == sorted(f"group_{_group_name(*ticket)}_{rules}" for ticket in TICKETS)
@@ -303,7 +303,7 @@ def test_each_tickets_explanations_are_one_submission_the_rest_one_job_each(slur
     for dataset, branch, r in TICKETS:
         folder = workdir / "logs" / dataset / "seed_0" / branch / f"round_{r}"
         concept = TINY["datasets"][dataset]["concepts"][0]
-        for log in ("explain_ticket.log", "tcav_null.log", f"tcav_{concept}.log"):
+        for log in ("explain_ticket.log", "tcav_calibration.log", f"tcav_{concept}.log"):
             assert (folder / log).stat().st_size > 0, folder / log
     # Slurm ran exactly these jobs, all to completion
     assert set(slurm_study["cpus"]) == set(submitted)
@@ -317,8 +317,10 @@ def test_each_job_gets_its_rules_threads_as_cpus(slurm_study):
     for jobid, kind in slurm_study["submitted"].items():
         by_kind.setdefault("group" if kind.startswith("group_") else kind, set()).add(cpus[jobid])
     assert by_kind.pop(f"rule_{THREADED_RULE}") == {2}, "threads: 2 must give --cpus-per-task=2"
-    # a group asks for what runs side by side in it: explain_ticket and tcav_null, one thread each
-    assert by_kind.pop("group") == {2}, "a ticket's group must run explain_ticket and tcav_null side by side"
+    # a group asks for what runs side by side in it: explain_ticket and tcav_calibration, one thread each
+    assert by_kind.pop("group") == {2}, (
+        "a ticket's group must run explain_ticket and tcav_calibration side by side"
+    )
     assert set().union(*by_kind.values()) == {1}, by_kind  # study.threads = 1 in the tiny study
 
 
@@ -345,19 +347,19 @@ def test_a_failed_jobs_error_is_in_its_rules_log_and_shown(cluster, tmp_path):
     stat = (workdir / broken).stat()
     (workdir / broken).write_bytes(b"not a prepared dataset")
     os.utime(workdir / broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    # both read the prepared data: make_concept_set (a job of its own), tcav_null (in the dense net's group)
+    # both read the prepared data: make_concept_set (a job of its own), tcav_calibration (in the dense net's group)
     result = snakemake(
         workdir, "--workflow-profile", str(PROFILE), "--keep-going",
-        "results/mnist/concepts/stroke_horizontal.pt", f"{dense}/tcav/random.csv",
+        "results/mnist/concepts/stroke_horizontal.pt", f"{dense}/tcav/calibration.csv",
         env=env, timeout=600,
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-4000:]
-    group = f"group_{_group_name('mnist', 'ticket', 0)}_tcav_null"  # group_<group>_<its rules>
+    group = f"group_{_group_name('mnist', 'ticket', 0)}_tcav_calibration"  # group_<group>_<its rules>
     assert sorted(_submissions(output).values()) == [group, "rule_make_concept_set"], output[-4000:]
     for log, command in (
         ("logs/mnist/concepts/stroke_horizontal.log", "make-concept-set"),
-        ("logs/mnist/seed_0/ticket/round_0/tcav_null.log", "tcav-null"),
+        ("logs/mnist/seed_0/ticket/round_0/tcav_calibration.log", "tcav-calibration"),
     ):
         errors = [line for line in (workdir / log).read_text().splitlines() if ": error: " in line]
         assert len(errors) == 1, (log, errors)
@@ -391,7 +393,7 @@ def _dry_run_groups(output: str) -> tuple[dict[str, list[tuple[str, str]]], list
 
 
 def test_slurm_profile_groups_each_tickets_explanation_jobs(tmp_path):
-    """Dry runs (no cluster): one group per ticket with exactly its explain_ticket, tcav_null and
+    """Dry runs (no cluster): one group per ticket with exactly its explain_ticket, tcav_calibration and
     tcav_concept jobs under the SLURM profile; no group under the workstation profile."""
     workdir = make_study_dir(tmp_path)
     result = snakemake(workdir, "-n", "--workflow-profile", str(PROFILE))
@@ -412,7 +414,7 @@ def test_slurm_profile_groups_each_tickets_explanation_jobs(tmp_path):
 
 def test_an_added_concepts_tables_join_one_submission_per_ticket(study, tmp_path):
     """After the study ran, two more concepts: per ticket only their two TCAV tables run (two separate
-    pieces of the DAG, tcav_null being done) and group-components still makes them one submission."""
+    pieces of the DAG, tcav_calibration being done) and group-components still makes them one submission."""
     extra = tmp_path / "more_concepts.yaml"
     extra.write_text("datasets:\n  mnist:\n    concepts: [stroke_horizontal, stroke_vertical, stroke_loop]\n")
     result = snakemake(study, "-n", "--workflow-profile", str(PROFILE), "--configfile", str(extra))

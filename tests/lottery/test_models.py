@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TOY, TOY_PRUNING
+from helpers import TOY, TOY_PRUNING, into
 from ticketlens.errors import UserError
 from ticketlens.lottery.models import build_model, prunable_layers
 from ticketlens.study import TICKET_FILES, Ticket
@@ -72,7 +72,9 @@ def test_training_init_reaches_the_ticket_and_its_controls(toy_data_path: Path, 
 
     training = dataclasses.replace(TOY.training, iterations=4, eval_every=4, init="glorot_normal")
     dense = Ticket("toy", 0, "ticket", 0)
-    train_ticket(dense, toy_data_path, TOY.model, TOY.model_width, training, TOY_PRUNING, tmp_path / "dense")
+    train_ticket(
+        dense, toy_data_path, TOY.model, TOY.model_width, training, TOY_PRUNING, *into(tmp_path / "dense")
+    )
     checkpoint = torch.load(tmp_path / "dense" / TICKET_FILES.checkpoint, weights_only=True)
     assert checkpoint["model"]["init"] == "glorot_normal"
     rewind = checkpoint["rewind_state"]  # round 0 rewinds to its own init
@@ -81,9 +83,9 @@ def test_training_init_reaches_the_ticket_and_its_controls(toy_data_path: Path, 
     assert fc1.std().item() == pytest.approx((2.0 / sum(fc1.shape)) ** 0.5, rel=0.05)
     reinit = Ticket("toy", 0, "reinit", 1)
     ticket = Ticket("toy", 0, "ticket", 1)
-    train_ticket(ticket, toy_data_path, TOY.model, TOY.model_width, training, TOY_PRUNING, tmp_path / "t1",
+    train_ticket(ticket, toy_data_path, TOY.model, TOY.model_width, training, TOY_PRUNING, *into(tmp_path / "t1"),
                  previous=tmp_path / "dense" / TICKET_FILES.checkpoint)  # fmt: skip
-    train_ticket(reinit, toy_data_path, TOY.model, TOY.model_width, training, TOY_PRUNING, tmp_path / "r1",
+    train_ticket(reinit, toy_data_path, TOY.model, TOY.model_width, training, TOY_PRUNING, *into(tmp_path / "r1"),
                  ticket_checkpoint=tmp_path / "t1" / TICKET_FILES.checkpoint)  # fmt: skip
     fresh = torch.load(tmp_path / "r1" / TICKET_FILES.checkpoint, weights_only=True)["rewind_state"]
     assert torch.all(fresh["classifier.fc1.bias"] == 0)  # the control's new init is Glorot too

@@ -1,238 +1,23 @@
 """Findings logic on constructed tables with known answers, and summarize_dataset on a synthetic tree.
 
-`make_results_tree` writes fake per-ticket targets exactly in the formats of docs/architecture.md; the
-report tests import it too.
+`helpers.make_results_tree` writes fake per-ticket targets exactly in the formats of docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
+from helpers import CLASSES, CONCEPTS, LAYERS, METHODS, N_RANDOM, make_results_tree
 from ticketlens.analysis import inference
 from ticketlens.analysis.associations import paired_gap, within_seed_correlations
 from ticketlens.analysis.findings import relation
-from ticketlens.analysis.summary import summarize_dataset
-from ticketlens.data.prepared import PreparedData, save_prepared
-from ticketlens.study import BRANCHES, DATASET_OUTPUTS, FindingsSettings, Ticket, branch_rounds, concept_slug
-
-LAYERS = ["features.3", "features.6"]
-CLASSES = [0, 1, 2]
-CONCEPTS = ["stripes", "has_wing_color::blue"]
-METHODS = ["gradcam", "saliency"]
-N_PROBE, SIZE, N_RANDOM, N_TEST = 6, 8, 5, 1000
-SETTINGS = FindingsSettings(alpha=0.05, accuracy_margin=0.01, consistency_margin=0.0)
-# Dense nets of different seeds share this map and add their own part: Spearman about 0.7 between seeds.
-DENSE_BASE = np.random.default_rng(99).random((N_PROBE, SIZE, SIZE))
-DENSE_OWN = 0.65
-DIFFICULTY = np.random.default_rng(98).permutation(
-    (np.arange(N_TEST) + 0.5) / N_TEST
-)  # correct when below the accuracy
-
-
-def ticket_accuracy(seed: int, branch: str, r: int) -> float:
-    """Known answer: tickets hold dense accuracy to round 3 and drop at round 4; controls decay early."""
-    noise = 0.002 * (seed - 1)
-    if branch == "ticket":
-        return 0.95 + noise - (0.10 if r >= 4 else 0.0) - (0.05 if r >= 5 else 0.0)
-    return 0.93 - 0.04 * r + 2 * noise
-
-
-def ticket_consistency(seed: int, branch: str, r: int) -> float:
-    """Known answer: Grad-CAM/saliency agreement with dense is above the dense seed-to-seed ceiling (about
-    0.7) to round 2 and below it from round 3, before accuracy fails at round 4."""
-    level = {0: 1.0, 1: 0.8, 2: 0.8, 3: 0.6, 4: 0.45, 5: 0.3}[r]
-    if branch != "ticket":
-        level -= 0.2
-    return level + 0.005 * seed
-
-
-def tcav_score(concept: str, layer: str, target: int, branch: str, r: int) -> float:
-    """Known answer: 'stripes' is important for class 0 in the dense net and loses it from round 3."""
-    if concept == "stripes" and target == 0 and (branch == "ticket" and r < 3):
-        return 0.9
-    return 0.5
-
-
-def image_outcomes(seed: int, branch: str, r: int) -> np.ndarray:
-    """Per test image correct: the planted accuracy with a tiny per-ticket jitter, hard images shared."""
-    jitter = np.random.default_rng([seed, BRANCHES.index(branch), r]).normal(0, 0.001)
-    return ticket_accuracy(seed, branch, r) + jitter > DIFFICULTY
-
-
-def ticket_maps(seed: int, r: int, rng: np.random.Generator) -> np.ndarray:
-    """Standard (non-negative) maps; the dense nets share DENSE_BASE, so the ceiling is known."""
-    if r == 0:
-        own = np.random.default_rng(1000 + seed).random(DENSE_BASE.shape)
-        return (DENSE_BASE + DENSE_OWN * own).astype(np.float32)
-    return rng.random((N_PROBE, SIZE, SIZE)).astype(np.float32)
-
-
-def write_ticket(folder: Path, seed: int, branch: str, r: int, concepts: list[str]) -> None:
-    rng = np.random.default_rng(1000 * seed + 10 * r + len(branch))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "tcav").mkdir(exist_ok=True)
-    remaining = 0.6**r
-    correct = image_outcomes(seed, branch, r)
-    metrics = {
-        "dataset": "toy",
-        "seed": seed,
-        "branch": branch,
-        "round": r,
-        "test_accuracy": float(correct.mean()),
-        "test_loss": 0.2 + 0.1 * r,
-        "val_curve": [{"iteration": 50, "val_loss": 0.3, "val_accuracy": 0.9}],
-        "early_stop_iteration": 400 - 50 * r,
-        "early_stop_val_accuracy": 0.9,
-        "remaining_fraction": remaining,
-        "remaining_per_layer": {"features.0.weight": remaining},
-        "iterations": 500,
-        "train_seconds": 1.0,
-        "images_per_second": 1000.0,
-    }
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    labels = np.array([0, 0, 1, 1, 2, 2])
-    rows = []
-    for probe in range(N_PROBE):
-        for method in METHODS:
-            rows.append(
-                {
-                    "probe": 20 + probe,
-                    "label": labels[probe],
-                    "pred": labels[probe],
-                    "correct": True,
-                    "method": method,
-                    # known answer: from round 4 the ticket's first two Grad-CAM maps are empty after the ReLU
-                    "empty": method == "gradcam" and branch == "ticket" and r >= 4 and probe < 2,
-                    "box_mass": 0.6,
-                    "box_hit": 1.0,
-                    "part_mass": 0.4 - 0.02 * r,
-                    "part_hit": 1.0,
-                    "deletion_auc": 0.2 + 0.01 * r,
-                    "insertion_auc": 0.7 - 0.02 * r,
-                }
-            )
-    pd.DataFrame(rows).to_csv(folder / "saliency.csv", index=False)
-    cons = []
-    references = ["random"] if r == 0 else ["dense", "previous", "random"]
-    for probe in range(N_PROBE):
-        for method in METHODS:
-            for reference in references:
-                base = 0.05 if reference == "random" else ticket_consistency(seed, branch, r)
-                value = base + rng.normal(0, 0.01)
-                cons.append(
-                    {
-                        "probe": 20 + probe,
-                        "method": method,
-                        "reference": reference,
-                        "spearman": value,
-                        "iou_top10": value / 2,
-                        "iou_top20": value / 1.5,
-                        "ssim": value * 0.9,
-                    }
-                )
-    pd.DataFrame(cons).to_csv(folder / "consistency.csv", index=False)
-    maps = ticket_maps(seed, r, rng)
-    np.savez(
-        folder / "saliency.npz",
-        gradcam=maps,
-        gradcam_signed=maps - 0.3,
-        saliency=maps * 1e-3,
-        probe=np.arange(20, 20 + N_PROBE, dtype=np.int64),
-        labels=labels.astype(np.int64),
-        preds=labels.astype(np.int64),
-        logits=rng.random((N_PROBE, 3)).astype(np.float32),
-        test_indices=np.arange(N_TEST, dtype=np.int64),
-        test_correct=correct,
-    )
-
-    def tcav_rows(concept: str, score: Any) -> list[dict[str, Any]]:
-        """Rows of the TCAV test (tcav_stats.TEST_COLUMNS): significant and up where the score is high."""
-        return [
-            {
-                "concept": concept, "layer": layer, "target_class": target, "mean": score(layer, target),
-                "cosine": score(layer, target) - 0.5, "null_cosine": 0.0, "null_mean": 0.5, "effect": score(layer, target) - 0.5,
-                "effect_low": -0.3, "effect_high": 0.3, "p_value": 0.001 if score(layer, target) > 0.8 else 0.6,
-                "side": 1, "cav_accuracy": 0.85, "null_accuracy": 0.5, "p_learnable": 0.001, "n_null": 999,
-                "n_counterparts": 5, "classifier": "fastcav",
-            }
-            for layer in LAYERS
-            for target in CLASSES
-        ]  # fmt: skip
-
-    calibration = [row for i in range(N_RANDOM) for row in tcav_rows(f"random_{i}", lambda *_: 0.5)]
-    pd.DataFrame(calibration).to_csv(folder / "tcav" / "random.csv", index=False)
-    for concept in concepts:
-        rows = tcav_rows(concept, lambda layer, target, c=concept: tcav_score(c, layer, target, branch, r))
-        pd.DataFrame(rows).to_csv(folder / "tcav" / f"{concept_slug(concept)}.csv", index=False)
-
-
-def write_prepared(results: Path) -> None:
-    n = 30
-    generator = torch.Generator().manual_seed(0)
-    data = PreparedData(
-        name="toy",
-        images=torch.randint(0, 256, (n, 1, SIZE, SIZE), dtype=torch.uint8, generator=generator),
-        labels=torch.arange(n, dtype=torch.int64) % 3,
-        split=torch.tensor([0] * 15 + [1] * 5 + [2] * 10, dtype=torch.int8),
-        class_names=["alpha", "beta", "gamma"],
-        mean=[0.5],
-        std=[0.25],
-    )
-    save_prepared(data, results / "prepared" / "data.pt")
-
-
-@dataclass(frozen=True)
-class ToyStudy:
-    """A synthetic results/toy tree: its folder, its ticket folders (seed, branch, round order) and concepts."""
-
-    results: Path
-    tickets: list[Path]
-    concepts: list[str]
-
-    def output(self, name: str) -> Path:
-        """A per-dataset output (`study.DATASET_OUTPUTS`) under this tree's results folder."""
-        return self.results / DATASET_OUTPUTS[name]
-
-    def summarize(self, alpha: float = 0.05, settings: FindingsSettings = SETTINGS) -> dict[str, Any]:
-        return summarize_dataset(
-            "toy",
-            self.tickets,
-            self.concepts,
-            alpha,
-            settings,
-            summary=self.output("summary"),
-            aggregate=self.output("summary_agg"),
-            tcav_summary=self.output("tcav_summary"),
-            findings=self.output("findings"),
-            metrics=self.output("metrics"),
-        )
-
-
-def make_results_tree(
-    root: Path, seeds: list[int], rounds: int = 5, concepts: list[str] | None = None
-) -> ToyStudy:
-    """results/toy with every ticket folder of the study (every branch), in the contract's formats."""
-    concepts = CONCEPTS if concepts is None else concepts
-    tickets = []
-    for seed in seeds:
-        for branch in BRANCHES:
-            for r in branch_rounds(branch, rounds):
-                folder = root / Ticket("toy", seed, branch, r).folder
-                write_ticket(folder, seed, branch, r, concepts)
-                tickets.append(folder)
-    results = root / "results" / "toy"
-    write_prepared(results)
-    return ToyStudy(results, tickets, list(concepts))
-
 
 # ------------------------------------------------------------------------------ constructed tables
 
@@ -456,7 +241,7 @@ def test_missing_ticket_file_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_tcav_calibration_in_findings_metrics_and_report(summarized: tuple[Path, dict[str, Any]]) -> None:
-    """Every ticket's calibration sets (tcav/random.csv) pooled per dataset; all were null-like here."""
+    """Every ticket's calibration sets (tcav/calibration.csv) pooled per dataset; all were null-like here."""
     results, findings = summarized
     calibration = findings["tcav_calibration"]
     assert (

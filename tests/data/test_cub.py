@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import data_settings
+from helpers import data_settings
 from ticketlens.cli import run
 from ticketlens.data.birds.check import check_cub
 from ticketlens.data.birds.prepare import prepare_cub
@@ -16,7 +16,7 @@ from ticketlens.data.birds.records import read_cub
 from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, load_prepared
 from ticketlens.errors import UserError
 
-TINY = Path(__file__).parent / "data" / "tiny_cub"
+TINY = Path(__file__).parent / "tiny_cub"
 
 
 @pytest.fixture
@@ -296,7 +296,8 @@ def test_cli_prepare_refuses_in_one_line(
     (cub / "train_test_split.txt").write_text("".join(f"{i} 0\n" for i in range(1, 10)))
     settings = data_settings("cub", root=str(cub), image_size=16).to_json()
     out = tmp_path / "data.pt"
-    assert run(["prepare-dataset", "--dataset", "cub", "--settings", settings, "--out", str(out)]) == 2
+    args = ["prepare-dataset", "--dataset", "cub", "--settings", settings, "--out", str(out)]
+    assert run([*args, "--meta", str(out.parent / "meta.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ticketlens prepare-dataset: error: ") and "train split would be empty" in err
     assert len(err.splitlines()) == 1 and not out.exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_toy_data
+from helpers import make_toy_data
 from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, check_prepared
 from ticketlens.errors import UserError
 

@@ -154,7 +154,7 @@ def settings(**changes: object) -> TcavSettings:
 @pytest.fixture(scope="module")
 def ticket_files(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A trained toy ticket (seed 0 and a copy claiming seed 1), its data, 6 random sets and a concept."""
-    from conftest import TOY, TOY_PRUNING, make_toy_data
+    from helpers import TOY, TOY_PRUNING, into, make_toy_data
     from ticketlens.data.concepts import make_random_sets
     from ticketlens.data.prepared import save_prepared
     from ticketlens.lottery.rounds import train_ticket
@@ -164,7 +164,7 @@ def ticket_files(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = make_toy_data(n=200)
     save_prepared(data, root / "data.pt")
     train_ticket(Ticket("toy", 0, "ticket", 0), root / "data.pt", TOY.model, TOY.model_width, TOY.training,
-                 TOY_PRUNING, root / "r0")  # fmt: skip
+                 TOY_PRUNING, *into(root / "r0"))  # fmt: skip
     checkpoint = root / "r0" / TICKET_FILES.checkpoint
     other_seed = torch.load(checkpoint, weights_only=True)
     other_seed["seed"] = 1
@@ -203,11 +203,13 @@ def test_tcav_concept_writes_one_row_per_layer_and_class_reproducibly(
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()  # the ticket seeds the fits
 
 
-def test_tcav_null_runs_calibration_sets_through_the_concept_path(ticket_files: dict, tmp_path: Path) -> None:
+def test_tcav_calibration_runs_calibration_sets_through_the_concept_path(
+    ticket_files: dict, tmp_path: Path
+) -> None:
     files = ticket_files
-    null = tcav.tcav_null(files["checkpoint"], files["data"], files["random"], files["calibration"], settings(),
-                          tmp_path / "random.csv")  # fmt: skip
-    assert list(pd.read_csv(tmp_path / "random.csv").columns) == TEST_COLUMNS
+    null = tcav.tcav_calibration(files["checkpoint"], files["data"], files["random"], files["calibration"], settings(),
+                          tmp_path / "calibration.csv")  # fmt: skip
+    assert list(pd.read_csv(tmp_path / "calibration.csv").columns) == TEST_COLUMNS
     assert sorted(null["concept"].unique()) == ["random_4", "random_5"] and len(null) == 2 * 2 * 4
     # the same function as a concept: random_4 as "the concept" gives the same rows
     as_concept = tcav.tcav_concept(files["checkpoint"], files["data"], files["random"], files["held_out"],

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ROOT, assert_same_results, make_study_dir, snakemake
 from ticketlens.runtime import jobserver
-from tiny_study import ROOT, assert_same_results, make_study_dir, snakemake
 
 TICKETLENS = str(Path(sys.executable).parent / "ticketlens")
 SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import training_settings
+from helpers import training_settings
 from ticketlens.errors import UserError
 from ticketlens.lottery.models import Normalize, TicketNet, build_model, prunable_layers
 from ticketlens.lottery.pruning import (

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from test_analysis import CLASSES, CONCEPTS, SETTINGS, ToyStudy, make_results_tree
+from helpers import CLASSES, CONCEPTS, ToyStudy, make_results_tree
 from ticketlens.analysis import power
 from ticketlens.cli import run
 from ticketlens.errors import UserError
@@ -49,14 +49,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     study = make_results_tree(tmp_path_factory.mktemp("report"), seeds=[0, 1, 2])
     results = study.results
     # Through the console script, as the workflow calls it, so the CLI contract is covered too.
-    summarize_args = [
-        "summarize-dataset", "--dataset", "toy", "--tickets", *map(str, study.tickets),
-        "--concepts", *study.concepts, "--alpha", "0.05", "--settings", SETTINGS.to_json(),
-        "--summary", str(study.output("summary")), "--aggregate", str(study.output("summary_agg")),
-        "--tcav-summary", str(study.output("tcav_summary")), "--findings", str(study.output("findings")),
-        "--metrics", str(study.output("metrics")),
-    ]  # fmt: skip
-    assert run(summarize_args) == 0
+    assert run(study.summarize_args()) == 0
     assert run(report_args(study)) == 0
     return {
         "results": results,
@@ -273,7 +266,7 @@ def test_study_report_merges_metrics_and_prints_summary(
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[0].startswith("Report: ") and str(tmp_path / "report.md") in printed[0]
     assert printed[1] == (
-        "toy: dense 95.00%; tickets match to 21.6% weights (round 3), fail from round 4; "
+        "toy: dense 95.00%; tickets match to 21.6% weights (round 3), fail from round 4 on; "
         "Grad-CAM consistency drifts before accuracy fails"
     )
     assert (tmp_path / "summary.txt").read_text().strip().splitlines() == printed

@@ -186,7 +186,7 @@ def test_calibrated_under_the_null_and_the_reference_test_is_not(method: str) ->
 @pytest.fixture(scope="module")
 def trained_net() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     """convnet_mnist (width 0.5) trained on 16 px band images: layers of 8x16x16 and 16x8x8 features."""
-    from conftest import make_toy_data
+    from helpers import make_toy_data
     from ticketlens.lottery.models import build_model
 
     data = make_toy_data(n=1600, classes=4, size=16, channels=1, seed=3)

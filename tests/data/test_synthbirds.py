@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import data_settings
+from helpers import data_settings
 from ticketlens.data.birds.check import check_cub
 from ticketlens.data.birds.records import read_cub
 from ticketlens.data.prepared import TEST, TRAIN, load_prepared

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TOY, TOY_PRUNING, make_toy_data
+from helpers import TOY, TOY_PRUNING, explain_into, into, make_toy_data
 from ticketlens.data.prepared import save_prepared
 from ticketlens.errors import UserError
 from ticketlens.explanations import saliency as sal
@@ -21,9 +21,9 @@ from ticketlens.explanations.compare import (
     top_mask,
     topk_iou,
 )
-from ticketlens.explanations.explain import CONSISTENCY_COLUMNS, SALIENCY_COLUMNS, explain_ticket
+from ticketlens.explanations.explain import CONSISTENCY_COLUMNS, SALIENCY_COLUMNS
 from ticketlens.explanations.faithfulness import deletion_insertion, pixel_ranks
-from ticketlens.explanations.tcav import tcav_null
+from ticketlens.explanations.tcav import tcav_calibration
 from ticketlens.explanations.tcav_stats import TEST_COLUMNS
 from ticketlens.fileio import file_sha256
 from ticketlens.study import TICKET_FILES, TcavSettings, Ticket
@@ -287,9 +287,12 @@ def toy_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = make_toy_data()
     save_prepared(data, root / "data.pt")
     train = (root / "data.pt", TOY.model, TOY.model_width, TOY.training, TOY_PRUNING)
-    train_ticket(Ticket("toy", 0, "ticket", 0), *train, root / "r0")
+    train_ticket(Ticket("toy", 0, "ticket", 0), *train, *into(root / "r0"))
     train_ticket(
-        Ticket("toy", 0, "ticket", 1), *train, root / "r1", previous=root / "r0" / TICKET_FILES.checkpoint
+        Ticket("toy", 0, "ticket", 1),
+        *train,
+        *into(root / "r1"),
+        previous=root / "r0" / TICKET_FILES.checkpoint,
     )
     generator = torch.Generator().manual_seed(0)
     sets = [
@@ -309,16 +312,18 @@ def explain(
 ) -> None:
     """explain_ticket of ticket folder `ticket` (r0, r1) into `out`; references: dense_maps, previous_maps."""
     checkpoint = study["root"] / ticket / TICKET_FILES.checkpoint
-    explain_ticket(checkpoint, study["data"], probe_per_class, None, out, **references)
+    explain_into(checkpoint, study["data"], probe_per_class, out, **references)
 
 
 def null(study: dict, ticket: str, out: Path) -> None:
-    """tcav_null (the calibration sets through the concept test) of ticket folder `ticket` into `out`."""
+    """tcav_calibration (the calibration sets through the concept test) of ticket folder `ticket` into `out`."""
     checkpoint = study["root"] / ticket / TICKET_FILES.checkpoint
-    tcav_null(checkpoint, study["data"], *study["randoms"], TCAV, out / TICKET_FILES.tcav_null)
+    tcav_calibration(checkpoint, study["data"], *study["randoms"], TCAV, out / TICKET_FILES.tcav_calibration)
 
 
-def test_explain_ticket_and_tcav_null_write_every_target_in_the_contract_format(toy_study: dict) -> None:
+def test_explain_ticket_and_tcav_calibration_write_every_target_in_the_contract_format(
+    toy_study: dict,
+) -> None:
     root = toy_study["root"]
     dense_maps = root / "r0" / TICKET_FILES.saliency_maps
     explain(toy_study, "r0", root / "r0")
@@ -330,7 +335,7 @@ def test_explain_ticket_and_tcav_null_write_every_target_in_the_contract_format(
             "saliency.npz",
             "saliency.csv",
             "consistency.csv",
-            "tcav/random.csv",
+            "tcav/calibration.csv",
         ):
             assert (root / ticket / name).exists(), name
         assert not list((root / ticket).rglob("*.tmp"))
@@ -360,7 +365,7 @@ def test_explain_ticket_and_tcav_null_write_every_target_in_the_contract_format(
     assert set(ticket["reference"]) == {"random", "dense", "previous"}
     means = ticket.groupby("reference")["spearman"].mean()
     assert means["dense"] > means["random"]  # a ticket is closer to its dense net than the random floor
-    null_table = pd.read_csv(root / "r1" / "tcav" / "random.csv")
+    null_table = pd.read_csv(root / "r1" / "tcav" / "calibration.csv")
     assert list(null_table.columns) == TEST_COLUMNS
     assert len(null_table) == 2 * 4  # the calibration set x layers x classes
     assert set(null_table["concept"]) == {"random_3"} and (null_table["n_null"] == 19).all()
@@ -370,7 +375,7 @@ def test_explain_is_bitwise_repeatable(toy_study: dict, tmp_path: Path) -> None:
     for out in ("a", "b"):
         explain(toy_study, "r0", tmp_path / out)
         null(toy_study, "r0", tmp_path / out)
-    for name in ("saliency.csv", "consistency.csv", "tcav/random.csv"):
+    for name in ("saliency.csv", "consistency.csv", "tcav/calibration.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     with np.load(tmp_path / "a" / "saliency.npz") as a, np.load(tmp_path / "b" / "saliency.npz") as b:
         for key in a.files:

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import TOY, TOY_PRUNING, make_toy_data
+from helpers import TOY, TOY_PRUNING, into, make_toy_data
 from ticketlens.data.prepared import save_prepared
 from ticketlens.lottery import training
 from ticketlens.lottery.rounds import load_checkpoint, load_model, train_ticket
@@ -35,7 +35,7 @@ def run(
         TOY.model_width,
         training,
         pruning,
-        out,
+        *into(out),
         previous=previous,
         ticket_checkpoint=ticket,
     )
@@ -265,13 +265,14 @@ def test_cli_train_divergence_exits_2(tmp_path, toy_data_path, capsys, monkeypat
 
     monkeypatch.chdir(tmp_path)
     wild = dataclasses.replace(TOY.training, optimizer="sgd", lr=1e9)
-    folder = Ticket("toy", 0, "ticket", 0).folder
+    ticket = Ticket("toy", 0, "ticket", 0)
     args = ["train-ticket", "--data", str(toy_data_path), "--model", TOY.model, "--model-width", "0.5"]
-    args += ["--training", wild.to_json(), "--pruning", TOY_PRUNING.to_json(), "--out-dir", str(folder)]
+    args += ["--training", wild.to_json(), "--pruning", TOY_PRUNING.to_json(), "--ticket", ticket.name]
+    args += ["--checkpoint", str(ticket.file("checkpoint")), "--metrics", str(ticket.file("metrics"))]
     assert run(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("ticketlens train-ticket: error: training diverged at iteration ")
-    assert not (folder / CHECKPOINT).exists()
+    assert not (ticket.folder / CHECKPOINT).exists()
 
 
 @pytest.fixture

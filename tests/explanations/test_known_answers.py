@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import data_settings, dataset_settings, tcav_settings, training_settings
+from helpers import data_settings, dataset_settings, explain_into, into, tcav_settings, training_settings
 from ticketlens.data.prepared import atomic_save, load_prepared
 from ticketlens.study import TICKET_FILES, PruningSettings, TcavSettings, Ticket
 
@@ -57,7 +57,7 @@ def train(data: Path, out: Path, iterations: int) -> tuple[Path, float]:
 
     training = training_settings(**TRAIN, iterations=iterations)
     ticket = Ticket("synthbirds", 0, "ticket", 0)
-    metrics = train_ticket(ticket, data, "conv4", 0.25, training, PRUNING, out, threads=1)
+    metrics = train_ticket(ticket, data, "conv4", 0.25, training, PRUNING, *into(out), threads=1)
     return out / TICKET_FILES.checkpoint, float(metrics["test_accuracy"])
 
 
@@ -108,7 +108,6 @@ def run_tcav(study: dict, model: str, concepts: list[Path], settings: TcavSettin
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from ticketlens.data.concepts import make_concept_set, make_random_sets
-    from ticketlens.explanations.explain import explain_ticket
 
     pytest.importorskip("PIL")
     root = tmp_path_factory.mktemp("birds")
@@ -127,7 +126,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     models["untrained"] = untrained_copy(models["clean"], root / "untrained" / "checkpoint.pt")
     for name, checkpoint in models.items():
         data = shortcut if name == "shortcut" else clean
-        explain_ticket(checkpoint, data, PROBE_PER_CLASS, None, checkpoint.parent)
+        explain_into(checkpoint, data, PROBE_PER_CLASS, checkpoint.parent)
         study[name] = checkpoint.parent
     study["data"] = load_prepared(clean)
     return study

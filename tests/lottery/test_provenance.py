@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TOY, TOY_PRUNING, make_toy_data
+from helpers import TOY, TOY_PRUNING, into, make_toy_data
 from ticketlens import fileio
 from ticketlens.data.prepared import save_prepared
 from ticketlens.errors import UserError
@@ -132,7 +132,7 @@ def test_a_replaced_parent_is_caught_at_start_up(study: Path, tmp_path: Path) ->
     os.makedirs(other)
     save_prepared(make_toy_data(seed=1), other / "data.pt")
     train_ticket(
-        DENSE, other / "data.pt", TOY.model, TOY.model_width, TOY.training, TOY_PRUNING, other / "t0"
+        DENSE, other / "data.pt", TOY.model, TOY.model_width, TOY.training, TOY_PRUNING, *into(other / "t0")
     )
     for name in ("checkpoint", "metrics"):
         shutil.copy2(other / "t0" / DENSE.file(name).name, DENSE.file(name))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import data_settings, dataset_settings, make_toy_data
+from helpers import data_settings, dataset_settings, make_toy_data
 from ticketlens.data.attribute_concepts import attribute_parts
 from ticketlens.data.concept_names import check_concept_names
 from ticketlens.data.concepts import load_image_sets, make_concept_set, make_random_sets

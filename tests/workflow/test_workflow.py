@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from tiny_study import TINY, snakemake
+from helpers import TINY, merged, snakemake, write_params
 
 # `study` (conftest.py) is the tiny study run locally, shared with test_slurm.py: keep its users on one
 # xdist worker (pytest runs with --dist loadgroup) so that it is computed once.
@@ -19,7 +18,7 @@ def test_every_target_exists(study):
         for branch, r in (("ticket", 0), ("ticket", 1), ("reinit", 1), ("randmask", 1)):
             folder = base / "seed_0" / branch / f"round_{r}"
             for name in ("checkpoint.pt", "metrics.json", "saliency.npz", "saliency.csv", "consistency.csv",
-                         "tcav/random.csv"):  # fmt: skip
+                         "tcav/calibration.csv"):  # fmt: skip
                 assert (folder / name).stat().st_size > 0, folder / name
             concept = TINY["datasets"][dataset]["concepts"][0]  # no "::": its file stem is its name
             assert (folder / "tcav" / f"{concept}.csv").stat().st_size > 0, folder
@@ -33,7 +32,7 @@ def test_every_target_exists(study):
             assert (study / "logs" / dataset / f"{rule}.log").exists(), (dataset, rule)
         for branch, r in (("ticket", 0), ("ticket", 1), ("reinit", 1), ("randmask", 1)):
             folder = study / "logs" / dataset / "seed_0" / branch / f"round_{r}"
-            for rule in ("train_ticket", "explain_ticket", "tcav_null"):
+            for rule in ("train_ticket", "explain_ticket", "tcav_calibration"):
                 assert (folder / f"{rule}.log").stat().st_size > 0, folder / f"{rule}.log"
     assert (study / "logs" / "build_study_report.log").exists()
 
@@ -46,8 +45,7 @@ def test_second_run_has_nothing_to_do(study):
 
 
 def test_invalid_params_stop_before_any_job(tmp_path):
-    params = {**TINY, "pruning": {**TINY["pruning"], "rate_fc": 1.5}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(tmp_path, merged(TINY, {"pruning": {"rate_fc": 1.5}}))
     result = snakemake(tmp_path, "--cores", "1")
     assert result.returncode != 0
     assert "pruning.rate_fc" in result.stderr and "(0, 1)" in result.stderr

@@ -15,7 +15,7 @@ import pytest
 
 from ticketlens.report.readme import END, START, findings_block, pinned_inputs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 
 
