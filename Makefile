@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast lint format bench report clean-results
+.PHONY: setup run test test-fast lint format bench report readme clean-results
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ format: setup
 
 report: setup
 	$(BIN)/snakemake --cores 1 --report results/report.html
+
+# README's findings block from the pinned results (results/summary.txt, results/*/findings.json)
+readme: setup
+	$(BIN)/ticketlens readme-findings
 
 bench: setup
 	$(BIN)/python benchmarks/bench_training_loop.py

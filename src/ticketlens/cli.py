@@ -140,6 +140,11 @@ COMMANDS: dict[str, Command] = {
         Arg("--reports", convert=_paths, options=PATHS), Arg("--report", convert=Path),
         Arg("--metrics-out", convert=Path), Arg("--summary-out", convert=Path),
     )),
+    "readme-findings": Command("ticketlens.report.readme:readme_findings", "rewrite README's findings block from results/", (
+        Arg("--readme", convert=Path, options={"default": "README.md"}),
+        Arg("--results", convert=Path, options={"default": "results"}),
+        Arg("--check", options={"action": "store_true", "help": "only compare; fail when the block differs"}),
+    )),
     "data-check": Command("ticketlens.data.birds.check:check_data", "validate a CUB-200-2011 copy, print its counts", (
         Arg("--dataset", options={"choices": ["cub", "synthbirds"], "default": "cub"}),
         Arg("--root", convert=Path),

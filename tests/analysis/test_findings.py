@@ -171,11 +171,11 @@ def test_before_is_never_said_when_the_accuracy_onset_is_not_determined() -> Non
     assert all(d["relation"] == inference.NOT_DETERMINED for d in drifts), {d["relation"] for d in drifts}
 
 
-def test_a_metric_that_never_falls_is_no_drift_observed() -> None:
+def test_a_metric_that_never_falls_is_not_drifted_in_the_rounds_run() -> None:
     truth = Truth(seeds=5, accuracy_shift={4: -0.08, 5: -0.12}, drift={r: 0.3 for r in range(1, 6)})
     match, drift = run(truth, 0)
     assert match["first_failing_round"] == 4
-    assert drift["first_drift_round"] is None and drift["relation"] == "no drift observed in the rounds run"
+    assert drift["first_drift_round"] is None and drift["relation"] == "not drifted in the rounds run"
     assert drift["last_not_drifted_round"] == 5
 
 
@@ -214,3 +214,22 @@ def test_holm_adjusts_in_order_and_skips_missing_p_values() -> None:
     adjusted = inference.holm([0.01, float("nan"), 0.04, 0.03])
     assert adjusted[0] == pytest.approx(0.03) and math.isnan(adjusted[1])
     assert adjusted[3] == pytest.approx(0.06) and adjusted[2] == pytest.approx(0.06)
+
+
+def test_an_undetectable_drift_is_not_determined_never_no_drift_and_states_its_mde() -> None:
+    """A true drop of 0.01 below the ceiling with 3 seeds: mostly not found. Absence of evidence must read
+    "not determined" with what the study could detect, never "not drifted in the rounds run"."""
+    truth = Truth(seeds=3, drift={r: -0.01 for r in range(1, 6)})
+    undecided = 0
+    for seed in range(20):
+        _, drift = run(truth, seed)
+        verdicts = [r["verdict"] for r in drift["per_round"]]
+        if drift["relation"] == "not drifted in the rounds run":
+            assert verdicts == ["not drifted"] * 5
+        if drift["first_drift_round"] is None and "not determined" in verdicts:
+            assert drift["relation"] == inference.NOT_DETERMINED
+            undecided += 1
+        for row in drift["per_round"]:
+            mde = row["drift_power"]["mde"]
+            assert 0 < mde < 1 and row["drift_power"]["detectable"] == pytest.approx(-mde)
+    assert undecided >= 10

@@ -82,21 +82,23 @@ def test_within_seed_correlation_is_undefined_for_constant_input() -> None:
 
 
 @pytest.mark.parametrize(
-    ("accuracy", "drift", "seen", "expected"),
+    ("accuracy", "drift", "last_round", "expected"),
     [
-        ((3, 4), (1, 2), True, ("before", [-2, -2])),
-        ((3, 4), (3, 4), True, ("with", [0, 0])),
-        ((3, 4), (4, 5), True, ("after", [1, 1])),
-        ((2, 4), (2, 3), True, ("not determined", [-1, 0])),  # the onsets' intervals overlap
-        ((5, None), (1, 2), True, ("not determined", None)),  # accuracy never fails: no relation
-        ((3, 4), (5, None), False, ("no drift observed in the rounds run", None)),
-        ((3, 4), (1, None), True, ("not determined", None)),  # a drifted round not confirmed to the end
+        ((3, 4), (1, 2), 5, ("before", [-2, -2])),
+        ((3, 4), (3, 4), 5, ("with", [0, 0])),
+        ((3, 4), (4, 5), 5, ("after", [1, 1])),
+        ((2, 4), (2, 3), 5, ("not determined", [-1, 0])),  # the onsets' intervals overlap
+        ((5, None), (1, 2), 5, ("not determined", None)),  # accuracy never fails: no relation
+        ((3, 4), (5, None), 5, ("not drifted in the rounds run", None)),  # every round shown not drifted
+        ((3, 4), (4, None), 5, ("not determined", None)),  # round 5 undecided: absence of evidence only
+        ((3, 4), (0, None), 5, ("not determined", None)),  # nothing decided at all
+        ((3, 4), (1, None), 5, ("not determined", None)),  # a drifted round not confirmed to the end
     ],
 )
 def test_relation_only_when_both_onsets_are_determined(
-    accuracy: tuple, drift: tuple, seen: bool, expected: tuple
+    accuracy: tuple, drift: tuple, last_round: int, expected: tuple
 ) -> None:
-    assert relation(accuracy, drift, seen) == expected
+    assert relation(accuracy, drift, last_round) == expected
 
 
 def test_paired_gap_detects_control_deficit_and_handles_few_seeds() -> None:

@@ -14,9 +14,13 @@ import pytest
 from matplotlib.figure import Figure
 
 from helpers import CLASSES, CONCEPTS, ToyStudy, make_results_tree
+from ticketlens.analysis import power
 from ticketlens.cli import run
+from ticketlens.errors import UserError
 from ticketlens.report import build_dataset_report, figures, grids, load_gallery_inputs
-from ticketlens.report.sentences import accuracy_sentences, headline
+from ticketlens.report import readme as readme_module
+from ticketlens.report.headline import headline
+from ticketlens.report.sentences import accuracy_sentences, drift_sentences
 from ticketlens.study import SIMILARITY_METRICS
 
 FIGURES = [
@@ -179,8 +183,8 @@ def test_report_markdown_states_computed_findings(built: dict[str, Any]) -> None
     assert (
         "Explanations drift before accuracy fails (drift onset minus accuracy onset: -1 to -1 rounds)" in text
     )
-    assert "Grad-CAM maps with no positive cell (empty after the ReLU): 12 of 288" in text
-    assert "Exploratory: within each seed" in text and "Holm-adjusted" in text
+    assert "Grad-CAM maps with no positive cell (emptied by Grad-CAM's ReLU): 12 of 288" in text
+    assert "Exploratory: within each seed" in text and "Holm-adjusted" in text  # 5 rounds: tested
     assert "concept stripes (layer features.3, class 0) loses significance at round 3" in text
     assert "concept stripes pushes class 0 up (layer features.3)" in text  # the direction of the effect
     assert "Holm per ticket over concepts x layers x classes at alpha 0.05" in text
@@ -190,6 +194,30 @@ def test_report_markdown_states_computed_findings(built: dict[str, Any]) -> None
     for name in FIGURES:
         assert f"figures/{name}.png" in text
     assert "n/a [" not in text and "| empty Grad-CAM maps |" in text
+
+
+def test_readme_block_is_rewritten_from_results_and_an_edited_number_fails(
+    built: dict[str, Any], tmp_path: Path
+) -> None:
+    results = built["results"]
+    findings = json.loads((results / "findings.json").read_text())
+    pinned = tmp_path / "results"
+    (pinned / "toy").mkdir(parents=True)
+    (pinned / "toy" / "findings.json").write_text(json.dumps(findings))
+    (pinned / "summary.txt").write_text(f"Report: results/report.md\n{headline(findings)}\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# toy\n\n{readme_module.START}\nold text\n{readme_module.END}\n\nMore.\n")
+    assert run(["readme-findings", "--readme", str(readme), "--results", str(pinned)]) == 0
+    text = readme.read_text()
+    assert "old text" not in text and headline(findings) in text and text.endswith("\n\nMore.\n")
+    assert "**toy** (3 seeds, rounds 0-5" in text and "95% interval" in text
+    assert run(["readme-findings", "--readme", str(readme), "--results", str(pinned), "--check"]) == 0
+    dense = f"dense {100 * findings['accuracy_match']['dense_accuracy']:.2f}%"
+    assert dense in text
+    readme.write_text(text.replace(dense, "dense 97.92%"))  # an edited number
+    assert run(["readme-findings", "--readme", str(readme), "--results", str(pinned), "--check"]) == 2
+    with pytest.raises(UserError, match="findings block differs"):
+        readme_module.readme_findings(readme, pinned, check=True)
 
 
 def test_sentences_follow_the_numbers() -> None:
@@ -220,7 +248,7 @@ def test_sentences_follow_the_numbers() -> None:
     assert "95% interval 88.00% to 92.00% over 3 seeds, test-set noise included" in sentences[0]
     assert "up to round 1 (50% of weights remaining); there the difference is +0.10 points" in sentences[1]
     assert "(90% interval -0.40 to +0.60 points)" in sentences[1]
-    assert sentences[2].startswith("Whether tickets match is not determined at round(s) 2")
+    assert sentences[2].startswith("Whether tickets match is not determined at round 2")
     assert not any("fail" in s for s in sentences[:3])
     two = accuracy_sentences({**findings, "n_seeds": 2, "tested": False})
     assert "no interval" in two[0] and "round 2 -1.00" in two[1] and "no test" in two[1]
@@ -238,7 +266,7 @@ def test_study_report_merges_metrics_and_prints_summary(
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[0].startswith("Report: ") and str(tmp_path / "report.md") in printed[0]
     assert printed[1] == (
-        "toy: dense 95.00%; tickets match to 21.6% weights (round 3), fail from round 4; "
+        "toy: dense 95.00%; tickets match to 21.6% weights (round 3), fail from round 4 on; "
         "Grad-CAM consistency drifts before accuracy fails"
     )
     assert (tmp_path / "summary.txt").read_text().strip().splitlines() == printed
@@ -274,23 +302,53 @@ def test_missing_summary_is_a_user_error(tmp_path: Path) -> None:
     assert run(report_args(study)) == 2
 
 
-def test_headline_when_nothing_falls() -> None:
-    findings = {
+def _headline_findings(drift_rounds: list[dict[str, Any]], relation: str, last_not_drifted: int) -> dict:
+    return {
         "dataset": "toy",
         "tested": True,
+        "rounds": 3,
         "accuracy_match": {"dense_accuracy": 0.9, "first_failing_round": None, "last_matching_remaining": 0.2,
-                           "last_matching_round": 3},
+                           "last_matching_round": 3, "per_round": []},
         "headline_consistency": "cons_dense_gradcam_spearman",
-        "drift": [{"column": "cons_dense_gradcam_spearman", "method": "gradcam", "first_drift_round": None,
-                   "relation": "no drift observed in the rounds run"}],
+        "drift": [{"column": "cons_dense_gradcam_spearman", "method": "gradcam", "metric": "spearman",
+                   "ceiling": 0.6, "floor": 0.2, "first_drift_round": None,
+                   "last_not_drifted_round": last_not_drifted, "relation": relation, "per_round": drift_rounds}],
     }  # fmt: skip
-    line = headline(findings)
+
+
+def test_headline_says_not_drifted_only_when_every_round_is_shown_not_drifted() -> None:
+    shown = [{"round": r, "verdict": "not drifted"} for r in (1, 2, 3)]
+    line = headline(_headline_findings(shown, "not drifted in the rounds run", 3))
     assert line == (
-        "toy: dense 90.00%; tickets match to 20% weights (round 3); "
-        "Grad-CAM consistency: no drift observed in the rounds run"
+        "toy: dense 90.00%; tickets match to 20% weights (round 3); Grad-CAM consistency: not drifted in the rounds run"
     )
-    untested = headline({**findings, "tested": False, "n_seeds": 2})
+    untested = headline({**_headline_findings(shown, "", 3), "tested": False, "n_seeds": 2})
     assert untested == "toy: dense 90.00%; 2 seed(s): numbers only, no test"
+
+
+def test_a_not_determined_round_is_never_read_as_no_drift_and_carries_its_mde() -> None:
+    """MNIST round 3 of the default study: -0.084, standard error 0.055 on 3 degrees of freedom."""
+    fields = power.power_fields(-0.084, 0.055, 3.0, 4, 0.0, -1, 0.05)
+    rounds = [{"round": 1, "verdict": "not drifted"}, {"round": 2, "verdict": "not drifted"},
+              {"round": 3, "verdict": "not determined", "difference": -0.084, "drift_power": fields}]  # fmt: skip
+    line = headline(_headline_findings(rounds, "not determined", 2))
+    assert "no drift" not in line and "not drifted in the rounds run" not in line
+    assert line.endswith(
+        "Grad-CAM consistency: not drifted to round 2, drift not determined at round 3 (could detect a drop of "
+        "0.18 or more)"
+    )
+    (sentence,) = [s for s in drift_sentences({**_headline_findings(rounds, "not determined", 2), "alpha": 0.05,
+                   "consistency_margin": 0.0})[1:] if "not determined" in s]  # fmt: skip
+    assert "could detect a drop of 0.18 or more below the ceiling (80% power)" in sentence
+    assert "its power is 33% (13 seeds would give 80%)" in sentence and "not evidence" in sentence
+
+
+def test_from_round_on_only_for_rounds_that_were_run() -> None:
+    findings = _headline_findings([{"round": r, "verdict": "not drifted"} for r in (1, 2, 3)], "", 3)
+    findings["accuracy_match"] |= {"first_failing_round": 3, "last_matching_round": 2}
+    assert "fail at round 3, the last round run" in headline(findings)
+    findings["accuracy_match"]["first_failing_round"] = 2
+    assert "fail from round 2 on" in headline(findings)
 
 
 def test_saved_figures_are_byte_identical_across_runs(tmp_path: Path) -> None:

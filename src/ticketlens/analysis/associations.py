@@ -9,6 +9,7 @@ rounds are never pooled as if independent. Holm controls each family of tests.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -118,13 +119,37 @@ def seed_rank_correlation(x: pd.Series, y: pd.Series) -> float:
     return float(stats.spearmanr(x, y).statistic)
 
 
+def min_rounds_for_correlation(alpha: float) -> int:
+    """The fewest rounds per seed whose Spearman rho can be significant on its own: the exact two-sided
+    permutation p of k points is at least 2 / k!, so k must satisfy 2 / k! < alpha (5 at alpha 0.05).
+    With fewer, rho takes a handful of values (3 rounds: +-0.5 or +-1) and no test is meaningful."""
+    k = 2
+    while 2 / math.factorial(k) >= alpha:
+        k += 1
+    return k
+
+
+def _identical_groups(rows: list[dict[str, Any]]) -> list[int]:
+    """Per row, the index of the first row with the same per-seed rho (metrics that rank rounds the same)."""
+    first: dict[tuple, int] = {}
+    keys = [tuple(sorted((s, round(v, 12)) for s, v in row["per_seed_rho"].items())) for row in rows]
+    return [first.setdefault(key, i) for i, key in enumerate(keys)]
+
+
 def within_seed_correlations(summary: pd.DataFrame, alpha: float) -> list[dict[str, Any]]:
     """Exploratory: within each seed, Spearman rho across pruned ticket rounds of the accuracy change (vs
     the dense net of that seed) and each consistency-with-dense metric; the mean rho over seeds with a
     t-test over seeds, Holm over the metric family. Both fall with sparsity, so a positive rho says they
-    fall together, not that one causes the other."""
+    fall together, not that one causes the other.
+
+    Tested only with at least `min_rounds_for_correlation(alpha)` pruned rounds (else `kind` is
+    "descriptive", no p). Metrics with the same per-seed rho in every seed (they rank the rounds alike) are
+    one test: `same_as` names the first of them, which alone enters Holm, and `n_distinct` counts the family.
+    """
     frame = add_accuracy_change(summary)
     frame = frame[(frame["branch"] == TICKET) & (frame["round"] > DENSE_ROUND)]
+    n_rounds = int(frame["round"].nunique())
+    testable = n_rounds >= min_rounds_for_correlation(alpha)
     out = []
     for column in consistency_columns_of(frame):
         _, method, metric = split_consistency_column(column)
@@ -138,19 +163,25 @@ def within_seed_correlations(summary: pd.DataFrame, alpha: float) -> list[dict[s
                 "column": column,
                 "method": method,
                 "metric": metric,
-                "kind": "exploratory",
+                "kind": "exploratory" if testable else "descriptive",
                 "n_seeds": est.n,
-                "n_rounds": int(frame["round"].nunique()),
+                "n_rounds": n_rounds,
+                "min_rounds": min_rounds_for_correlation(alpha),
                 "per_seed_rho": rhos,
                 "mean_rho": est.estimate,
-                "ci_low": est.ci_low,
-                "ci_high": est.ci_high,
-                "p": est.p_two_sided(),
+                "ci_low": est.ci_low if testable else math.nan,
+                "ci_high": est.ci_high if testable else math.nan,
+                "p": est.p_two_sided() if testable else math.nan,
             }
         )
-    for row, p_holm in zip(out, inference.holm([row["p"] for row in out]), strict=True):
-        row["p_holm"] = p_holm
-        row["significant"] = bool(np.isfinite(p_holm) and p_holm < alpha)
+    groups = _identical_groups(out)
+    distinct = sorted(set(groups))
+    adjusted = dict(zip(distinct, inference.holm([out[i]["p"] for i in distinct]), strict=True))
+    for i, (row, group) in enumerate(zip(out, groups, strict=True)):
+        row["same_as"] = out[group]["column"] if group != i else None
+        row["n_distinct"] = len(distinct)
+        row["p_holm"] = adjusted[group]
+        row["significant"] = bool(np.isfinite(row["p_holm"]) and row["p_holm"] < alpha)
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ticketlens.analysis import inference
+from ticketlens.analysis import inference, power
 from ticketlens.analysis.associations import (
     concept_changes,
     control_gaps,
@@ -45,7 +45,7 @@ from ticketlens.study import (
 )
 
 Outcomes = dict[tuple[int, str, int], np.ndarray]  # (seed, branch, round) -> per test image correct
-NO_DRIFT = "no drift observed in the rounds run"
+NOT_DRIFTED = "not drifted in the rounds run"  # every round shown not to drift, not merely none shown to
 DRIFT_WORDS = {inference.MATCHES: "not drifted", inference.FAILS: "drifted"}
 
 
@@ -103,9 +103,20 @@ def accuracy_rounds(
                 "p_matches": est.p_above(-margin),
                 "p_fails": est.p_below(-margin),
                 "verdict": inference.verdict(est, margin, alpha),
+                **accuracy_power(est, margin, alpha),
             }
         )
     return rows
+
+
+def accuracy_power(est: inference.Estimate, margin: float, alpha: float) -> dict[str, Any]:
+    """What this round's accuracy tests could see at 80% power (`power.power_fields`, same standard error
+    and degrees of freedom as the tests): `fails_power` for a drop below -margin, `matches_power` for a
+    difference above it."""
+    return {
+        "fails_power": power.power_fields(est.estimate, est.se, est.df, est.n, -margin, -1, alpha),
+        "matches_power": power.power_fields(est.estimate, est.se, est.df, est.n, -margin, +1, alpha),
+    }
 
 
 def _interval(est: inference.Estimate) -> dict[str, Any]:
@@ -205,23 +216,27 @@ def drift_rounds(
                 **_interval(est),
                 "p_drifted": est.p_below(-margin),
                 "verdict": DRIFT_WORDS.get(verdict, verdict),
+                "drift_power": power.power_fields(est.estimate, est.se, est.df, est.n, -margin, -1, alpha),
             }
         )
     return rows
 
 
 def relation(
-    accuracy: tuple[int, int | None], drift: tuple[int, int | None], drift_seen: bool
+    accuracy: tuple[int, int | None], drift: tuple[int, int | None], last_round: int
 ) -> tuple[str, list[int] | None]:
     """Does drift start before, with or after the accuracy failure, and the interval of the lag (rounds)?
 
     Each onset lies in (last round shown unchanged, first round of the changed run]; the lag (drift onset
     minus accuracy onset) then lies in [drift_last + 1 - acc_first, drift_first - acc_last - 1]. The
     relation is stated only when both onsets are determined and that interval excludes the others.
+    Without a drift onset, "not drifted in the rounds run" needs every round up to `last_round` shown not
+    to drift; a round that is not determined leaves it "not determined" (absence of evidence is not
+    evidence of absence).
     """
     (acc_last, acc_first), (drift_last, drift_first) = accuracy, drift
     if drift_first is None:
-        return (NO_DRIFT if not drift_seen else inference.NOT_DETERMINED), None
+        return (NOT_DRIFTED if drift_last >= last_round else inference.NOT_DETERMINED), None
     if acc_first is None:
         return inference.NOT_DETERMINED, None
     lag = [drift_last + 1 - acc_first, drift_first - acc_last - 1]
@@ -247,8 +262,7 @@ def drift_onsets(
         last, first = inference.onset(
             {r: {v: k for k, v in DRIFT_WORDS.items()}.get(v, v) for r, v in verdicts.items()}
         )
-        seen = any(v == "drifted" for v in verdicts.values())
-        rel, lag = relation(accuracy, (last, first), seen)
+        rel, lag = relation(accuracy, (last, first), max(verdicts, default=DENSE_ROUND))
         remaining = {row["round"]: row["remaining"] for row in per_round} | {DENSE_ROUND: 1.0}
         out.append(
             {

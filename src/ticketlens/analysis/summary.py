@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from ticketlens import fileio
+from ticketlens.analysis.calibration import calibration_cells, tcav_calibration
+from ticketlens.analysis.empty_maps import dense_pair_empty, empty_map_findings, empty_pair_columns
 from ticketlens.analysis.findings import compact_metrics, compute_findings
 from ticketlens.analysis.tables import aggregate_over_seeds, consistency_column
 from ticketlens.errors import UserError
 from ticketlens.explanations.compare import dense_seed_consistency, load_standard_maps
 from ticketlens.explanations.tcav_stats import (
-    calibration_rates,
-    calibration_summary,
     compare_tcav,
     summarize_tcav,
 )
@@ -173,7 +173,7 @@ def consistency_columns(consistency: pd.DataFrame, is_dense: bool) -> dict[str, 
 
 def saliency_columns(saliency: pd.DataFrame) -> dict[str, float]:
     """Localisation and faithfulness per method (mean over probe images), the number of maps with no
-    positive cell per method (`empty_{method}`: Grad-CAM maps the ReLU emptied) and probe accuracy."""
+    positive cell per method (`empty_{method}`: for Grad-CAM, maps its ReLU emptied; for gradient saliency, an all-zero gradient) and probe accuracy."""
     out: dict[str, float] = {}
     for method, group in saliency.groupby("method"):
         for prefix, columns in (("loc", LOCALISATION), ("faith", FAITHFULNESS)):
@@ -190,8 +190,8 @@ def saliency_columns(saliency: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def read_ticket_tcav(files: TicketInputs, alpha: float) -> tuple[pd.DataFrame, dict[str, int]]:
-    """(per concept x layer x class decided summary, calibration counts) of one ticket.
+def read_ticket_tcav(files: TicketInputs, alpha: float) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """(per concept x layer x class decided summary, calibration counts per calibration set) of one ticket.
 
     The decision (Holm over the ticket's concepts x layers x classes, learnability, direction) needs all of
     the ticket's concepts, so it is made here (`tcav_stats`); the calibration sets of tcav/calibration.csv are
@@ -199,7 +199,7 @@ def read_ticket_tcav(files: TicketInputs, alpha: float) -> tuple[pd.DataFrame, d
     frames = [_read_csv(path) for path in files.tcav]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     calibration = _read_csv(files.calibration)
-    return summarize_tcav(rows, alpha), calibration_rates(rows, calibration, alpha)
+    return summarize_tcav(rows, alpha), calibration_cells(rows, calibration, alpha)
 
 
 def tcav_count_columns(table: pd.DataFrame) -> dict[str, float]:
@@ -225,26 +225,10 @@ def tcav_agreement(table: pd.DataFrame, dense: pd.DataFrame) -> dict[str, float]
 # ------------------------------------------------------------------------------- TCAV calibration
 
 
-def pooled_calibration(counts: list[dict[str, int]], alpha: float) -> dict[str, Any]:
-    """The dataset's TCAV calibration (findings.json): held-out random sets run as concepts on every ticket,
-    pooled, with the 99% binomial bound a calibrated test stays under."""
-    from scipy.stats import binom
-
-    pooled = calibration_summary(counts)
-    rows = pooled.get("rows", 0)
-    bound = float(binom.ppf(0.99, rows, alpha)) / rows if rows else float("nan")
-    return {
-        **pooled,
-        "alpha": alpha,
-        "upper_bound_99": bound,
-        "correction": "Holm per ticket over concepts x layers x classes, each calibration set as one more concept",
-        "learnability": "CAV held-out accuracy above its permutation null's (one-sided rank test at alpha)",
-    }
-
-
 def calibration_metrics(calibration: dict[str, Any]) -> dict[str, Any]:
     """Flat keys for metrics.json (`dvc metrics`)."""
-    keys = ("rows", "rate_uncorrected", "rate_gated", "rate_holm", "rate_sets_flagged_holm")
+    keys = ("rows", "distinct_sets", "rate_uncorrected", "bootstrap_upper_99", "rate_gated", "rate_holm",
+            "rate_sets_flagged_holm")  # fmt: skip
     values = {f"tcav_calibration_{key}": calibration.get(key, float("nan")) for key in keys}
     return {
         k: float(f"{v:.6g}") if isinstance(v, float) else v
@@ -256,28 +240,36 @@ def calibration_metrics(calibration: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- entry point
 
 
-def ticket_row(files: TicketInputs) -> dict[str, Any]:
+def ticket_row(files: TicketInputs, dense_saliency: Path | None = None) -> dict[str, Any]:
     """One summary row without TCAV: identity, metrics.json, consistency.csv and saliency.csv columns."""
     ticket = files.ticket
     row: dict[str, Any] = {"seed": ticket.seed, "branch": ticket.branch, "round": ticket.round}
     row.update(metrics_columns(_read_json(files.metrics)))
     row.update(consistency_columns(_read_csv(files.consistency), ticket.is_dense))
     row.update(saliency_columns(_read_csv(files.saliency_table)))
+    if not ticket.is_dense and dense_saliency is not None:  # pairs with an empty map (`analysis.empty_maps`)
+        row.update(
+            empty_pair_columns(
+                _read_csv(files.consistency), _read_csv(files.saliency_table), _read_csv(dense_saliency)
+            )
+        )
     return row
 
 
 def ticket_tables(
     inputs: Sequence[TicketInputs], alpha: float
-) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, int]]]:
-    """Read every ticket's tables: (summary without TCAV agreement, all tickets' TCAV summaries, each
-    ticket's TCAV calibration counts). Rows come in seed, branch, round order."""
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """Read every ticket's tables: (summary without TCAV agreement, all tickets' TCAV summaries, the TCAV
+    calibration counts per ticket and calibration set). Rows come in seed, branch, round order."""
     ordered = sorted(inputs, key=lambda f: (f.ticket.seed, branch_order(f.ticket.branch), f.ticket.round))
+    dense_saliency = {f.ticket.seed: f.saliency_table for f in ordered if f.ticket.is_dense}
     rows, tcav_frames, calibration = [], [], []
     for files in ordered:
         ticket = files.ticket
-        row = ticket_row(files)
-        tcav, counts = read_ticket_tcav(files, alpha)
-        calibration.append(counts)
+        row = ticket_row(files, dense_saliency.get(ticket.seed))
+        tcav, cells = read_ticket_tcav(files, alpha)
+        identity = {"seed": ticket.seed, "branch": ticket.branch, "round": ticket.round}
+        calibration += [identity | cell for cell in cells]
         row.update(tcav_count_columns(tcav))
         rows.append(row)
         tcav_frames.append(
@@ -307,10 +299,13 @@ def add_tcav_agreement(summary: pd.DataFrame, tcav_all: pd.DataFrame) -> pd.Data
     return pd.concat([summary.reset_index(drop=True), pd.DataFrame(out)], axis=1)
 
 
-def read_map_files(inputs: Sequence[TicketInputs]) -> tuple[dict[TicketKey, np.ndarray], pd.DataFrame]:
-    """From every ticket's saliency.npz: its per-image test outcomes (`test_correct`), and the dense
+def read_map_files(
+    inputs: Sequence[TicketInputs],
+) -> tuple[dict[TicketKey, np.ndarray], pd.DataFrame, pd.DataFrame]:
+    """From every ticket's saliency.npz: its per-image test outcomes (`test_correct`), the dense
     seed-to-seed consistency of the dense nets' standard maps (the ceiling; one row per seed pair x
-    method, `explanations.compare.dense_seed_consistency`)."""
+    method, `explanations.compare.dense_seed_consistency`) and the same pairs' empty-map share and
+    consistency without empty maps (`analysis.empty_maps.dense_pair_empty`)."""
     outcomes: dict[TicketKey, np.ndarray] = {}
     dense_maps: dict[int, dict[str, np.ndarray]] = {}
     for files in inputs:
@@ -324,7 +319,7 @@ def read_map_files(inputs: Sequence[TicketInputs]) -> tuple[dict[TicketKey, np.n
         ceiling = dense_seed_consistency(dense_maps)
     except ValueError as err:
         raise UserError(f"{err}: re-run the explain step of every dense net with the same params") from None
-    return outcomes, ceiling
+    return outcomes, ceiling, dense_pair_empty(dense_maps)
 
 
 def summarize_dataset(
@@ -360,9 +355,10 @@ def summarize_dataset(
     )
     table, tcav_all, calibration = ticket_tables(inputs, alpha)
     table = add_tcav_agreement(table, tcav_all)
-    outcomes, ceiling = read_map_files(inputs)
+    outcomes, ceiling, empty_ceiling = read_map_files(inputs)
     result = compute_findings(table, tcav_all, dataset, settings, ceiling, outcomes, tcav_alpha=alpha)
-    result["tcav_calibration"] = pooled_calibration(calibration, alpha)
+    result["tcav_calibration"] = tcav_calibration(calibration, alpha)
+    result["empty_pairs"] = empty_map_findings(table, empty_ceiling, settings)
     write_csv(table, Path(summary))
     write_csv(aggregate_over_seeds(table), Path(aggregate))
     write_csv(tcav_all, Path(tcav_summary))

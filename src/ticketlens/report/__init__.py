@@ -18,8 +18,8 @@ import pandas as pd
 
 from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_write_text, load_npz, write_json
+from ticketlens.report.headline import headline
 from ticketlens.report.markdown import STUDY_INTRO, dataset_markdown, study_dataset_markdown
-from ticketlens.report.sentences import headline
 from ticketlens.study import Ticket, branch_order
 
 __all__ = ["build_dataset_report", "build_study_report"]

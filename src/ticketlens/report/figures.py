@@ -25,7 +25,7 @@ from ticketlens.analysis.tables import (  # noqa: E402
     with_dense_rows,
 )
 from ticketlens.fileio import atomic_write  # noqa: E402
-from ticketlens.report.sentences import format_p, method_name, metric_name  # noqa: E402
+from ticketlens.report.wording import format_p, method_name, metric_name  # noqa: E402
 from ticketlens.study import (  # noqa: E402
     BRANCH_LABELS,
     DENSE_ROUND,

@@ -9,14 +9,16 @@ import numpy as np
 import pandas as pd
 
 from ticketlens.analysis.tables import aggregate_over_seeds, split_consistency_column
-from ticketlens.report.sentences import STUDY_SECTIONS, finding_sentences, method_name
+from ticketlens.report.power_text import power_rows
+from ticketlens.report.sentences import STUDY_SECTIONS, finding_sentences
+from ticketlens.report.wording import method_name
 from ticketlens.study import HEADLINE_METRIC
 
 OVERVIEW_TCAV = {
     "tcav_rank_corr_dense": "TCAV rank corr. vs dense",
     "tcav_jaccard_dense": "TCAV Jaccard vs dense",
-    "tcav_n_significant": "significant concept-layer-class",
-    "tcav_n_changed": "concept scores changed vs dense",
+    "tcav_n_significant": "significant rows per net (concept x layer x class)",
+    "tcav_n_changed": "rows whose decision differs from dense",
 }
 QUALITY_NAMES = {
     "box_mass": "box mass",
@@ -37,9 +39,10 @@ FINDINGS_TABLES = (
          "first_drift_round", "relation", "lag_rounds"],
     ),
     (
-        "Exploratory: within-seed Spearman rho of accuracy change and consistency (Holm over metrics)",
+        "Within-seed Spearman rho of accuracy change and consistency (tested from 5 rounds; Holm over distinct metrics)",
         "correlations",
-        ["method", "metric", "n_seeds", "n_rounds", "mean_rho", "ci_low", "ci_high", "p", "p_holm", "significant"],
+        ["method", "metric", "kind", "n_seeds", "n_rounds", "mean_rho", "ci_low", "ci_high", "p", "p_holm", "same_as",
+         "significant"],
     ),
     (
         "Concept significance changes relative to the dense net",
@@ -214,6 +217,11 @@ def _tables_markdown(summary: pd.DataFrame, findings: dict[str, Any]) -> list[st
     if not quality.empty:
         lines += ["### Localisation and faithfulness (seed means)", "", markdown_table(quality)]
     lines += _per_round_tables(findings)
+    lines += [
+        "### Power: minimum detectable effect (MDE) at 80% power of each test per round (docs/power.md)",
+        "",
+        markdown_table(pd.DataFrame(power_rows(findings))),
+    ]
     for heading, key, columns in FINDINGS_TABLES:
         lines += [f"### {heading}", "", markdown_table(_records(findings[key], columns))]
     lines += ["### Controls minus tickets at equal round (paired over seeds, Holm per metric)", ""]

@@ -6,64 +6,36 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ticketlens.analysis.tables import split_consistency_column
+from ticketlens.report.calibration_text import calibration_sentences
+from ticketlens.report.correlation_text import correlation_sentences
+from ticketlens.report.power_text import (
+    accuracy_power,
+    drift_power,
+    from_round,
+    power_sentences,
+    rounds_text,
+    undecided_drift_rounds,
+)
+from ticketlens.report.wording import (
+    branch_noun,
+    finite,
+    format_accuracy,
+    format_p,
+    format_percent,
+    format_points,
+    interval_text,
+    method_name,
+    metric_name,
+)
 from ticketlens.study import (
-    BRANCH_NOUNS,
     DENSE_ROUND,
     HEADLINE_METRIC,
-    METHOD_NAMES,
-    SIMILARITY_METRICS,
     TICKET,
 )
 
 # The sections of the study report that repeat a dataset's sentences (the others stay in its own report).
 STUDY_SECTIONS = ("Accuracy", "When explanations drift", "Controls at equal sparsity", "TCAV calibration")
-
-
-def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
-
-
-def metric_name(metric: str) -> str:
-    return SIMILARITY_METRICS.get(metric, metric)
-
-
-def branch_noun(branch: str) -> str:
-    return BRANCH_NOUNS.get(branch, branch)
-
-
-def _finite(value: Any) -> bool:
-    return value is not None and bool(np.isfinite(value))
-
-
-def format_p(p: float | None) -> str:
-    """'p = 0.003' or 'p < 1e-4' (p-values that small are not resolved by a handful of seeds anyway)."""
-    if not _finite(p):
-        return "p n/a"
-    return f"p = {p:.2g}" if p >= 1e-4 else "p < 1e-4"
-
-
-def format_percent(fraction: float | None) -> str:
-    return "n/a" if fraction is None else f"{100 * fraction:.3g}%"
-
-
-def format_accuracy(value: float | None) -> str:
-    return "n/a" if not _finite(value) else f"{100 * value:.2f}%"
-
-
-def format_points(value: float | None) -> str:
-    """An accuracy difference in percentage points, with its sign."""
-    return "n/a" if not _finite(value) else f"{100 * value:+.2f}"
-
-
-def interval_text(low: float | None, high: float | None, scale: float = 1.0, unit: str = "") -> str:
-    if not (_finite(low) and _finite(high)):
-        return "no interval"
-    if scale == 100.0:
-        return f"{100 * low:+.2f} to {100 * high:+.2f}{unit}"
-    return f"{scale * low:.3g} to {scale * high:.3g}{unit}"
 
 
 def _where(round_: int | None, remaining: float | None) -> str:
@@ -87,7 +59,7 @@ def _level(findings: dict[str, Any]) -> str:
 
 def _dense_sentence(findings: dict[str, Any]) -> str:
     m, n = findings["accuracy_match"], findings["n_seeds"]
-    if _finite(m.get("dense_ci_low")) and findings.get("tested", n >= 3):
+    if finite(m.get("dense_ci_low")) and findings.get("tested", n >= 3):
         noise = ", test-set noise included" if m.get("test_set_noise") else ""
         detail = (
             f"95% interval {format_accuracy(m['dense_ci_low'])} to {format_accuracy(m['dense_ci_high'])} "
@@ -121,8 +93,11 @@ def accuracy_sentences(findings: dict[str, Any]) -> list[str]:
         )
     if first is not None:
         row = rounds[first]
+        where = from_round(first, findings["rounds"]).replace(
+            f"round {first}", _where(first, m["first_failing_remaining"])
+        )
         out.append(
-            f"From {_where(first, m['first_failing_remaining'])} on, tickets fail: accuracy is "
+            f"{_capitalise(where)}, tickets fail: accuracy is "
             f"{abs(100 * row['difference']):.2f} points {_side(row['difference'])} the dense net's "
             f"({_level(findings)} interval "
             f"{interval_text(row['ci_low'], row['ci_high'], 100, ' points')}), significantly beyond the {margin}."
@@ -130,8 +105,8 @@ def accuracy_sentences(findings: dict[str, Any]) -> list[str]:
     undecided = [r for r in rounds if r > last and (first is None or r < first)]
     if undecided:
         out.append(
-            f"Whether tickets match is not determined at round(s) {', '.join(map(str, undecided))}: "
-            f"the interval includes the {margin}."
+            f"Whether tickets match is not determined at {rounds_text(undecided)}: the interval includes the "
+            f"{margin}; " + "; ".join(accuracy_power(rounds[r], m["margin"]) for r in undecided) + "."
         )
     return out + [f"Test: {m['test']}."]
 
@@ -141,10 +116,10 @@ def accuracy_sentences(findings: dict[str, Any]) -> list[str]:
 
 def _levels_sentence(d: dict[str, Any]) -> str:
     what = f"{method_name(d['method'])} consistency ({metric_name(d['metric'])})"
-    ceiling = f"{d['ceiling']:.3f}" if _finite(d["ceiling"]) else "n/a (fewer than 2 dense seeds)"
-    if _finite(d.get("ceiling_ci_low")):
+    ceiling = f"{d['ceiling']:.3f}" if finite(d["ceiling"]) else "n/a (fewer than 2 dense seeds)"
+    if finite(d.get("ceiling_ci_low")):
         ceiling += f" (95% interval {interval_text(d['ceiling_ci_low'], d['ceiling_ci_high'])})"
-    floor = f"{d['floor']:.3f}" if _finite(d["floor"]) else "n/a"
+    floor = f"{d['floor']:.3f}" if finite(d["floor"]) else "n/a"
     return (
         f"{what}: the ceiling, a dense net compared with the dense nets of the other seeds, is {ceiling}; "
         f"the floor, a dense net compared with its randomised-weights copy, is {floor}."
@@ -155,15 +130,26 @@ def _drift_sentence(d: dict[str, Any], findings: dict[str, Any]) -> str:
     rounds = {r["round"]: r for r in d["per_round"]}
     first, last = d["first_drift_round"], d["last_not_drifted_round"]
     if first is None:
-        if d["relation"] == "no drift observed in the rounds run":
+        if d["relation"] == "not drifted in the rounds run":
             return (
-                "No drift observed in the rounds run: at no round is consistency with the own dense net "
-                "significantly below the ceiling."
+                "Not drifted in the rounds run: at every round consistency with the own dense net is "
+                "significantly above the ceiling minus the margin."
             )
-        return "Drift onset not determined: a drift at some round is not confirmed up to the last round."
+        undecided = undecided_drift_rounds(d)
+        if not undecided:
+            return "Drift onset not determined: a drift at some round is not confirmed up to the last round."
+        return (
+            f"Drift not determined at {rounds_text([r['round'] for r in undecided])} (consistency with the own "
+            "dense net neither significantly below the ceiling nor above it): "
+            + "; ".join(drift_power(r, findings["consistency_margin"]) for r in undecided)
+            + ". No drift was shown, which is not evidence that there is none."
+        )
     row = rounds[first]
+    where = from_round(first, findings["rounds"]).replace(
+        f"round {first}", _where(first, d["first_drift_remaining"])
+    )
     return (
-        f"Tickets have drifted from {_where(first, d['first_drift_remaining'])} on: consistency with their "
+        f"Tickets have drifted {where}: consistency with their "
         f"own dense net is {abs(row['difference']):.3f} {_side(row['difference'])} the ceiling "
         f"({_level(findings)} interval "
         f"{interval_text(row['ci_low'], row['ci_high'])}); the onset lies after round {last} and at or "
@@ -207,6 +193,59 @@ def drift_sentences(findings: dict[str, Any]) -> list[str]:
     return out
 
 
+EMPTY_CAUSE = {
+    "gradcam": "emptied by Grad-CAM's ReLU",
+    "saliency": "an all-zero gradient; gradient saliency has no ReLU",
+}
+
+
+EMPTY_RULE = (
+    "Rule for maps with no positive cell (one for every pair, none dropped): such a map has no ranking and no "
+    "top set, so a pair with exactly one scores rank correlation 0 (what unrelated maps score on average) and "
+    "top-k IoU 0, a pair with two scores 1; consistency is shown on all pairs and, separately, on the pairs "
+    "without an empty map, and the share of pairs with one is tested against the dense seed pairs' share."
+)
+
+
+def _undecided(test: dict[str, Any], what: str) -> str:
+    mde = (test.get("power") or {}).get("mde")
+    return f"not determined; could detect {what} of {mde:.2g} or more" if finite(mde) else "not determined"
+
+
+def _empty_round_sentence(method: str, row: dict[str, Any], level: str) -> str:
+    share, kept = row["empty_share"], row["nonempty_consistency"]
+    text = (
+        f"{method_name(method)} at round {row['round']}: {format_percent(share['value'])} of ticket-dense pairs "
+        f"have an empty map, {format_percent(share['value'] - share['difference'])} of dense seed pairs "
+        f"(difference {share['difference']:+.3f}, {level} interval {interval_text(share['ci_low'], share['ci_high'])}, "
+        f"one-sided {format_p(share['p'])}: "
+        + (
+            "more empty maps than between dense seeds"
+            if share["significant"]
+            else _undecided(share, "an excess")
+        )
+        + ")"
+    )
+    if finite(kept["value"]):
+        text += (
+            f"; on the pairs without an empty map consistency is {kept['value']:.3f}, "
+            f"{kept['difference']:+.3f} from the ceiling on such dense pairs ({level} interval "
+            f"{interval_text(kept['ci_low'], kept['ci_high'])}, one-sided {format_p(kept['p'])}: "
+            + ("below the ceiling" if kept["significant"] else _undecided(kept, "a drop"))
+            + ")"
+        )
+    return text + "."
+
+
+def empty_pair_sentences(findings: dict[str, Any]) -> list[str]:
+    """The empty-map rule, and per method the last round's two tests (`analysis.empty_maps`)."""
+    rows = [(e["method"], e["per_round"][-1]) for e in findings.get("empty_pairs", []) if e["per_round"]]
+    shown = [(m, r) for m, r in rows if finite(r["empty_share"]["value"]) and r["empty_share"]["value"] > 0]
+    if not findings.get("tested", True) or not rows:
+        return [EMPTY_RULE] if rows else []
+    return [EMPTY_RULE] + [_empty_round_sentence(m, r, _level(findings)) for m, r in shown]
+
+
 def empty_map_sentences(findings: dict[str, Any]) -> list[str]:
     counts = findings.get("empty_maps", {})
     out = []
@@ -214,43 +253,13 @@ def empty_map_sentences(findings: dict[str, Any]) -> list[str]:
         total = sum(r["empty"] for r in rows)
         probes = sum(r["maps"] for r in rows)
         worst = max(rows, key=lambda r: r["empty"] / max(r["maps"], 1), default=None)
-        text = f"{method_name(method)} maps with no positive cell (empty after the ReLU): {total} of {probes}"
+        text = f"{method_name(method)} maps with no positive cell ({EMPTY_CAUSE.get(method, 'empty')}): {total} of {probes}"
         if worst is not None and worst["empty"]:
             text += (
                 f"; most at {branch_noun(worst['branch'])} round {worst['round']} "
                 f"({worst['empty']} of {worst['maps']})"
             )
-        out.append(text + ". Every metric scores them by its stated rule; none is dropped.")
-    return out
-
-
-def correlation_sentences(findings: dict[str, Any]) -> list[str]:
-    out = []
-    for c in findings["correlations"]:
-        if c["metric"] != HEADLINE_METRIC:
-            continue
-        what = f"{method_name(c['method'])} consistency ({metric_name(c['metric'])})"
-        if not _finite(c["mean_rho"]):
-            out.append(
-                f"Exploratory: the within-seed correlation of accuracy change and {what} is undefined."
-            )
-            continue
-        if _finite(c["p_holm"]):
-            verdict = "significant" if c["significant"] else "not significant"
-            test = (
-                f"95% interval {interval_text(c['ci_low'], c['ci_high'])}, Holm-adjusted "
-                f"{format_p(c['p_holm'])} over {len(findings['correlations'])} metrics: {verdict} at alpha "
-                f"{findings['alpha']:g}"
-            )
-        elif c["n_seeds"] < 3:
-            test = f"no test: {c['n_seeds']} seed(s) with a defined rho, a test needs at least 3"
-        else:
-            test = "no test: the same rho in every seed, so no spread to test against"
-        out.append(
-            f"Exploratory: within each seed, across pruned rounds, accuracy change and {what} have mean "
-            f"Spearman rho = {c['mean_rho']:.2f} over {c['n_seeds']} seeds ({test}); both fall with "
-            "sparsity, so this says they fall together, not why."
-        )
+        out.append(text + ".")
     return out
 
 
@@ -258,9 +267,12 @@ def concept_sentences(findings: dict[str, Any], limit: int = 8) -> list[str]:
     dense = findings["concepts_dense_significant"]
     names = sorted({d["concept"] for d in dense})
     out = [
-        f"The dense network has {len(dense)} significant concept-layer-class "
-        + ("combination" if len(dense) == 1 else "combinations")
-        + (f" (concepts: {', '.join(names)})." if names else ".")
+        f"{len(dense)} concept x layer x class "
+        + ("row is" if len(dense) == 1 else "rows are")
+        + f" significant in a majority (more than half) of the {findings['n_seeds']} dense nets"
+        + (f" (concepts: {', '.join(names)})" if names else "")
+        + "; the tables' \"significant rows per net\" is a different count: each net's own number of "
+        "significant rows, averaged over seeds."
     ]
     for d in dense[:limit]:
         out.append(
@@ -285,31 +297,6 @@ def concept_sentences(findings: dict[str, Any], limit: int = 8) -> list[str]:
     return out
 
 
-def calibration_sentences(findings: dict[str, Any]) -> list[str]:
-    """How the TCAV test behaves on held-out random image sets run as concepts (its calibration)."""
-    cal = findings.get("tcav_calibration") or {}
-    alpha = findings.get("tcav_alpha", findings["alpha"])
-    method = (
-        "TCAV test: per concept, layer and class, the mean cosine between the concept's CAVs (one against each "
-        "of K random counterparts) and the class's gradients is ranked against a permutation null of random "
-        "sets drawn from the random pool together with the concept's own images, each treated exactly like "
-        f"the concept; two-sided; Holm per ticket over concepts x layers x classes at alpha {alpha:g}; a "
-        "concept whose CAV is not more accurate than its null's is not learnable at that layer and never "
-        "significant. Scores shown are TCAV scores (share of inputs with a positive directional derivative)."
-    )
-    if not cal.get("rows"):
-        return [method, "No calibration sets were run (explanations.tcav.n_calibration_sets is 0)."]
-    return [
-        method,
-        f"Calibration: {cal['sets']} held-out random image sets run as concepts ({cal['rows']} layer-class rows "
-        f"over all tickets) were rejected in {format_percent(cal['rate_uncorrected'])} of rows before correction "
-        f"(a calibrated test: about {format_percent(alpha)}; 99% binomial bound {format_percent(cal['upper_bound_99'])}), "
-        f"{format_percent(cal['rate_gated'])} with the learnability gate, and "
-        f"{format_percent(cal['rate_holm'])} after Holm; {format_percent(cal['rate_sets_flagged_holm'])} of the sets "
-        "had any significant row.",
-    ]
-
-
 def _gap_sentence(gap: dict[str, Any]) -> str:
     """One control's gap to the ticket, with its direction, interval and Holm-adjusted test."""
     if gap["metric"] == "test_accuracy":
@@ -323,15 +310,17 @@ def _gap_sentence(gap: dict[str, Any]) -> str:
             f"{method_name(method)} consistency ({metric_name(metric)})",
         )
     side = "below" if gap["mean_gap"] < 0 else "above"
+    significant = bool(gap.get("significant")) and finite(gap.get("p_holm"))
+    prefix = "" if significant else "Descriptive, not a finding (no significant difference): "
     parts = []
-    if _finite(gap.get("ci_low")):
+    if finite(gap.get("ci_low")):
         parts.append(f"gap 95% interval {interval_text(gap['ci_low'], gap['ci_high'], scale, unit)}")
     parts.append(gap["test"])
-    if _finite(gap.get("p_holm")):
+    if finite(gap.get("p_holm")):
         parts.append(f"Holm-adjusted {format_p(gap['p_holm'])}")
     parts.append(f"n = {gap['n']}")
     return (
-        f"At round {gap['round']} ({format_percent(gap['remaining'])} remaining) the "
+        f"{prefix}at round {gap['round']} ({format_percent(gap['remaining'])} remaining) the "
         f"{branch_noun(gap['control'])}'s {what} is {size} {side} the ticket's ({'; '.join(parts)})."
     )
 
@@ -342,7 +331,7 @@ def control_sentences(findings: dict[str, Any]) -> list[str]:
     return [
         _gap_sentence(g)
         for g in findings["control_gaps"]
-        if g["round"] == last and g["metric"] in ("test_accuracy", head) and _finite(g["mean_gap"])
+        if g["round"] == last and g["metric"] in ("test_accuracy", head) and finite(g["mean_gap"])
     ]
 
 
@@ -354,40 +343,13 @@ def finding_sentences(findings: dict[str, Any]) -> dict[str, list[str]]:
     """Report sections, each a list of sentences built from findings.json numbers only."""
     sections = {
         "Accuracy": accuracy_sentences(findings),
-        "When explanations drift": drift_sentences(findings) + empty_map_sentences(findings),
+        "When explanations drift": drift_sentences(findings)
+        + empty_map_sentences(findings)
+        + empty_pair_sentences(findings),
         "Exploratory: accuracy and consistency together": correlation_sentences(findings),
         "Concepts": concept_sentences(findings),
         "TCAV calibration": calibration_sentences(findings),
         "Controls at equal sparsity": control_sentences(findings),
+        "Power: what the study could have detected": power_sentences(findings),
     }
     return {name: [_capitalise(s) for s in sentences] for name, sentences in sections.items()}
-
-
-def headline(findings: dict[str, Any]) -> str:
-    """One line per dataset for stdout and the study report."""
-    m = findings["accuracy_match"]
-    parts = [f"dense {format_accuracy(m['dense_accuracy'])}"]
-    if not findings.get("tested", True):
-        parts.append(f"{findings['n_seeds']} seed(s): numbers only, no test")
-        return f"{findings.get('dataset')}: " + "; ".join(parts)
-    last, first = m["last_matching_round"], m["first_failing_round"]
-    matched = (
-        f"tickets match to {format_percent(m['last_matching_remaining'])} weights (round {last})"
-        if last != DENSE_ROUND
-        else "matching not shown at any round"
-    )
-    parts.append(matched + (f", fail from round {first}" if first is not None else ""))
-    head = findings.get("headline_consistency")
-    for d in findings["drift"]:
-        if d["column"] != head:
-            continue
-        what = f"{method_name(d['method'])} consistency"
-        if d["relation"] in ("before", "with", "after"):
-            parts.append(f"{what} drifts {d['relation']} accuracy fails")
-        elif d["first_drift_round"] is None:
-            parts.append(f"{what}: {d['relation']}")
-        else:
-            parts.append(
-                f"{what} drifts from round {d['first_drift_round']} (relation to accuracy not determined)"
-            )
-    return f"{findings.get('dataset')}: " + "; ".join(parts)
