@@ -45,7 +45,7 @@ from ticketlens.study import TICKET_FILES, PruningSettings, TcavSettings, Ticket
 MODEL, MODEL_WIDTH = "conv4", 0.25
 TRAINING = TrainingSettings(optimizer="adam", lr=0.002, momentum=0.9, weight_decay=0.0, batch_size=64,
                             iterations=150, eval_every=50, checkpoint_every=500,
-                            test_at="end", init="default")  # fmt: skip
+                            test_at="end", init="default", lr_schedule="constant")  # fmt: skip
 PRUNING = PruningSettings(scope="global", rate_conv=0.4, rate_fc=0.5, rate_output=0.25, exclude=(),
                           one_shot=False, rewind_iteration=0)  # fmt: skip
 CLASSIFIERS = ("sgd", "logistic", "fastcav")

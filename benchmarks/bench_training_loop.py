@@ -91,6 +91,7 @@ def main() -> None:
         checkpoint_every=args.iterations,  # no checkpoint path: never written
         init="default",
         test_at="end",
+        lr_schedule="constant",
     )
     shape = images.shape
     bare, ours = [], []

@@ -45,6 +45,7 @@ TOY = DatasetSettings(
         checkpoint_every=20,
         init="default",
         test_at="end",
+        lr_schedule="constant",
     ),
 )
 TOY_PRUNING = PruningSettings(
