@@ -1,9 +1,11 @@
 # ticketlens: lottery tickets, explained. Run with `snakemake --cores N` (see README.md).
+import os
 import sys
 from pathlib import Path
 
 from ticketlens.config import ConfigError, study_params, validate_params
 from ticketlens.errors import UserError
+from ticketlens.runtime import kernels
 from ticketlens.runtime.startup import check_results, hash_cache_path
 
 
@@ -22,6 +24,10 @@ try:
     )
 except ConfigError as err:
     sys.exit(f"ticketlens: {err}")
+
+# Every job's CPU kernels (study.kernels, ticketlens.runtime.kernels): each `ticketlens` command and the
+# job server pin them from this variable, which local jobs, the job server and cluster jobs inherit.
+os.environ[kernels.ENV] = config["study"]["kernels"]
 
 # Snakemake decides re-runs by mtime: refuse to start while a trained ticket is not what its files record
 # (e.g. a checkpoint replaced with `cp -p`). Jobs that a cluster runs as nested Snakemake calls skip it.

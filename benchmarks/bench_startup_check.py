@@ -57,9 +57,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--megabytes", type=float, default=40.0, help="size of each checkpoint")
     args = parser.parse_args()
-    study = StudySettings(
-        ("bench",), tuple(range(args.seeds)), args.rounds, ("reinit", "randmask"), 1, 10**6, "auto"
-    )
+    study = StudySettings(datasets=("bench",), seeds=tuple(range(args.seeds)), rounds=args.rounds,
+                          controls=("reinit", "randmask"), threads=1, kernels="reproducible", max_jobs=10**6,
+                          device="auto")  # fmt: skip
     pruning = PruningSettings("global", 0.2, 0.2, 0.1, (), False, 0)
     params = StudyParams(study, pruning, None, {})  # type: ignore[arg-type]
     root = Path(tempfile.mkdtemp(prefix="bench_startup_"))

@@ -46,7 +46,8 @@ MODEL, MODEL_WIDTH = "conv4", 0.25
 TRAINING = TrainingSettings(optimizer="adam", lr=0.002, momentum=0.9, weight_decay=0.0, batch_size=64,
                             iterations=150, eval_every=50, checkpoint_every=500,
                             test_at="end", init="default", model_init="scratch", weights_file=None,
-                            augment="none", precision="fp32", channels_last=None)  # fmt: skip
+                            augment="none", precision="fp32", channels_last=None,
+                            lr_schedule="constant")  # fmt: skip
 PRUNING = PruningSettings(scope="global", rate_conv=0.4, rate_fc=0.5, rate_output=0.25, exclude=(),
                           one_shot=False, rewind_iteration=0)  # fmt: skip
 CLASSIFIERS = ("sgd", "logistic", "fastcav")

@@ -75,6 +75,7 @@ TOY = DatasetSettings(
         augment="none",
         precision="fp32",
         channels_last=None,
+        lr_schedule="constant",
     ),
 )
 TOY_PRUNING = PruningSettings(

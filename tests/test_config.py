@@ -83,7 +83,7 @@ def test_a_missing_key_is_an_error_naming_it(path):
         (
             "study.rouns",
             3,
-            r"unknown key 'study.rouns' \(allowed keys: controls, datasets, device, max_jobs, rounds, seeds, threads\)",
+            r"unknown key 'study.rouns' \(allowed keys: controls, datasets, device, kernels, max_jobs, rounds, seeds, threads\)",
         ),
         ("study.seeds", KeyError, r"'seeds' is a required property"),
         (

@@ -20,6 +20,7 @@ from typing import Any
 
 from ticketlens import study
 from ticketlens.errors import UserError
+from ticketlens.runtime import kernels
 from ticketlens.runtime.jobclient import run_on_server
 from ticketlens.study import Ticket
 
@@ -145,6 +146,10 @@ COMMANDS: dict[str, Command] = {
         Arg("--results", convert=Path, options={"default": "results"}),
         Arg("--check", options={"action": "store_true", "help": "only compare; fail when the block differs"}),
     )),
+    "verify": Command("ticketlens.report.verify:verify", "compare a finished study with the pinned one (git)", (
+        Arg("--pinned", options={"default": "HEAD", "help": "git revision of the pinned study"}),
+        Arg("--results", convert=Path, options={"default": "results"}),
+    )),
     "data-check": Command("ticketlens.data.birds.check:check_data", "validate a CUB-200-2011 copy, print its counts", (
         Arg("--dataset", options={"choices": ["cub", "synthbirds"], "default": "cub"}),
         Arg("--root", convert=Path),
@@ -184,7 +189,9 @@ def run_command(name: str, args: argparse.Namespace) -> Any:
     for arg in command.args:
         value = getattr(args, _param(arg) if arg.flag.startswith("-") else arg.flag)
         kwargs[_param(arg)] = arg.convert(value) if arg.convert and value is not None else value
-    return getattr(importlib.import_module(module), function)(**kwargs)
+    target = getattr(importlib.import_module(module), function)
+    kernels.configure_torch()  # the module has imported torch, if the command uses it
+    return target(**kwargs)
 
 
 def _setup_logging(log_file: str | None) -> None:
@@ -210,7 +217,13 @@ def _describe(err: BaseException) -> str:
 
 
 def main() -> int:
-    """The console script: on a workstation job server (torch already imported) when one runs, else here."""
+    """The console script: on a workstation job server (torch already imported) when one runs, else here.
+    The CPU kernels are pinned first, before anything can import torch (runtime.kernels)."""
+    try:
+        kernels.pin_environment()
+    except UserError as err:
+        print(f"ticketlens: error: {err}", file=sys.stderr)
+        return 2
     code = run_on_server(sys.argv)
     return run(sys.argv[1:]) if code is None else code
 
@@ -224,7 +237,7 @@ def run(argv: list[str]) -> int:
     _setup_logging(args.log)
     errors = logging.getLogger("ticketlens.errors")
     try:
-        run_command(name, args)
+        result = run_command(name, args)
     except (UserError, OSError) as err:
         message = f"ticketlens {name}: error: {_describe(err)}"
         print(message, file=sys.stderr)
@@ -235,7 +248,7 @@ def run(argv: list[str]) -> int:
     except Exception:
         errors.exception(f"ticketlens {name}: unexpected error")
         raise
-    return 0
+    return result if type(result) is int else 0  # a command that answers yes/no (verify) returns its status
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -180,6 +181,19 @@ DATASET_FILES = {
     "report": "report.md",
     "figures": "figures",
 }
+# The cross-dataset outputs under results/ (rule build_study_report).
+STUDY_OUTPUTS = {"report": "report.md", "metrics": "metrics.json", "summary": "summary.txt"}
+# The small results that git tracks (dvc.yaml `cache: false`): what a fresh clone can diff and
+# `ticketlens verify` compares. Everything else under results/ is DVC-cached.
+TRACKED_DATASET_OUTPUTS = ("summary", "summary_agg", "tcav_summary", "findings", "metrics", "report")
+
+
+def tracked_results(datasets: Iterable[str]) -> list[Path]:
+    """The git-tracked result files of a study over `datasets`, relative to results/."""
+    files = [Path(name) for name in STUDY_OUTPUTS.values()]
+    for dataset in datasets:
+        files += [Path(dataset) / DATASET_FILES[key] for key in TRACKED_DATASET_OUTPUTS]
+    return files
 
 
 @dataclass(frozen=True)
@@ -245,6 +259,7 @@ class StudySettings(Settings):
     rounds: int
     controls: tuple[str, ...]
     threads: int
+    kernels: str  # reproducible | native (runtime.kernels)
     max_jobs: int
     device: str  # auto | cpu | cuda | cuda:N (ticketlens.device.resolve_device)
 
@@ -319,6 +334,7 @@ class TrainingSettings(Settings):
     augment: str  # none | crop_flip (augment.py)
     precision: str  # fp32 | bf16 (device.autocast)
     channels_last: bool | None  # None: on for CUDA only
+    lr_schedule: str  # "constant" or "cosine" (lottery.training.learning_rate)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,14 @@ DENSE, ROUND1, REINIT1 = (
 )
 PARAMS = StudyParams(
     study=StudySettings(
-        datasets=("toy",), seeds=(0,), rounds=1, controls=("reinit",), threads=1, max_jobs=100, device="cpu"
+        datasets=("toy",),
+        seeds=(0,),
+        rounds=1,
+        controls=("reinit",),
+        threads=1,
+        max_jobs=100,
+        device="cpu",
+        kernels="reproducible",
     ),
     pruning=TOY_PRUNING,
     explanations=None,  # type: ignore[arg-type]  # not read by the start-up check

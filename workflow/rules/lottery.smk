@@ -29,6 +29,7 @@ rule train_ticket:
         width=lambda wc: PARAMS.datasets[wc.dataset].model_width,
         training=lambda wc: PARAMS.datasets[wc.dataset].training.to_json(),
         pruning=PARAMS.pruning.to_json(),
+        kernels=STUDY.kernels,  # not in the command (the Snakefile exports it): a change re-trains
         links=lambda wc, input: " ".join(
             [
                 optional_flag("--previous", input.get("previous")),

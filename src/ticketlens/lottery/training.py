@@ -30,6 +30,7 @@ from ticketlens.study import TrainingSettings
 log = logging.getLogger("ticketlens.lottery.training")
 
 END, EARLY_STOP = "end", "early_stop"  # training.test_at
+CONSTANT, COSINE = "constant", "cosine"  # training.lr_schedule
 
 
 class DivergedError(UserError):
@@ -107,6 +108,21 @@ class BatchStream:
                 else:
                     yield images.float().div_(255.0), labels
             iteration = (epoch + 1) * self.per_epoch
+
+
+def learning_rate(config: TrainingSettings, iteration: int) -> float:
+    """The step size of step `iteration` (0-based): `lr` throughout (`constant`), or half a cosine from `lr`
+    at step 0 down to 0 after the last step (`cosine`), so a round ends with small steps on a plateau.
+    It depends on the step only: a round resumed, or a ticket trained from the rewind step k, takes the
+    same step sizes as an uninterrupted run."""
+    if config.lr_schedule == CONSTANT:
+        return config.lr
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * iteration / config.iterations))
+
+
+def _set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def make_optimizer(params, config: TrainingSettings) -> torch.optim.Optimizer:
@@ -190,6 +206,7 @@ def train(
         if not math.isfinite(value := loss.item()):
             raise _diverged(state.iteration + 1, "loss", value, config, checkpoint_path)
         loss.backward()
+        _set_learning_rate(optimizer, learning_rate(config, state.iteration))
         optimizer.step()
         state.iteration += 1
         seen += len(y)

@@ -10,6 +10,9 @@ import socket
 import struct
 import sys
 from pathlib import Path
+from typing import Any
+
+from ticketlens.runtime import kernels
 
 ENV = "TICKETLENS_JOB_SERVER"  # the socket's path, or "off"
 LENGTH = struct.Struct("!I")
@@ -17,9 +20,14 @@ STATUS = struct.Struct("!i")
 MISMATCH = -1000  # the server runs another interpreter or package: run the command in the client
 
 
-def identity() -> dict[str, str]:
-    """What must match between client and server: the interpreter and the package on disk."""
-    return {"python": sys.executable, "package": str(Path(__file__).resolve().parents[1])}
+def identity() -> dict[str, Any]:
+    """What must match between client and server: the interpreter, the package on disk and the CPU
+    kernels (a server pinned for other kernels would compute other floats)."""
+    return {
+        "python": sys.executable,
+        "package": str(Path(__file__).resolve().parents[1]),
+        "kernels": kernels.signature(),
+    }
 
 
 def run_on_server(argv: list[str]) -> int | None:

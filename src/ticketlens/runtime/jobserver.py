@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ticketlens.cli import COMMANDS, run
+from ticketlens.runtime import kernels
 from ticketlens.runtime.jobclient import ENV, LENGTH, MISMATCH, STATUS, identity, receive_exactly
 
 _PRELOAD = ("torch", "numpy", "pandas")  # and every command's module (ticketlens.cli.COMMANDS)
@@ -49,8 +50,10 @@ def serve(path: Path, log_path: Path | None = None) -> None:
     # Ctrl-C reaches the whole process group: it is for the jobs; the server ends with its Snakemake
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
+    kernels.pin_environment()  # before torch loads, as in every `ticketlens` command
     for module in (*_PRELOAD, *sorted({c.target.split(":")[0] for c in COMMANDS.values()})):
         importlib.import_module(module)
+    kernels.configure_torch()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # bind under a temporary name and rename: the socket appears only once it accepts connections
