@@ -7,12 +7,30 @@ STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast lint format bench report readme clean-results
+.PHONY: setup lock run test test-fast lint format bench report readme clean-results
 
-$(STAMP): pyproject.toml
+LOCK := requirements-lock.txt
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
+UV := uv==0.13.9
+
+# Every transitive dependency from the lock, each checked against its pinned hashes; then the package itself
+# (no dependencies of its own: the lock has them). pyproject.toml keeps the ranges for library users.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[workflow,dev]'
+	$(PIP) install --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+# Re-resolve the lock after a change to pyproject.toml's dependencies (seconds; uv is not in the lock).
+# PyPI plus the machine's local indexes (where pip.conf names them: torch's wheels lie there on our machines).
+lock: setup
+	$(PIP) install $(UV)
+	$(BIN)/uv pip compile pyproject.toml --extra workflow --extra dev --generate-hashes --no-header \
+	  --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --index-strategy unsafe-best-match \
+	  --index-url https://pypi.org/simple $$($(BIN)/python -m pip config get global.extra-index-url 2>/dev/null \
+	  | tr ' ' '\n' | sed -n 's|^file://|--extra-index-url file://|p') \
+	  --output-file $(LOCK) build-requirements.in
 
 setup: $(STAMP)
 
