@@ -149,6 +149,7 @@ def metrics_columns(metrics: dict[str, Any]) -> dict[str, Any]:
         "test_loss": float(np.nan if metrics.get("test_loss") is None else metrics["test_loss"]),
         "early_stop_iteration": float(metrics.get("early_stop_iteration", np.nan)),
         "early_stop_val_accuracy": float(metrics.get("early_stop_val_accuracy", np.nan)),
+        "late_val_gain": float(metrics.get("late_val_gain", np.nan)),
     }
 
 

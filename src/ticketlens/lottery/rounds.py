@@ -52,6 +52,7 @@ from ticketlens.lottery.training import (
     effective_state,
     evaluate,
     keep_resume,
+    late_val_gain,
     train,
 )
 from ticketlens.study import (
@@ -389,6 +390,7 @@ def _curve_metrics(state: TrainState, masks: Masks) -> dict[str, Any]:
     return {
         "val_curve": state.val_curve,
         **early_stop(state.val_curve),
+        "late_val_gain": late_val_gain(state.val_curve),
         "remaining_fraction": remaining,
         "remaining_per_layer": per_layer,
     }

@@ -350,3 +350,18 @@ def early_stop(val_curve: list[dict[str, float]]) -> dict[str, float]:
     """The evaluation point with minimum validation loss (Frankle & Carbin's early-stopping criterion)."""
     best = min(val_curve, key=lambda point: point["val_loss"])
     return {"early_stop_iteration": best["iteration"], "early_stop_val_accuracy": best["val_accuracy"]}
+
+
+LATE_FRACTION = 0.25  # "on a plateau": what the last quarter of a round's iterations still gained
+
+
+def late_val_gain(val_curve: list[dict[str, float]]) -> float:
+    """Validation accuracy at the last evaluation minus at the last one at or before 75% of the round's
+    final iteration: about 0 for a net trained to a plateau, large for one stopped while still climbing
+    (the issue-20 symptom: 51%, 75%, 80%, 95% at iterations 100-400). NaN with fewer than two evaluations."""
+    if len(val_curve) < 2:
+        return float("nan")
+    last = val_curve[-1]
+    cut = (1.0 - LATE_FRACTION) * last["iteration"]
+    earlier = [point for point in val_curve[:-1] if point["iteration"] <= cut] or val_curve[:1]
+    return float(last["val_accuracy"] - earlier[-1]["val_accuracy"])
