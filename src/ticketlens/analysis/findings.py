@@ -397,7 +397,9 @@ def compact_metrics(summary: pd.DataFrame, findings: dict[str, Any]) -> dict[str
         out[f"{column}_maps"] = float(summary[column].sum())
     out["n_concept_changes"] = len(findings["concept_changes"])
     if "late_val_gain" in summary:  # on a plateau? dense nets and tickets (docs/benchmarks.md, issue 20)
-        out["max_late_val_gain_tickets"] = float(summary.loc[summary["branch"] == TICKET, "late_val_gain"].max())
+        out["max_late_val_gain_tickets"] = float(
+            summary.loc[summary["branch"] == TICKET, "late_val_gain"].max()
+        )
     cleaned = clean_json(out)
     # Six significant digits: enough for any comparison, short enough to read in `dvc metrics diff`.
     return {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in cleaned.items() if v is not None}
