@@ -221,7 +221,8 @@ def test_default_demo_is_learnable(tmp_path: Path) -> None:
 
 
 def test_too_few_images_for_a_validation_split_are_refused(tmp_path: Path) -> None:
-    config = birds(root=str(tmp_path / "raw"), n_classes=2, images_per_class=4, validation_fraction=0.1)
+    # 2 images a class: 1 train, 1 test, so no class can give a validation image
+    config = birds(root=str(tmp_path / "raw"), n_classes=2, images_per_class=2, validation_fraction=0.1)
     out = tmp_path / "prepared" / "data.pt"
     hint = "raise datasets.synthbirds.validation_fraction or datasets.synthbirds.images_per_class"
     with pytest.raises(UserError, match=rf"validation split has 0 images for 2 classes .*{hint}\)$"):
