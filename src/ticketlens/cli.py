@@ -153,6 +153,10 @@ COMMANDS: dict[str, Command] = {
     "data-check": Command("ticketlens.data.birds.check:check_data", "validate a CUB-200-2011 copy, print its counts", (
         Arg("--dataset", options={"choices": ["cub", "synthbirds"], "default": "cub"}),
         Arg("--root", convert=Path),
+        Arg("--concepts", options={"nargs": "*", "default": None, "help": "concepts to count images for (default: cbm112 on CUB's vocabulary)"}),
+        Arg("--min-certainty", options={"type": int, "default": 3, "help": "concept_options.min_certainty"}),
+        Arg("--set-size", options={"type": int, "default": 100, "help": "explanations.tcav.set_size"}),
+        Arg("--counts-out", convert=Path, options={"default": None, "help": "write the per-concept image counts (CSV)"}),
     )),
     "data-make-cub-like": Command("ticketlens.data.cub_like:make_cub_like", "write a CUB-shaped archive with known answers (200 classes, 312 attributes)", (
         Arg("--out", convert=Path, options={"required": True, "help": "folder to create (attributes.txt and CUB_200_2011/ inside)"}),

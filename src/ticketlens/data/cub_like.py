@@ -306,10 +306,13 @@ def write_cub_like(out: Path, settings: dict[str, Any]) -> int:
                 )
             )
             extra = " 0" if image_id % EXTRA_FIELD_EVERY == 3 else ""  # the archive's few 6-field lines
+            times = rng.uniform(1, 30, len(ATTRIBUTE_NAMES))  # the annotation time field, seconds
             files["attributes/image_attribute_labels.txt"].write(
                 "".join(
-                    f"{image_id} {a} {p} {c} {float(rng.uniform(1, 30)):.3f}{extra if a == 1 else ''}\n"
-                    for a, (p, c) in enumerate(zip(labels.present, labels.certainty, strict=True), start=1)
+                    f"{image_id} {a} {p} {c} {t:.3f}{extra if a == 1 else ''}\n"
+                    for a, (p, c, t) in enumerate(
+                        zip(labels.present, labels.certainty, times.tolist(), strict=True), start=1
+                    )
                 )
             )
     _lines(root / "classes.txt", [f"{k + 1} {folder}" for k, folder in enumerate(folders)])
