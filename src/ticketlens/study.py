@@ -296,6 +296,7 @@ class TcavSettings(Settings):
     n_random_sets: int
     set_size: int
     inputs_per_class: int
+    target_classes: tuple[str, ...] | int | str  # "all", a count, or class names (explanations.tcav)
     alpha: float
     classifier: str
     n_counterparts: int
