@@ -93,7 +93,7 @@ def image_sets(data: PreparedData, args: argparse.Namespace) -> tuple[list, list
 
 def settings(args: argparse.Namespace, classifier: str, n_null: int) -> TcavSettings:
     return TcavSettings(layers=None, n_random_sets=args.random, set_size=args.set_size,
-                        inputs_per_class=args.inputs_per_class, alpha=0.05, classifier=classifier,
+                        inputs_per_class=args.inputs_per_class, target_classes="all", alpha=0.05, classifier=classifier,
                         n_counterparts=5, n_null_draws=n_null, n_calibration_sets=0)  # fmt: skip
 
 

@@ -160,6 +160,7 @@ def make_toy_data(
 
 DEFAULT_PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 TINY = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())  # the overrides of params.yaml
+CUB_TINY = yaml.safe_load((CONFIGS / "cub_tiny.yaml").read_text())  # the tiny CUB-shaped study
 TINY_MNIST = Path(TINY["datasets"]["mnist"]["root"])  # committed idx files (write_idx, gzip mtime 0)
 
 

@@ -140,6 +140,8 @@ def _changed(path: tuple[str, ...], value: Any, sub: dict, schema: dict) -> Any:
         return value / 2 if value else 0.5
     if path[-1] == "device":
         return "cpu" if value != "cpu" else "cuda:1"
+    if path[-1] == "target_classes":  # all | a count | names: a count is valid for every dataset
+        return 3 if value == "all" else "all"
     if isinstance(value, str):
         return value + "_changed"
     if path[-1] == "concepts":

@@ -153,8 +153,20 @@ COMMANDS: dict[str, Command] = {
     "data-check": Command("ticketlens.data.birds.check:check_data", "validate a CUB-200-2011 copy, print its counts", (
         Arg("--dataset", options={"choices": ["cub", "synthbirds"], "default": "cub"}),
         Arg("--root", convert=Path),
+        Arg("--concepts", options={"nargs": "*", "default": None, "help": "concepts to count images for (default: cbm112 on CUB's vocabulary)"}),
+        Arg("--min-certainty", options={"type": int, "default": 3, "help": "concept_options.min_certainty"}),
+        Arg("--set-size", options={"type": int, "default": 100, "help": "explanations.tcav.set_size"}),
+        Arg("--counts-out", convert=Path, options={"default": None, "help": "write the per-concept image counts (CSV)"}),
+    )),
+    "data-make-cub-like": Command("ticketlens.data.cub_like:make_cub_like", "write a CUB-shaped archive with known answers (200 classes, 312 attributes)", (
+        Arg("--out", convert=Path, options={"required": True, "help": "folder to create (attributes.txt and CUB_200_2011/ inside)"}),
+        Arg("--images-per-class", options={"default": "10", "help": "images per class, or 'cub' for CUB's 11,788"}),
+        Arg("--image-size", options={"type": int, "default": 64, "help": "pixels of the shorter side (about)"}),
+        Arg("--seed", options={"type": int, "default": 0}),
     )),
 }  # fmt: skip
+# `ticketlens data <sub>` spells these commands (the documented form)
+DATA_COMMANDS = {"check": "data-check", "make-cub-like": "data-make-cub-like"}
 
 
 def _param(arg: Arg) -> str:
@@ -171,13 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         for arg in command.args:
             positional = not arg.flag.startswith("-")
             p.add_argument(arg.flag, **({} if positional else {"dest": _param(arg)}), **arg.options)
-    # `ticketlens data check` is the documented spelling of `data-check`.
+    # `ticketlens data check` is the documented spelling of `data-check` (DATA_COMMANDS).
     data = sub.add_parser("data", help="dataset utilities")
-    check = data.add_subparsers(dest="data_command", required=True).add_parser(
-        "check", help=COMMANDS["data-check"].help
-    )
-    for arg in COMMANDS["data-check"].args:
-        check.add_argument(arg.flag, dest=_param(arg), **arg.options)
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    for spelling, name in DATA_COMMANDS.items():
+        p = data_sub.add_parser(spelling, help=COMMANDS[name].help)
+        for arg in COMMANDS[name].args:
+            p.add_argument(arg.flag, dest=_param(arg), **arg.options)
     return parser
 
 
@@ -233,7 +245,7 @@ def run(argv: list[str]) -> int:
     import logging
 
     args = build_parser().parse_args(argv)
-    name = "data-check" if args.command == "data" else args.command
+    name = DATA_COMMANDS[args.data_command] if args.command == "data" else args.command
     _setup_logging(args.log)
     errors = logging.getLogger("ticketlens.errors")
     try:

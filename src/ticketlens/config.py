@@ -13,6 +13,7 @@ import yaml
 
 from ticketlens.data.concept_names import check_concept_names
 from ticketlens.errors import UserError
+from ticketlens.lottery.feature_maps import coarse_gradcam_problem
 from ticketlens.study import StudyParams
 
 
@@ -154,6 +155,9 @@ def study_params(params: Mapping[str, Any]) -> StudyParams:
     return StudyParams.from_dict(dict(params))
 
 
+MNIST_IMAGE_SIZE = 28  # MNIST has no image_size key: its images are 28 x 28
+
+
 def _check_cross_keys(params: dict, source: str) -> None:
     configured = params["datasets"]
     for name in params["study"]["datasets"]:
@@ -166,6 +170,12 @@ def _check_cross_keys(params: dict, source: str) -> None:
             check_concept_names(name, configured[name]["concepts"])
         except UserError as err:
             raise ConfigError(f"{source}: key 'datasets.{name}.concepts': {err}") from None
+        image_size = configured[name].get("image_size", MNIST_IMAGE_SIZE)
+        problem = coarse_gradcam_problem(
+            configured[name]["model"], params["explanations"]["gradcam_layer"], int(image_size)
+        )
+        if problem:
+            raise ConfigError(f"{source}: datasets.{name}: {problem}")
     jobs, limit = study_params(params).job_count(), params["study"]["max_jobs"]
     if jobs > limit:
         raise ConfigError(

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from ticketlens.data.concept_names import expand_concepts
+
 # ------------------------------------------------------------------------------------------ branches
 
 TICKET, REINIT, RANDMASK = "ticket", "reinit", "randmask"
@@ -294,6 +296,7 @@ class TcavSettings(Settings):
     n_random_sets: int
     set_size: int
     inputs_per_class: int
+    target_classes: tuple[str, ...] | int | str  # "all", a count, or class names (explanations.tcav)
     alpha: float
     classifier: str
     n_counterparts: int
@@ -381,6 +384,8 @@ class DatasetSettings(Settings):
         if isinstance(values.get("data"), dict):  # the nested form that `to_dict` writes
             return super().from_dict(values)
         data = DataSettings.from_dict({k: v for k, v in values.items() if k in data_keys})
+        if "concepts" in rest:  # collections (cbm112) become their members: one concept a job
+            rest["concepts"] = list(expand_concepts(rest["concepts"]))
         return super().from_dict({**rest, "data": data})
 
 

@@ -279,12 +279,28 @@ def test_empty_train_or_test_split_is_refused(cub: Path, tmp_path: Path, flag: s
     assert not (tmp_path / "data.pt").exists() and not (tmp_path / "meta.csv").exists()
 
 
+def test_validation_takes_one_image_of_a_small_class(cub: Path, tmp_path: Path) -> None:
+    # 2 training images per class: round(0.1 x 2) = 0 used to leave validation empty and refuse
+    out = tmp_path / "prepared" / "data.pt"
+    _prepare(cub, out, validation_fraction=0.1)
+    data = load_prepared(out)
+    val_labels = data.labels[data.split == VALIDATION]
+    assert sorted(val_labels.tolist()) == [0, 1, 2]
+    assert all(int(((data.split == TRAIN) & (data.labels == k)).sum()) == 1 for k in range(3))
+
+
 def test_validation_split_too_small_is_refused(cub: Path, tmp_path: Path) -> None:
+    # class 1's train images are 1 and 7: with image 1 moved to test, class 1 keeps one train image
+    # and can give none to validation
+    lines = (cub / "train_test_split.txt").read_text().splitlines()
+    (cub / "train_test_split.txt").write_text(
+        "\n".join(f"{line.split()[0]} 0" if line.split()[0] == "1" else line for line in lines) + "\n"
+    )
     out = tmp_path / "prepared" / "data.pt"
     with pytest.raises(UserError) as info:
-        _prepare(cub, out, validation_fraction=0.1)  # 2 training images per class: 0.1 carves none
+        _prepare(cub, out, validation_fraction=0.1)
     assert _one_line(info) == (
-        f"{out}: not written: the validation split has 0 images for 3 classes (allowed: at least one image "
+        f"{out}: not written: the validation split has 2 images for 3 classes (allowed: at least one image "
         "per class, here >= 3; raise datasets.cub.validation_fraction or add images)"
     )
     assert not out.exists() and not (out.parent / "meta.csv").exists()

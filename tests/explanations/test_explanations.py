@@ -267,7 +267,7 @@ def test_randomized_copy_keeps_zero_pattern_and_changes_weights(toy_model: torch
 # ---------------------------------------------------------------- one toy ticket end to end
 
 PROBE_PER_CLASS = 3
-TCAV = TcavSettings(layers=None, n_random_sets=3, set_size=12, inputs_per_class=8, alpha=0.05, classifier="fastcav",
+TCAV = TcavSettings(layers=None, n_random_sets=3, set_size=12, inputs_per_class=8, target_classes="all", alpha=0.05, classifier="fastcav",
                     n_counterparts=1, n_null_draws=19, n_calibration_sets=1)  # fmt: skip
 
 

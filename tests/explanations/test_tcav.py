@@ -146,7 +146,7 @@ def test_changed_weights_give_new_cavs_in_a_reused_captum_save_path(
 
 
 def settings(**changes: object) -> TcavSettings:
-    values = {"layers": None, "n_random_sets": 4, "set_size": 8, "inputs_per_class": 5, "alpha": ALPHA,
+    values = {"layers": None, "n_random_sets": 4, "set_size": 8, "inputs_per_class": 5, "target_classes": "all", "alpha": ALPHA,
               "classifier": "fastcav", "n_counterparts": 2, "n_null_draws": 39, "n_calibration_sets": 2}  # fmt: skip
     return TcavSettings(**{**values, **changes})
 
@@ -201,6 +201,34 @@ def test_tcav_concept_writes_one_row_per_layer_and_class_reproducibly(
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()  # same seed, same bytes
     run_concept(ticket_files, tmp_path / "c.csv", checkpoint=ticket_files["seed1"])
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()  # the ticket seeds the fits
+
+
+def test_target_classes_select_the_rows_and_the_rest_is_unchanged(ticket_files: dict, tmp_path: Path) -> None:
+    every = run_concept(ticket_files, tmp_path / "all.csv")
+    two = run_concept(ticket_files, tmp_path / "two.csv", target_classes=2)  # evenly spaced: first and last
+    assert sorted(set(two["target_class"])) == [0, 3] and len(two) == 2 * 2
+    names = load_class_names(ticket_files["data"])
+    named = run_concept(ticket_files, tmp_path / "named.csv", target_classes=(names[1],))
+    assert set(named["target_class"]) == {1}
+    # a class's row depends on its own inputs only: selecting classes leaves its scores as they were
+    pd.testing.assert_frame_equal(
+        named.reset_index(drop=True)[["layer", "mean", "effect", "p_value"]],
+        every[every["target_class"] == 1].reset_index(drop=True)[["layer", "mean", "effect", "p_value"]],
+    )
+    assert tcav.target_class_ids(names, 10) == [0, 1, 2, 3] and tcav.target_class_ids(names, "all") == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    with pytest.raises(UserError, match="target_classes: unknown class 'Nope'"):
+        tcav.target_class_ids(names, ("Nope",))
+
+
+def load_class_names(path: Path) -> list[str]:
+    from ticketlens.data.prepared import load_prepared
+
+    return list(load_prepared(path).class_names)
 
 
 def test_tcav_calibration_runs_calibration_sets_through_the_concept_path(

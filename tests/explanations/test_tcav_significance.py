@@ -220,7 +220,7 @@ def test_held_out_random_sets_are_not_flagged_on_a_trained_model(method: str, tr
     set_size, n_random, n_concepts, draws = 20, 16, 20, 399
     shuffled = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
     images = x[shuffled[: (n_random + n_concepts) * set_size]].view(-1, set_size, *x.shape[1:])
-    settings = TcavSettings(layers=None, n_random_sets=n_random, set_size=set_size, inputs_per_class=10,
+    settings = TcavSettings(layers=None, n_random_sets=n_random, set_size=set_size, inputs_per_class=10, target_classes="all",
                             alpha=ALPHA, classifier=method, n_counterparts=5, n_null_draws=draws,
                             n_calibration_sets=n_concepts)  # fmt: skip
     inputs = torch.cat([x_test[y_test == k][:10] for k in range(4)]), torch.arange(4).repeat_interleave(10)

@@ -8,7 +8,8 @@ TCAV score is high by construction. Hence:
 - `part_patches` (synthbirds' default): only the pixels of the attribute's parts (from the part masks),
   where they were, on a fresh bird-free scene drawn by the synthbirds generator with a uniformly random
   scene: no other part of the bird, nothing of its class but the attribute.
-- `part_crops` (CUB's default): a square crop around the attribute's visible parts, resized back.
+- `part_crops` (CUB's default): a square crop around the attribute's visible parts, resized back (the
+  bird's box for the whole-bird attributes has_size, has_shape, has_primary_color).
 - `whole`: the whole train image (confounded with the classes the attribute defines; an ablation).
 """
 
@@ -48,6 +49,12 @@ PARTS_OF_GROUP = {
     "underparts": ("breast", "belly", "throat"),
 }
 PART_CROP_FRACTION = 0.5  # side of a part crop, as a fraction of the image side
+# CUB groups about the whole bird (no part): their part crop is the bird's box
+WHOLE_BIRD_GROUPS = ("has_size", "has_shape", "has_primary_color")
+
+
+def whole_bird(attribute: str) -> bool:
+    return attribute.split("::", 1)[0] in WHOLE_BIRD_GROUPS
 
 
 def attribute_parts(attribute: str) -> tuple[str, ...]:
@@ -116,6 +123,8 @@ def shows_parts(data: PreparedData, concept: str, kind: str) -> Any:
     location; patches: at least one pixel of the part in the part mask)."""
     import numpy as np
 
+    if kind == "part_crops" and whole_bird(concept):
+        return np.ones(len(data.labels), dtype=bool)  # a whole-bird attribute: the box is its crop
     parts = part_columns(data, concept, kind)
     if kind == "part_crops":
         return (data.extras["part_locs"][:, parts, 2] > 0).any(dim=1).numpy()
@@ -135,19 +144,26 @@ def _part_masks(data: PreparedData, concept: str) -> Any:
 
 
 def part_crops(data: PreparedData, chosen: Any, concept: str) -> Any:
-    """Square crops around the parts an attribute describes, resized back to the image size."""
+    """Square crops around the parts an attribute describes, resized back to the image size; for a
+    whole-bird attribute (has_size, has_shape, has_primary_color: no part) a square around the bird's box."""
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    parts = part_columns(data, concept, "part_crops")
+    box_crop = whole_bird(concept)
+    parts = [] if box_crop else part_columns(data, concept, "part_crops")
     size = data.image_size
     side = max(8, int(round(PART_CROP_FRACTION * size)))
     crops = []
     for index in chosen:
-        locs = data.extras["part_locs"][index, parts].numpy()
-        visible = locs[locs[:, 2] > 0]
-        cx, cy = visible[:, :2].mean(axis=0)
+        if box_crop:
+            x, y, w, h = data.extras["boxes"][index].tolist()
+            side = int(np.clip(round(max(w, h)), min(8, size), size))
+            cx, cy = x + w / 2, y + h / 2
+        else:
+            locs = data.extras["part_locs"][index, parts].numpy()
+            visible = locs[locs[:, 2] > 0]
+            cx, cy = visible[:, :2].mean(axis=0)
         x0 = int(np.clip(round(cx - side / 2), 0, size - side))
         y0 = int(np.clip(round(cy - side / 2), 0, size - side))
         crop = data.images[index, :, y0 : y0 + side, x0 : x0 + side].float()[None]

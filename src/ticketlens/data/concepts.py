@@ -140,7 +140,11 @@ def _attribute_set(
             "sets); need at least 2 (lower concept_options.min_certainty or pick another concept)"
         )
     if len(candidates) < set_size:
-        log.warning("concept %s: only %d of %d images available", concept, len(candidates), set_size)
+        log.warning(
+            "concept %s: only %d train images qualify (%s, outside the random sets), fewer than set_size %d: "
+            "its set holds %d (`ticketlens data check --set-size` counts them for every concept)",
+            concept, len(candidates), rule, set_size, len(candidates),
+        )  # fmt: skip
     chosen = np.sort(rng.choice(candidates, size=min(set_size, len(candidates)), replace=False))
     images = attributes.attribute_images(data, chosen, concept, options.images, rng)
     source = (

@@ -93,9 +93,33 @@ def layer_gradients(
     return {name: g.reshape(len(g), -1).detach().float() for name, g in zip(layers, grads, strict=True)}
 
 
-def class_inputs(data: Any, inputs_per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test inputs whose gradients TCAV uses: (float images, their classes), the same for every ticket."""
+def target_class_ids(class_names: list[str], target_classes: tuple[str, ...] | int | str) -> list[int]:
+    """The classes TCAV tests (`explanations.tcav.target_classes`): "all", a count N (N evenly spaced class
+    ids, the first and the last included: data-independent, the same for every ticket), or class names."""
+    n = len(class_names)
+    if target_classes == "all":
+        return list(range(n))
+    if isinstance(target_classes, int):
+        return sorted({int(round(v)) for v in np.linspace(0, n - 1, min(target_classes, n))})
+    index = {name.replace("_", " "): k for k, name in enumerate(class_names)}
+    wanted = [str(name) for name in target_classes]
+    unknown = [name for name in wanted if name.replace("_", " ") not in index]
+    if unknown:
+        raise UserError(
+            f"explanations.tcav.target_classes: unknown class '{unknown[0]}' (allowed: all, a count, or names "
+            f"of the {n} classes, e.g. {', '.join(class_names[:3])})"
+        )
+    return sorted(index[name.replace("_", " ")] for name in wanted)
+
+
+def class_inputs(
+    data: Any, inputs_per_class: int, target_classes: tuple[str, ...] | int | str = "all"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test inputs whose gradients TCAV uses: (float images, their classes), the same for every ticket;
+    only the target classes' inputs."""
     chosen = stratified_indices(data.labels.numpy(), data.split.numpy(), inputs_per_class, INPUT_SEED)
+    targets = target_class_ids(list(data.class_names), target_classes)
+    chosen = chosen[np.isin(data.labels.numpy()[chosen], targets)]
     index = torch.from_numpy(chosen)
     return data.float_images(index), data.labels[index].long()
 
@@ -154,7 +178,7 @@ def load_ticket(
     seed = int(load_torch(Path(checkpoint), "checkpoint").get("seed", 0))
     layers = list(tcav.layers or model.tcav_layers)
     randoms = load_image_sets(Path(random_sets))
-    inputs = class_inputs(load_prepared(Path(data_path)), tcav.inputs_per_class)
+    inputs = class_inputs(load_prepared(Path(data_path)), tcav.inputs_per_class, tcav.target_classes)
     return model, ticket_base(model, seed, layers, randoms, inputs, tcav)
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ticketlens.errors import UserError
+from ticketlens.lottery.feature_maps import default_gradcam_layer
 
 MODELS = ("lenet300", "convnet_mnist", "conv4", "conv6", "resnet18", "resnet50")
 
@@ -100,7 +101,7 @@ class ResNet(TicketNet):
     """torchvision's ResNet-18 or ResNet-50 with the TicketNet interface (features = stem + layer1..4;
     torchvision's layer names under `features.`, its `fc` as `classifier.out`)."""
 
-    def __init__(self, arch: str, num_classes: int, normalize: Normalize) -> None:
+    def __init__(self, arch: str, num_classes: int, normalize: Normalize, image_size: int) -> None:
         # Imported here: torchvision pulls in torch._dynamo (~2.5 s), a cost every other job would pay.
         import torchvision
 
@@ -112,9 +113,9 @@ class ResNet(TicketNet):
             )
         )
         classifier = nn.Sequential(OrderedDict(pool=net.avgpool, flatten=nn.Flatten(), out=net.fc))
-        super().__init__(
-            normalize, features, classifier, "features.layer4", ["features.layer3", "features.layer4"]
-        )
+        # Grad-CAM: the deepest block whose maps reach feature_maps.MIN_GRADCAM_SIDE at this image size
+        gradcam = default_gradcam_layer(arch, image_size)
+        super().__init__(normalize, features, classifier, gradcam, ["features.layer3", "features.layer4"])
 
 
 INITS = ("default", "glorot_normal")  # the values of datasets.<name>.training.init
@@ -177,7 +178,7 @@ def _architecture(
     if name in ("resnet18", "resnet50"):
         if in_channels != 3:
             raise UserError(f"{name} needs 3 input channels, got {in_channels}")
-        return ResNet(name, num_classes, normalize)
+        return ResNet(name, num_classes, normalize, image_size)
     raise UserError(f"unknown model '{name}' (allowed: {', '.join(MODELS)})")
 
 

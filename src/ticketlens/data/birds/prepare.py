@@ -21,12 +21,17 @@ log = logging.getLogger(__name__)
 
 
 def carve_validation(labels: np.ndarray, is_train: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Split codes (0 train, 1 validation, 2 test): a seeded, class-stratified share of train."""
+    """Split codes (0 train, 1 validation, 2 test): a seeded, class-stratified share of train.
+
+    A class with >= 2 train images gives at least one to validation whatever the fraction (> 0): at
+    CUB's 200 classes with a few images each, round(0.1 x 2) = 0 used to leave validation empty
+    ("0 images for 200 classes") on the default fraction; one train image always stays."""
     split = np.where(is_train, prepared.TRAIN, prepared.TEST).astype(np.int8)
     rng = np.random.default_rng(seed)
     for label in np.unique(labels):
         members = np.flatnonzero(is_train & (labels == label))
-        n_val = min(int(round(fraction * len(members))), len(members) - 1)  # keep >= 1 train image
+        wanted = max(1, int(round(fraction * len(members)))) if fraction > 0 else 0
+        n_val = min(wanted, len(members) - 1)  # keep >= 1 train image
         if n_val > 0:
             split[rng.permutation(members)[:n_val]] = prepared.VALIDATION
     return split

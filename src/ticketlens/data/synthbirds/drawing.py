@@ -25,6 +25,8 @@ COLOURS = {
     "blue": (35, 85, 230), "red": (220, 35, 35), "yellow": (245, 210, 25), "green": (35, 165, 55),
     "purple": (135, 45, 190), "orange": (245, 125, 15), "black": (25, 25, 25), "white": (245, 245, 240),
     "brown": (125, 85, 50), "grey": (135, 135, 135), "olive": (115, 115, 55), "buff": (215, 185, 130),
+    # the rest of CUB's 15 colour words (the CUB-shaped generator, `ticketlens.data.cub_like`)
+    "iridescent": (20, 175, 170), "rufous": (175, 70, 30), "pink": (240, 140, 185),
 }  # fmt: skip
 BREAST_BASE = {"white": (240, 240, 232), "buff": (228, 205, 155), "grey": (185, 185, 185)}
 BILL_COLOUR = (55, 50, 45)
@@ -101,12 +103,25 @@ TAILS = {
     "forked_tail": [(-0.28, -0.10), (-0.84, -0.27), (-0.64, -0.03), (-0.86, 0.16), (-0.28, 0.07)],
     "rounded_tail": [(-0.28, -0.10), *_ellipse(-0.30, -0.02, 0.48, 0.48, 200, 160)[:-1], (-0.28, 0.07)],
     "pointed_tail": [(-0.28, -0.10), (-0.90, 0.0), (-0.28, 0.07)],
+    # CUB's other tail shapes (cub_like)
+    "notched_tail": [(-0.28, -0.10), (-0.80, -0.17), (-0.72, -0.03), (-0.80, 0.10), (-0.28, 0.07)],
+    "fan-shaped_tail": [(-0.28, -0.06), (-0.82, -0.38), (-0.92, -0.03), (-0.82, 0.32), (-0.28, 0.05)],
+    "squared_tail": [(-0.28, -0.10), (-0.84, -0.12), (-0.84, 0.09), (-0.28, 0.07)],
 }
 BILLS = {
     "cone": [(0.52, -0.28), (0.74, -0.19), (0.52, -0.11)],
     "hooked": [(0.52, -0.28), (0.68, -0.26), (0.76, -0.18), (0.72, -0.10), (0.68, -0.17), (0.52, -0.13)],
     "needle": [(0.52, -0.245), (0.92, -0.19), (0.52, -0.155)],
-}
+    # CUB's other bill shapes (cub_like)
+    "curved_(up_or_down)": [(0.52, -0.26), (0.70, -0.22), (0.84, -0.08), (0.80, -0.06), (0.66, -0.16),
+                            (0.52, -0.15)],
+    "dagger": [(0.52, -0.27), (0.84, -0.20), (0.52, -0.13)],
+    "hooked_seabird": [(0.52, -0.27), (0.78, -0.25), (0.84, -0.15), (0.79, -0.12), (0.76, -0.18),
+                       (0.52, -0.14)],
+    "spatulate": [(0.52, -0.25), (0.70, -0.24), (0.80, -0.28), (0.80, -0.12), (0.70, -0.16), (0.52, -0.15)],
+    "all-purpose": [(0.52, -0.27), (0.70, -0.21), (0.52, -0.13)],
+    "specialized": [(0.52, -0.28), (0.64, -0.30), (0.78, -0.22), (0.64, -0.12), (0.52, -0.12)],
+}  # fmt: skip
 HEAD = (0.38, -0.20, 0.17)  # centre x, y and radius
 
 
@@ -118,7 +133,8 @@ def bird_shapes(bird: Bird) -> list[tuple[str, Polygon, tuple[int, int, int]]]:
     side = "right" if bird.facing > 0 else "left"
     far = "left" if side == "right" else "right"
     v = bird.values
-    back, breast = COLOURS[v["has_back_color"]], BREAST_BASE[v["has_breast_color"]]
+    breast_colour = v["has_breast_color"]
+    back, breast = COLOURS[v["has_back_color"]], BREAST_BASE.get(breast_colour, COLOURS[breast_colour])
     belly = tuple(int(c * 0.93) for c in breast)
     legs = COLOURS[v["has_leg_color"]]
     hx, hy, hr = HEAD
@@ -169,6 +185,8 @@ def breast_pattern_shapes(pattern: str, phase: float) -> list[Polygon]:
             for x in np.arange(-0.25 + (row % 2) * period / 2, 0.45, period):
                 spots.append(_ellipse(float(x), float(y), 0.048, 0.048))
         return spots
+    if pattern == "multi-colored":  # CUB's fourth pattern: the lower half of the breast in the ink
+        return [[(-0.45, 0.02), (0.5, 0.02), (0.5, 0.35), (-0.45, 0.35)]]
     return []
 
 
