@@ -3,10 +3,17 @@ import os
 import sys
 from pathlib import Path
 
-from ticketlens.config import ConfigError, study_params, validate_params
+from ticketlens.config import ConfigError, read_params, study_params, validate_params
 from ticketlens.errors import UserError
 from ticketlens.runtime import kernels
 from ticketlens.runtime.startup import check_results, hash_cache_path
+
+# Snakemake's own `configfile:` reader answers a params.yaml that is no mapping (a list, a string, a
+# number) or no text with a WorkflowError or a traceback: read it first, for one line naming the problem.
+try:
+    read_params("params.yaml")
+except ConfigError as err:
+    sys.exit(f"ticketlens: {err}")
 
 
 configfile: "params.yaml"

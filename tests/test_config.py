@@ -293,3 +293,66 @@ def test_presets_are_valid_over_params_and_keep_a_null_pool(preset):
     tcav, default = params["explanations"]["tcav"], PARAMS["explanations"]["tcav"]
     pool = tcav["n_random_sets"] - tcav["n_counterparts"]
     assert pool >= default["n_random_sets"] - default["n_counterparts"], f"{preset.name}: a pool of {pool}"
+
+
+# ----------------------------------------------------- issue 22: what `--config` hands over, and bounds
+
+COMMAND_LINE = "params.yaml with command-line overrides"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "datasets.mnist.training.lr",
+        "explanations.tcav.alpha",
+        "pruning.rate_fc",
+        "findings.accuracy_margin",
+        "findings.consistency_margin",
+    ],
+)
+def test_nan_in_a_nested_command_line_override_is_refused(path):
+    """`--config datasets='{mnist: {training: {lr: .nan}}}'` hands '.nan' over as a string: it is read as
+    YAML before the finiteness check, not after it."""
+    with pytest.raises(ConfigError) as info:
+        validate_params(broken(path, ".nan"), SCHEMA, source=COMMAND_LINE)
+    assert str(info.value) == f"{COMMAND_LINE}: key '{path}': got nan (allowed: a finite number)"
+
+
+def test_nullable_keys_on_the_command_line():
+    """`--config datasets='{mnist: {train_size: 100}}'` (type [integer, null]) and
+    `--config explanations='{gradcam_layer: null}'` (type [string, null])."""
+    params = broken("datasets.mnist.train_size", "100")
+    params["explanations"]["gradcam_layer"] = "null"
+    params["explanations"]["tcav"]["layers"] = "~"
+    params["datasets"]["mnist"]["training"]["channels_last"] = "true"
+    checked = validate_params(params, SCHEMA, source=COMMAND_LINE)
+    assert checked["datasets"]["mnist"]["train_size"] == 100
+    assert checked["explanations"]["gradcam_layer"] is None
+    assert checked["explanations"]["tcav"]["layers"] is None
+    assert checked["datasets"]["mnist"]["training"]["channels_last"] is True
+    layers = validate_params(broken("explanations.tcav.layers", ["features.0", "null"]), SCHEMA)
+    assert layers["explanations"]["tcav"]["layers"] == ["features.0", "null"]  # a list item is a name
+    with pytest.raises(ConfigError, match=r"key 'datasets.mnist.train_size': got 'many'"):
+        validate_params(broken("datasets.mnist.train_size", "many"), SCHEMA, source=COMMAND_LINE)
+
+
+def test_set_size_has_the_minimum_the_tcav_held_out_split_honours():
+    from ticketlens.explanations.cav import held_out_split
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    smallest = schema["properties"]["explanations"]["properties"]["tcav"]["properties"]["set_size"]["minimum"]
+    held_out_split([0, 1], smallest, smallest)  # the smallest allowed set holds out a train and a test row
+    with pytest.raises(ValueError, match="cannot hold out"):
+        held_out_split([0, 1], smallest - 1, smallest - 1)
+    with pytest.raises(ConfigError, match=rf"key 'explanations.tcav.set_size': got {smallest - 1} \(allowed"):
+        validate_params(broken("explanations.tcav.set_size", smallest - 1), SCHEMA)
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**64, 10**30])
+def test_seeds_have_an_upper_bound(seed):
+    with pytest.raises(ConfigError) as info:
+        validate_params(broken("study.seeds", [0, seed]), SCHEMA)
+    assert str(info.value).startswith(
+        f"params.yaml: key 'study.seeds[1]': got {seed} (allowed: a number in [0, "
+    )
+    assert validate_params(broken("study.seeds", [2**32 - 1]), SCHEMA)["study"]["seeds"] == [2**32 - 1]
