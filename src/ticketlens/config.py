@@ -209,6 +209,46 @@ def _check_cross_keys(params: dict, source: str) -> None:
                 f"(allowed: 0 <= k < datasets.{name}.training.iterations = {iterations})"
             )
         _check_model_init(name, configured[name], source)
+    _check_layer_names(params, source)
+
+
+def _check_layer_names(params: dict, source: str) -> None:
+    """Every layer that params name (Grad-CAM's, TCAV's, the ones pruning leaves alone) is a layer of each
+    studied dataset's model: checked here, before Snakemake plans (and deletes) anything, not in the jobs."""
+    explanations = params["explanations"]
+    named = {
+        "explanations.gradcam_layer": [explanations["gradcam_layer"]]
+        if explanations["gradcam_layer"]
+        else [],
+        "explanations.tcav.layers": explanations["tcav"]["layers"] or [],
+        "pruning.exclude": params["pruning"]["exclude"],
+    }
+    if not any(named.values()):
+        return  # the models' own layers: nothing to check, and no torch import at start-up
+    from ticketlens.lottery.models import layer_names  # lazy: torch (~2 s) only when params name a layer
+
+    for dataset in params["study"]["datasets"]:
+        model = params["datasets"][dataset]["model"]
+        layers = layer_names(model)
+        allowed = {
+            "explanations.gradcam_layer": ("a layer of", ("null", *layers.spatial)),
+            "explanations.tcav.layers": ("a layer of", layers.modules),
+            "pruning.exclude": ("a prunable layer of", layers.prunable),
+        }
+        for key, names in named.items():
+            what, choices = allowed[key]
+            for index, layer in enumerate(names):
+                if layer not in choices:
+                    where = key if key == "explanations.gradcam_layer" else f"{key}[{index}]"
+                    raise ConfigError(
+                        f"{source}: key '{where}': got {layer!r}, not {what} {model} "
+                        f"(datasets.{dataset}.model; allowed: {_listed(choices)})"
+                    )
+
+
+def _listed(names: tuple[str, ...], most: int = 16) -> str:
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, ... ({len(names)} in all)"
 
 
 PRETRAINED_MODELS = (
