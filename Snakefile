@@ -67,3 +67,4 @@ rule all:
     input:
         "results/report.md",
         "results/metrics.json",
+        study_artefacts,  # a deleted intermediate is made again (workflow/rules/common.smk)

@@ -25,6 +25,7 @@ from ticketlens.study import TICKET_FILES, Ticket
 IDENTITY_KEYS = ("dataset", "seed", "branch", "round")
 CHECKPOINT_SHA = "checkpoint_sha256"  # in metrics.json and saliency.npz
 PARENT_SHA = "parent_sha256"  # in checkpoint.pt and metrics.json
+DATA_SHA = "data_sha256"  # in checkpoint.pt: the data.pt it was trained on
 LEGACY = "no checkpoint hash"
 
 
@@ -71,6 +72,19 @@ def check_file_sha(path: Path, recorded: str | None, digest: str | None = None) 
     if recorded is not None and digest != recorded:
         raise UserError(replaced_message(Path(path)))
     return digest
+
+
+def check_trained_on(checkpoint: Mapping[str, Any], checkpoint_path: Path, data_path: Path) -> None:
+    """Refuse data other than the data.pt a checkpoint was trained on (its recorded `data_sha256`): another
+    valid data.pt copied in with `cp -p` keeps an old mtime, so Snakemake would explain or test the ticket
+    on it. Checkpoints written before the hash was recorded are not checked."""
+    recorded = checkpoint.get(DATA_SHA)
+    if recorded is not None and file_sha256(Path(data_path)) != recorded:
+        raise UserError(
+            f"{data_path} is not the data {checkpoint_path} was trained on (sha256 differs: it was replaced "
+            "after training); put the original back, or prepare it and everything made from it again: "
+            f"snakemake --cores all --forcerun {data_path}"
+        )
 
 
 def replaced_message(path: Path) -> str:
