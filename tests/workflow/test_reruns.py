@@ -160,6 +160,32 @@ def test_a_deleted_intermediate_is_made_again_with_what_follows_it(study: Path, 
 
 
 @pytest.mark.slow
+def test_copied_results_without_metadata_retrain_what_a_params_change_affects(
+    study: Path, tmp_path: Path
+) -> None:
+    """Issue 22 item 1: a finished study copied without Snakemake's metadata (`cp -a` of the folder, as
+    `dvc pull` / `dvc checkout` deliver results), then lr changed: main said "Nothing to be done"; now each
+    ticket's metrics.json records the settings that trained it and the start-up re-trains the tickets."""
+    copied = tmp_path / "copy"
+    shutil.copytree(study, copied, ignore=shutil.ignore_patterns(".snakemake"))  # copy2 keeps the times
+    assert planned_jobs(copied) == {}
+    params = copy.deepcopy(STUDY)
+    params["datasets"]["mnist"]["training"]["lr"] = 0.004
+    write_params(copied, params)
+    result = snakemake(copied, "-n", "--cores", "1")
+    assert (
+        "results/mnist: 3 trained ticket(s) were made with other training or pruning params" in result.stderr
+    )
+    assert planned_jobs(copied) == {
+        **dict.fromkeys(TICKET_RULES, 3),
+        "tcav_concept": 3,
+        **dict.fromkeys(REPORT_RULES, 1),
+    }
+    write_params(copied, STUDY)  # back to the params the results were made with: nothing to do again
+    assert planned_jobs(copied) == {}
+
+
+@pytest.mark.slow
 def test_the_readme_override_of_nested_numbers_works(study: Path) -> None:
     result = snakemake(study, "-n", "--cores", "1", "--config", "study={seeds: [0, 1]}")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -13,6 +13,7 @@ This module imports neither torch nor Snakemake: the Snakefile's start-up check 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ IDENTITY_KEYS = ("dataset", "seed", "branch", "round")
 CHECKPOINT_SHA = "checkpoint_sha256"  # in metrics.json and saliency.npz
 PARENT_SHA = "parent_sha256"  # in checkpoint.pt and metrics.json
 DATA_SHA = "data_sha256"  # in checkpoint.pt: the data.pt it was trained on
+SETTINGS_SHA = "settings_sha256"  # in metrics.json: the params that trained it (`settings_fingerprint`)
 LEGACY = "no checkpoint hash"
 
 
@@ -72,6 +74,19 @@ def check_file_sha(path: Path, recorded: str | None, digest: str | None = None) 
     if recorded is not None and digest != recorded:
         raise UserError(replaced_message(Path(path)))
     return digest
+
+
+def settings_fingerprint(model: str, model_width: float, training: Any, pruning: Any) -> str:
+    """sha256 of the params that train a ticket (the rule's model, width, training and pruning settings;
+    `checkpoint_every` only decides when resume.pt is written). metrics.json records it, so the start-up
+    check sees a params change even where Snakemake has no metadata (results copied, pulled, checked out)."""
+    settings = {
+        "model": model,
+        "model_width": float(model_width),
+        "training": training.to_dict(exclude=("checkpoint_every",)),
+        "pruning": pruning.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def check_trained_on(checkpoint: Mapping[str, Any], checkpoint_path: Path, data_path: Path) -> None:

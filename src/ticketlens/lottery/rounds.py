@@ -28,12 +28,14 @@ from ticketlens.lottery.provenance import (
     CHECKPOINT_SHA,
     DATA_SHA,
     PARENT_SHA,
+    SETTINGS_SHA,
     check_file_sha,
     check_identity,
     check_trained_on,
     folder_ticket,
     identity,
     recorded_checkpoint_sha,
+    settings_fingerprint,
 )
 from ticketlens.lottery.pruning import (
     Masks,
@@ -293,6 +295,7 @@ def train_ticket(
         **_curve_metrics(state, plan.masks),
         **_timing(training, plan.start, seconds),
         PARENT_SHA: plan.parent_sha,
+        SETTINGS_SHA: settings_fingerprint(model, model_width, training, pruning),
     }
     round_checkpoint = {
         "state_dict": _state_copy(plan.model),
