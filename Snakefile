@@ -3,10 +3,21 @@ import os
 import sys
 from pathlib import Path
 
-from ticketlens.config import ConfigError, study_params, validate_params
+from ticketlens.config import ConfigError, read_params, study_params, validate_params
 from ticketlens.errors import UserError
 from ticketlens.runtime import kernels
-from ticketlens.runtime.startup import check_results, hash_cache_path
+from ticketlens.runtime.startup import (
+    check_results,
+    hash_cache_path,
+    stamp_train_settings,
+)
+
+# Snakemake's own `configfile:` reader answers a params.yaml that is no mapping (a list, a string, a
+# number) or no text with a WorkflowError or a traceback: read it first, for one line naming the problem.
+try:
+    read_params("params.yaml")
+except ConfigError as err:
+    sys.exit(f"ticketlens: {err}")
 
 
 configfile: "params.yaml"
@@ -33,6 +44,9 @@ os.environ[kernels.ENV] = config["study"]["kernels"]
 # (e.g. a checkpoint replaced with `cp -p`). Jobs that a cluster runs as nested Snakemake calls skip it.
 if workflow.is_main_process:
     try:
+        # results without Snakemake's metadata (copied, pulled) made with other params are trained again
+        for line in stamp_train_settings(study_params(config), Path(".")):
+            print(f"ticketlens: {line}", file=sys.stderr)
         check_results(study_params(config), Path("."), hash_cache_path(Path(".")))
     except UserError as err:
         sys.exit(f"ticketlens: {err}")
@@ -60,3 +74,4 @@ rule all:
     input:
         "results/report.md",
         "results/metrics.json",
+        study_artefacts,  # a deleted intermediate is made again (workflow/rules/common.smk)

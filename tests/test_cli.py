@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TOY, TOY_PRUNING
 from ticketlens import cli
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.yaml"
@@ -40,3 +41,27 @@ def test_no_log_file_means_stderr_only(tmp_path, capsys):
     assert cli.run(["check-params", str(tmp_path / "missing.yaml"), "--schema", str(SCHEMA)]) == 2
     err = capsys.readouterr().err
     assert err.count("ticketlens check-params: error:") == 1
+
+
+TRAIN = ["train-ticket", "--ticket", "mnist/seed_0/ticket/round_0", "--data", "data.pt", "--model", "lenet300",
+         "--model-width", "1", "--training", TOY.training.to_json(), "--pruning", TOY_PRUNING.to_json(),
+         "--checkpoint", "c.pt", "--metrics", "m.json"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--training", "{bad", "--training '{bad': Expecting property name"),
+        ("--training", '{"lr": 1}', "--training '{\"lr\": 1}': TrainingSettings.__init__() missing"),
+        ("--training", "[1]", "--training '[1]': not a JSON object of TrainingSettings"),
+        ("--ticket", "nonsense", "--ticket 'nonsense': nonsense is not a ticket folder"),
+    ],
+)
+def test_the_internal_commands_given_bad_json_are_one_line(tmp_path, capsys, flag, value, expected):
+    """What a rule passes is the JSON of a settings section; by hand (or from an edited rule) it can be
+    anything: one line naming the flag, exit 2 (issue 22)."""
+    argv = list(TRAIN)
+    argv[argv.index(flag) + 1] = value
+    assert cli.run(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"ticketlens train-ticket: error: {expected}"), err

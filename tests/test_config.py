@@ -293,3 +293,119 @@ def test_presets_are_valid_over_params_and_keep_a_null_pool(preset):
     tcav, default = params["explanations"]["tcav"], PARAMS["explanations"]["tcav"]
     pool = tcav["n_random_sets"] - tcav["n_counterparts"]
     assert pool >= default["n_random_sets"] - default["n_counterparts"], f"{preset.name}: a pool of {pool}"
+
+
+# ----------------------------------------------------- issue 22: what `--config` hands over, and bounds
+
+COMMAND_LINE = "params.yaml with command-line overrides"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "datasets.mnist.training.lr",
+        "explanations.tcav.alpha",
+        "pruning.rate_fc",
+        "findings.accuracy_margin",
+        "findings.consistency_margin",
+    ],
+)
+def test_nan_in_a_nested_command_line_override_is_refused(path):
+    """`--config datasets='{mnist: {training: {lr: .nan}}}'` hands '.nan' over as a string: it is read as
+    YAML before the finiteness check, not after it."""
+    with pytest.raises(ConfigError) as info:
+        validate_params(broken(path, ".nan"), SCHEMA, source=COMMAND_LINE)
+    assert str(info.value) == f"{COMMAND_LINE}: key '{path}': got nan (allowed: a finite number)"
+
+
+def test_nullable_keys_on_the_command_line():
+    """`--config datasets='{mnist: {train_size: 100}}'` (type [integer, null]) and
+    `--config explanations='{gradcam_layer: null}'` (type [string, null])."""
+    params = broken("datasets.mnist.train_size", "100")
+    params["explanations"]["gradcam_layer"] = "null"
+    params["explanations"]["tcav"]["layers"] = "~"
+    params["datasets"]["mnist"]["training"]["channels_last"] = "true"
+    checked = validate_params(params, SCHEMA, source=COMMAND_LINE)
+    assert checked["datasets"]["mnist"]["train_size"] == 100
+    assert checked["explanations"]["gradcam_layer"] is None
+    assert checked["explanations"]["tcav"]["layers"] is None
+    assert checked["datasets"]["mnist"]["training"]["channels_last"] is True
+    with pytest.raises(ConfigError, match=r"key 'explanations.tcav.layers\[1\]': got 'null', not a layer"):
+        validate_params(broken("explanations.tcav.layers", ["features.relu1", "null"]), SCHEMA)  # a name
+    with pytest.raises(ConfigError, match=r"key 'datasets.mnist.train_size': got 'many'"):
+        validate_params(broken("datasets.mnist.train_size", "many"), SCHEMA, source=COMMAND_LINE)
+
+
+def test_set_size_has_the_minimum_the_tcav_held_out_split_honours():
+    from ticketlens.explanations.cav import held_out_split
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    smallest = schema["properties"]["explanations"]["properties"]["tcav"]["properties"]["set_size"]["minimum"]
+    held_out_split([0, 1], smallest, smallest)  # the smallest allowed set holds out a train and a test row
+    with pytest.raises(ValueError, match="cannot hold out"):
+        held_out_split([0, 1], smallest - 1, smallest - 1)
+    with pytest.raises(ConfigError, match=rf"key 'explanations.tcav.set_size': got {smallest - 1} \(allowed"):
+        validate_params(broken("explanations.tcav.set_size", smallest - 1), SCHEMA)
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**64, 10**30])
+def test_seeds_have_an_upper_bound(seed):
+    with pytest.raises(ConfigError) as info:
+        validate_params(broken("study.seeds", [0, seed]), SCHEMA)
+    assert str(info.value).startswith(
+        f"params.yaml: key 'study.seeds[1]': got {seed} (allowed: a number in [0, "
+    )
+    assert validate_params(broken("study.seeds", [2**32 - 1]), SCHEMA)["study"]["seeds"] == [2**32 - 1]
+
+
+# ----------------------------------------------------- issue 22 item 11: layer names against the models
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (
+            "explanations.gradcam_layer",
+            "features.conv99",
+            "key 'explanations.gradcam_layer': got 'features.conv99', not a layer of convnet_mnist "
+            "(datasets.mnist.model; allowed: null, features.conv1, ",
+        ),
+        (
+            "explanations.tcav.layers",
+            ["features.relu1", "classifier.fc9"],
+            "key 'explanations.tcav.layers[1]': got 'classifier.fc9', not a layer of convnet_mnist "
+            "(datasets.mnist.model; allowed: ",
+        ),
+        (
+            "pruning.exclude",
+            ["features.relu1"],
+            "key 'pruning.exclude[0]': got 'features.relu1', not a prunable layer of convnet_mnist "
+            "(datasets.mnist.model; allowed: features.conv1, features.conv2, classifier.fc1, classifier.out)",
+        ),
+        (
+            "pruning.exclude",
+            ["features.conv4"],  # conv4 (synthbirds) has it, convnet_mnist (mnist) does not
+            "key 'pruning.exclude[0]': got 'features.conv4', not a prunable layer of convnet_mnist",
+        ),
+    ],
+)
+def test_layer_names_are_checked_against_each_model(path, value, expected):
+    """Issue 22 item 11: a layer name that the model lacks stops check-params and the Snakefile's start-up,
+    before Snakemake deletes any output, instead of failing the jobs at run time."""
+    with pytest.raises(ConfigError) as info:
+        validate_params(broken(path, value), SCHEMA)
+    assert str(info.value).startswith(f"params.yaml: {expected}"), str(info.value)
+
+
+def test_layer_names_the_models_have_pass():
+    params = broken("explanations.gradcam_layer", "features.relu2")
+    params["explanations"]["tcav"]["layers"] = ["features.relu2", "classifier.relu1"]
+    params["pruning"]["exclude"] = ["classifier.out"]
+    assert validate_params(params, SCHEMA)["pruning"]["exclude"] == ["classifier.out"]
+
+
+def test_lenet300_has_no_grad_cam_layer():
+    params = broken("datasets.mnist.model", "lenet300")
+    params["explanations"]["gradcam_layer"] = "classifier.fc1"
+    with pytest.raises(ConfigError, match=r"not a layer of lenet300 \(datasets.mnist.model; allowed: null\)"):
+        validate_params(params, SCHEMA)

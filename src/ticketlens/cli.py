@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ def _settings(name: str) -> Callable[[str], Any]:
     """Converter for the JSON of a settings section: `--training '{"lr": ...}'` -> TrainingSettings."""
 
     def convert(text: str) -> Any:
+        if not isinstance(json.loads(text), dict):
+            raise ValueError(f"not a JSON object of {name}")
         return getattr(study, name).from_json(text)
 
     convert.__name__ = name
@@ -193,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _converted(arg: Arg, value: Any) -> Any:
+    """The flag's value as its function takes it; text that does not convert (bad JSON, a settings
+    section with missing or unknown keys, a ticket folder of another shape) is one line naming the flag."""
+    if arg.convert is None or value is None:
+        return value
+    try:
+        return arg.convert(value)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        shown = value if len(str(value)) <= 120 else f"{str(value)[:117]}..."
+        raise UserError(f"{arg.flag} {shown!r}: {err}") from None
+
+
 def run_command(name: str, args: argparse.Namespace) -> Any:
     """Import the command's function and call it with the converted arguments."""
     command = COMMANDS[name]
@@ -200,7 +215,7 @@ def run_command(name: str, args: argparse.Namespace) -> Any:
     kwargs = {}
     for arg in command.args:
         value = getattr(args, _param(arg) if arg.flag.startswith("-") else arg.flag)
-        kwargs[_param(arg)] = arg.convert(value) if arg.convert and value is not None else value
+        kwargs[_param(arg)] = _converted(arg, value)
     target = getattr(importlib.import_module(module), function)
     kernels.configure_torch()  # the module has imported torch, if the command uses it
     return target(**kwargs)

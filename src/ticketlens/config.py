@@ -95,15 +95,16 @@ def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: 
     """Validate (every key is required: params.yaml is complete, the schema holds no defaults) and run the
     cross-key checks; return a copy; raise ConfigError on the first problem.
 
-    Non-finite numbers are refused first: JSON schema bounds let nan through (every comparison with nan
-    is false) and inf through every lower bound.
+    Command-line strings are read first (`_read_command_line_strings`), then non-finite numbers are
+    refused: JSON schema bounds let nan through (every comparison with nan is false) and inf through every
+    lower bound, and a nested `--config` value arrives as the string '.nan'.
     """
-    bad = next(_non_finite(params), None)
-    if bad is not None:
-        raise ConfigError(f"{source}: key '{_key_path(bad[0])}': got {bad[1]} (allowed: a finite number)")
     schema = yaml.safe_load(Path(schema_path).read_text())
     checked = copy.deepcopy(dict(params))
     _read_command_line_strings(checked, schema)
+    bad = next(_non_finite(checked), None)
+    if bad is not None:
+        raise ConfigError(f"{source}: key '{_key_path(bad[0])}': got {bad[1]} (allowed: a finite number)")
     errors = sorted(
         _Validator(schema).iter_errors(checked),
         key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
@@ -115,27 +116,48 @@ def validate_params(params: Mapping[str, Any], schema_path: str | Path, source: 
 
 
 def _read_command_line_strings(params: dict, schema: Mapping[str, Any]) -> None:
-    """Snakemake passes nested `--config` values as strings (`study='{seeds: [0, 1]}'` gives ['0', '1']):
-    read a string as YAML wherever the schema asks for another type and the YAML value fits."""
-    validator = jsonschema.Draft202012Validator(schema)
-    while True:
-        fixes = []
-        for error in validator.iter_errors(params):
-            if error.validator == "type" and isinstance(error.instance, str) and error.absolute_path:
-                try:
-                    value = yaml.safe_load(error.instance)
-                except yaml.YAMLError:
-                    continue
-                if not isinstance(value, str) and validator.is_type(value, error.validator_value):
-                    fixes.append((list(error.absolute_path), value))
-        if not fixes:
-            return
-        for path, value in fixes:
-            *parents, last = path
-            target = params
-            for key in parents:
-                target = target[key]
-            target[last] = value
+    """Snakemake passes nested `--config` values as strings (`study='{seeds: [0, 1]}'` gives ['0', '1'],
+    `explanations='{gradcam_layer: null}'` gives 'null'): read a string as YAML wherever the schema asks
+    for another type and the YAML value fits, and as null where the schema allows null and the string is
+    YAML's null (no layer or path is called `null` or `~`)."""
+    checker = _Validator(schema).TYPE_CHECKER
+
+    def fits(value: Any, types: list[str]) -> bool:
+        return any(checker.is_type(value, kind) for kind in types)
+
+    def read(value: Any, node: Mapping[str, Any] | None) -> Any:
+        node = _resolved(schema, node)
+        if node is None:
+            return value
+        if isinstance(value, str) and "type" in node:
+            types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+            if parsed is None and "null" in types:
+                return None
+            if "string" in types or isinstance(parsed, str) or not fits(parsed, types):
+                return value
+            value = parsed
+        if isinstance(value, dict):
+            properties = node.get("properties", {})
+            for key in list(value):
+                value[key] = read(value[key], properties.get(key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                value[index] = read(item, node.get("items"))
+        return value
+
+    for key in list(params):
+        params[key] = read(params[key], schema.get("properties", {}).get(key))
+
+
+def _resolved(schema: Mapping[str, Any], node: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A schema node with its `$ref` (to `#/$defs/...`) followed."""
+    while isinstance(node, Mapping) and "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node if isinstance(node, Mapping) else None
 
 
 def merge_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
@@ -197,6 +219,46 @@ def _check_cross_keys(params: dict, source: str) -> None:
                 f"(allowed: 0 <= k < datasets.{name}.training.iterations = {iterations})"
             )
         _check_model_init(name, configured[name], source)
+    _check_layer_names(params, source)
+
+
+def _check_layer_names(params: dict, source: str) -> None:
+    """Every layer that params name (Grad-CAM's, TCAV's, the ones pruning leaves alone) is a layer of each
+    studied dataset's model: checked here, before Snakemake plans (and deletes) anything, not in the jobs."""
+    explanations = params["explanations"]
+    named = {
+        "explanations.gradcam_layer": [explanations["gradcam_layer"]]
+        if explanations["gradcam_layer"]
+        else [],
+        "explanations.tcav.layers": explanations["tcav"]["layers"] or [],
+        "pruning.exclude": params["pruning"]["exclude"],
+    }
+    if not any(named.values()):
+        return  # the models' own layers: nothing to check, and no torch import at start-up
+    from ticketlens.lottery.models import layer_names  # lazy: torch (~2 s) only when params name a layer
+
+    for dataset in params["study"]["datasets"]:
+        model = params["datasets"][dataset]["model"]
+        layers = layer_names(model)
+        allowed = {
+            "explanations.gradcam_layer": ("a layer of", ("null", *layers.spatial)),
+            "explanations.tcav.layers": ("a layer of", layers.modules),
+            "pruning.exclude": ("a prunable layer of", layers.prunable),
+        }
+        for key, names in named.items():
+            what, choices = allowed[key]
+            for index, layer in enumerate(names):
+                if layer not in choices:
+                    where = key if key == "explanations.gradcam_layer" else f"{key}[{index}]"
+                    raise ConfigError(
+                        f"{source}: key '{where}': got {layer!r}, not {what} {model} "
+                        f"(datasets.{dataset}.model; allowed: {_listed(choices)})"
+                    )
+
+
+def _listed(names: tuple[str, ...], most: int = 16) -> str:
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, ... ({len(names)} in all)"
 
 
 PRETRAINED_MODELS = (

@@ -267,5 +267,6 @@ def test_dense_nets_explaining_different_probe_images_are_refused(tmp_path: Path
     path = study.results / "seed_1" / "ticket" / "round_0" / "saliency.npz"
     arrays = dict(np.load(path))
     np.savez(path, **{**arrays, "probe": arrays["probe"] + 1})
-    with pytest.raises(UserError, match="different probe images"):
+    # its own tables now disagree with it (issue 22: tables are read with the rows the ticket has)
+    with pytest.raises(UserError, match="different probe images|has rows of another ticket or run"):
         study.summarize()

@@ -386,3 +386,22 @@ def test_reference_with_other_probe_images_is_refused(toy_study: dict, tmp_path:
     explain(toy_study, "r0", tmp_path / "dense", probe_per_class=2)
     with pytest.raises(UserError, match="other probe images"):
         explain(toy_study, "r1", tmp_path / "t", dense_maps=tmp_path / "dense" / TICKET_FILES.saliency_maps)
+
+
+def test_a_swapped_data_file_is_refused_by_the_hash_the_checkpoint_carries(
+    toy_study: dict, tmp_path: Path
+) -> None:
+    """Issue 22 item 5: another valid data.pt (`cp -p` from another study) in place of the one a ticket was
+    trained on: explaining it or testing its concepts is refused in one line with the command that re-makes
+    the data and everything from it."""
+    other = tmp_path / "data.pt"
+    save_prepared(make_toy_data(seed=1), other)
+    checkpoint = toy_study["root"] / "r1" / TICKET_FILES.checkpoint
+    expected = (
+        rf"{other} is not the data {checkpoint} was trained on .* snakemake --cores all --forcerun {other}"
+    )
+    with pytest.raises(UserError, match=expected):
+        explain_into(checkpoint, other, PROBE_PER_CLASS, tmp_path / "out")
+    with pytest.raises(UserError, match=expected):
+        tcav_calibration(checkpoint, other, *toy_study["randoms"], TCAV, tmp_path / "calibration.csv")
+    assert not (tmp_path / "out" / TICKET_FILES.saliency_maps).exists()

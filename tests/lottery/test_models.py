@@ -11,7 +11,7 @@ from torch import nn
 
 from helpers import TOY, TOY_PRUNING, into
 from ticketlens.errors import UserError
-from ticketlens.lottery.models import build_model, prunable_layers
+from ticketlens.lottery.models import MODELS, build_model, layer_names, prunable_layers
 from ticketlens.study import TICKET_FILES, Ticket
 
 
@@ -90,3 +90,15 @@ def test_training_init_reaches_the_ticket_and_its_controls(toy_data_path: Path, 
     fresh = torch.load(tmp_path / "r1" / TICKET_FILES.checkpoint, weights_only=True)["rewind_state"]
     assert torch.all(fresh["classifier.fc1.bias"] == 0)  # the control's new init is Glorot too
     assert not torch.equal(fresh["classifier.fc1.weight"], fc1)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_layer_names_are_the_built_models_names(name):
+    """config checks params' layer names against `layer_names` (a meta-device build): the same names as a
+    real model of any width, class count and image size (issue 22 item 11)."""
+    model = build_model(name, 5, 3, 32, [0.5] * 3, [0.25] * 3, width=0.25)
+    names = layer_names(name)
+    assert names.modules == tuple(n for n, _ in model.named_modules() if n)
+    assert names.prunable == tuple(prunable_layers(model))
+    assert (model.gradcam_layer is None) == (names.spatial == ())
+    assert {model.gradcam_layer, *model.tcav_layers} - {None} <= set(names.modules)

@@ -211,3 +211,25 @@ def test_the_hash_cache_skips_unchanged_files_but_not_a_cp_p_replacement(
     os.utime(ROUND1.file("checkpoint"), ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # same size and mtime
     with pytest.raises(UserError, match="is not the checkpoint that"):
         check_results(PARAMS, cache_path=cache)
+
+
+def test_the_training_settings_stamp_follows_what_trained_the_tickets(study: Path) -> None:
+    """Issue 22 item 1: metrics.json records the fingerprint of the settings that trained the ticket; the
+    start-up rewrites train_settings.json (an input of every train_ticket job) newer than the checkpoints
+    exactly when a ticket on disk was trained with other settings, else older than any result."""
+    params = dataclasses.replace(PARAMS, datasets={"toy": TOY})
+    stamp = study / startup.TRAIN_SETTINGS.format(dataset="toy")
+    assert startup.stamp_train_settings(params, study) == []
+    assert stamp.stat().st_mtime_ns == 0  # the results are the current settings': nothing re-runs
+    assert startup.stamp_train_settings(params, study) == [] and stamp.stat().st_mtime_ns == 0
+    faster = dataclasses.replace(TOY, training=dataclasses.replace(TOY.training, lr=0.004))
+    changed = dataclasses.replace(PARAMS, datasets={"toy": faster})
+    lines = startup.stamp_train_settings(changed, study)
+    assert lines == [
+        "results/toy: 3 trained ticket(s) were made with other training or pruning params than now (e.g. "
+        "copied or pulled results): they are trained again, with what is made from them"
+    ]
+    assert stamp.stat().st_mtime_ns > DENSE.file("checkpoint").stat().st_mtime_ns
+    assert startup.stamp_train_settings(changed, study) == []  # said once; the stamp stays newer
+    assert stamp.stat().st_mtime_ns > DENSE.file("checkpoint").stat().st_mtime_ns
+    assert startup.stamp_train_settings(params, study) == [] and stamp.stat().st_mtime_ns == 0  # back

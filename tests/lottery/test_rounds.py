@@ -354,3 +354,36 @@ def test_augmented_round_resumes_to_the_same_bytes_and_differs_from_plain(tmp_pa
     plain, augmented = (load_checkpoint(tmp_path / f / CHECKPOINT) for f in ("plain", "full"))
     key = next(iter(plain["masks"]))
     assert not torch.equal(plain["state_dict"][key], augmented["state_dict"][key])
+
+
+def test_train_ticket_writes_where_it_is_told_and_nothing_under_the_current_folder(
+    tmp_path, toy_data_path, capsys, monkeypatch
+):
+    """Issue 22 item 10: a ticket trained for another study folder (`--ticket` given as that folder)
+    writes its checkpoint, metrics and in-round files there, never under ./results of the current folder;
+    the old `--out-dir` flag is refused in one line rather than ignored."""
+    from ticketlens.cli import run
+
+    here, elsewhere = (
+        tmp_path / "here",
+        tmp_path / "elsewhere" / "results" / "toy" / "seed_0" / "ticket" / "round_0",
+    )
+    here.mkdir()
+    monkeypatch.chdir(here)
+    args = ["train-ticket", "--data", str(toy_data_path), "--model", TOY.model, "--model-width", "0.5"]
+    args += [
+        "--training",
+        TOY.training.to_json(),
+        "--pruning",
+        TOY_PRUNING.to_json(),
+        "--ticket",
+        str(elsewhere),
+    ]
+    outputs = ["--checkpoint", str(elsewhere / CHECKPOINT), "--metrics", str(elsewhere / "metrics.json")]
+    with pytest.raises(SystemExit) as info:
+        run([*args, "--out-dir", str(elsewhere)])
+    assert info.value.code == 2 and "--checkpoint, --metrics" in capsys.readouterr().err
+    assert run([*args, *outputs]) == 0
+    assert sorted(p.name for p in elsewhere.iterdir()) == [CHECKPOINT, "metrics.json"]
+    assert list(here.iterdir()) == []
+    assert load_checkpoint(elsewhere / CHECKPOINT)["seed"] == 0

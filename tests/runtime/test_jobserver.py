@@ -133,3 +133,47 @@ def test_the_tiny_study_gives_the_same_bytes_with_and_without_the_server(study, 
     assert result.returncode == 0, result.stderr[-4000:]
     assert not (workdir / ".snakemake" / "ticketlens" / "job_server.log").exists()
     assert_same_results(workdir / "results", study / "results")
+
+
+def _wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_killed_snakemake_leaves_no_socket_and_no_orphan_job(tmp_path):
+    """Issue 22 item 13: SIGKILL of the process that started the server (Snakemake): the server removes
+    its socket folder as it exits, and the job it was running stops instead of finishing as an orphan."""
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from ticketlens.runtime import jobserver; "
+         "s = jobserver.start(1, None); print(s.socket_path, flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    socket_path = Path(starter.stdout.readline().strip())
+    try:
+        _wait_for(socket_path.exists, 120, "the job server did not start listening")
+        env = {**os.environ, jobserver.ENV: str(socket_path)}
+        job = subprocess.Popen([TICKETLENS, "check-params", "/dev/stdin", "--schema", str(SCHEMA)],
+                               cwd=tmp_path, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        time.sleep(1.0)  # the job is running in a server child, reading its stdin
+        assert job.poll() is None
+        starter.kill()
+        starter.wait()
+        _wait_for(lambda: not socket_path.parent.exists(), 15, "the socket outlived the server")
+        assert job.wait(timeout=15) != 0  # stopped, not finished
+        assert b"ended without an exit status" in job.stderr.read()
+    finally:
+        starter.kill()
+        starter.wait()
+
+
+def test_a_terminated_server_removes_its_socket(tmp_path):
+    running = jobserver.start(threads=1, log_path=tmp_path / "server.log")
+    try:
+        _wait_for(running.socket_path.exists, 120, "the job server did not start listening")
+        running.process.send_signal(signal.SIGTERM)
+        running.process.wait(timeout=15)
+        assert not running.folder.exists()
+    finally:
+        running.stop()

@@ -7,6 +7,8 @@ changes params.yaml and asks `snakemake -n` which rules would run.
 from __future__ import annotations
 
 import copy
+import gzip
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -111,6 +113,76 @@ def test_a_checkpoint_replaced_with_cp_p_stops_snakemake_before_any_job(study: P
     )
     assert message[0].endswith(f"Delete {folder} and re-run (what depends on them is re-run too)")
     assert planned_jobs(study) == {}  # restored: the study is whole again
+
+
+@pytest.mark.slow
+def test_an_edited_raw_label_file_re_prepares_the_dataset(study: Path) -> None:
+    """Issue 22 item 4: the idx files are inputs of prepare_dataset, so an edited label file re-prepares
+    MNIST and re-makes everything from it (main said "Nothing to be done")."""
+    labels = study / "tests/data/tiny_mnist/train-labels-idx1-ubyte.gz"
+    original, stat = labels.read_bytes(), labels.stat()
+    labels.write_bytes(gzip.compress(gzip.decompress(original)[:-1] + b"\x07", mtime=0))
+    try:
+        jobs = planned_jobs(study)
+    finally:
+        labels.write_bytes(original)
+        os.utime(labels, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert jobs["prepare_dataset"] == 1 and jobs["train_ticket"] == 3 and jobs["make_random_sets"] == 1
+    assert planned_jobs(study) == {}  # restored: the study is whole again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("deleted", "expected"),
+    [
+        # the dense net: every round and control of the seed is made from it
+        (
+            "results/mnist/seed_0/ticket/round_0",
+            {"train_ticket": 3, "explain_ticket": 3, "tcav_calibration": 3},
+        ),
+        ("results/mnist/concepts/stroke_horizontal.pt", {"make_concept_set": 1, "tcav_concept": 3}),
+        ("results/mnist/prepared/data.pt", {"prepare_dataset": 1, "train_ticket": 3, "make_random_sets": 1}),
+    ],
+    ids=["dense_round", "concept_set", "data"],
+)
+def test_a_deleted_intermediate_is_made_again_with_what_follows_it(study: Path, deleted, expected) -> None:
+    """Issue 22 item 2: `rm -rf` of a round folder, a concept set or data.pt (what the refusal messages
+    advise) is made again by the next run; main said "Nothing to be done" and left it missing."""
+    path, aside = study / deleted, study / "aside"
+    shutil.move(path, aside)
+    try:
+        jobs = planned_jobs(study)
+    finally:
+        shutil.move(aside, path)
+    assert {rule: jobs.get(rule) for rule in expected} == expected
+    assert set(REPORT_RULES) <= set(jobs)
+    assert planned_jobs(study) == {}  # put back: the study is whole again
+
+
+@pytest.mark.slow
+def test_copied_results_without_metadata_retrain_what_a_params_change_affects(
+    study: Path, tmp_path: Path
+) -> None:
+    """Issue 22 item 1: a finished study copied without Snakemake's metadata (`cp -a` of the folder, as
+    `dvc pull` / `dvc checkout` deliver results), then lr changed: main said "Nothing to be done"; now each
+    ticket's metrics.json records the settings that trained it and the start-up re-trains the tickets."""
+    copied = tmp_path / "copy"
+    shutil.copytree(study, copied, ignore=shutil.ignore_patterns(".snakemake"))  # copy2 keeps the times
+    assert planned_jobs(copied) == {}
+    params = copy.deepcopy(STUDY)
+    params["datasets"]["mnist"]["training"]["lr"] = 0.004
+    write_params(copied, params)
+    result = snakemake(copied, "-n", "--cores", "1")
+    assert (
+        "results/mnist: 3 trained ticket(s) were made with other training or pruning params" in result.stderr
+    )
+    assert planned_jobs(copied) == {
+        **dict.fromkeys(TICKET_RULES, 3),
+        "tcav_concept": 3,
+        **dict.fromkeys(REPORT_RULES, 1),
+    }
+    write_params(copied, STUDY)  # back to the params the results were made with: nothing to do again
+    assert planned_jobs(copied) == {}
 
 
 @pytest.mark.slow

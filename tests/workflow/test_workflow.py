@@ -50,3 +50,22 @@ def test_invalid_params_stop_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "pruning.rate_fc" in result.stderr and "(0, 1)" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"- mnist\n", "params.yaml: not a mapping of params sections (got list)"),
+        (b"hello\n", "params.yaml: not a mapping of params sections (got str)"),
+        (b"42\n", "params.yaml: not a mapping of params sections (got int)"),
+        (b"\x89PNG\r\n\x1a\n", "params.yaml: not a UTF-8 text file (a params file is YAML)"),
+    ],
+    ids=["list", "string", "int", "binary"],
+)
+def test_a_params_yaml_that_is_no_mapping_stops_with_one_line(tmp_path, content, expected):
+    """Snakemake's own `configfile:` reader answers these with a WorkflowError or a traceback (issue 22)."""
+    (tmp_path / "params.yaml").write_bytes(content)
+    result = snakemake(tmp_path, "--cores", "1", "-n")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "Error in file" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == f"ticketlens: {expected}"

@@ -5,6 +5,7 @@
 import functools
 
 from ticketlens.config import study_params
+from ticketlens.data.raw_files import raw_inputs
 from ticketlens.study import BRANCHES, TICKET, DatasetFiles, Ticket, concept_slug
 
 PARAMS = study_params(config)
@@ -52,3 +53,39 @@ def optional_flag(flag, value):
 def concept_options_flag(dataset):
     options = PARAMS.datasets[dataset].concept_options
     return optional_flag("--options", options.to_json() if options else None)
+
+
+def study_artefacts(wc):
+    """Every intermediate file of the study, as inputs of rule `all`: a deleted one (a round folder, a
+    concept set, data.pt) is made again by the next run, and so is everything made from it, which is then
+    older than it (Snakemake only re-makes a missing intermediate that a job it runs anyway needs).
+    """
+    files = []
+    for dataset in STUDY.datasets:
+        data = DatasetFiles(dataset)
+        files += [
+            data.file(n)
+            for n in (
+                "prepared_data",
+                "prepared_meta",
+                "random_sets",
+                "calibration_sets",
+            )
+        ]
+        files += [data.file("concept_set", concept=s) for s in concept_slugs(dataset)]
+        for ticket in STUDY.tickets(dataset):
+            files += [
+                ticket.file(n)
+                for n in (
+                    "checkpoint",
+                    "metrics",
+                    "saliency_maps",
+                    "saliency_table",
+                    "consistency",
+                    "tcav_calibration",
+                )
+            ]
+            files += [
+                ticket.file("tcav_concept", concept=s) for s in concept_slugs(dataset)
+            ]
+    return files

@@ -8,6 +8,9 @@ localrules:
 
 
 rule prepare_dataset:
+    input:
+        # the user's raw files (MNIST idx, CUB's text files): an edited label re-prepares (data/raw_files.py)
+        raw=lambda wc: raw_inputs(wc.dataset, PARAMS.datasets[wc.dataset].data),
     output:
         data="results/{dataset}/prepared/data.pt",
         meta="results/{dataset}/prepared/meta.csv",

@@ -5,7 +5,11 @@
 
 def train_ticket_inputs(wc):
     ticket = ticket_of(wc)
-    inputs = {"data": DatasetFiles(ticket.dataset).file("prepared_data")}
+    inputs = {
+        "data": DatasetFiles(ticket.dataset).file("prepared_data"),
+        # rewritten at start-up when tickets on disk were trained with other params (runtime/startup.py)
+        "settings": f"results/{ticket.dataset}/train_settings.json",
+    }
     parent = ticket.parent(PARAMS.pruning.one_shot)
     if parent is not None:
         role = "previous" if ticket.branch == TICKET else "ticket"

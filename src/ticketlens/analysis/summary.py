@@ -24,6 +24,13 @@ from ticketlens.analysis.calibration import calibration_cells, tcav_calibration
 from ticketlens.analysis.empty_maps import dense_pair_empty, empty_map_findings, empty_pair_columns
 from ticketlens.analysis.findings import compact_metrics, compute_findings
 from ticketlens.analysis.tables import aggregate_over_seeds, consistency_column
+from ticketlens.analysis.ticket_tables import (
+    TicketShape,
+    read_consistency_table,
+    read_saliency_table,
+    read_tcav_tables,
+    ticket_shape,
+)
 from ticketlens.errors import UserError
 from ticketlens.explanations.compare import dense_seed_consistency, load_standard_maps
 from ticketlens.explanations.tcav_stats import (
@@ -56,12 +63,6 @@ TCAV_AGREEMENT = ("tcav_rank_corr_dense", "tcav_jaccard_dense", "tcav_n_changed"
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     fileio.write_csv(frame, path, float_format="%.6g")
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise UserError(f"{path} not found (run the explain / tcav steps for this ticket first)")
-    return pd.read_csv(path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -191,15 +192,17 @@ def saliency_columns(saliency: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def read_ticket_tcav(files: TicketInputs, alpha: float) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def read_ticket_tcav(
+    files: TicketInputs, alpha: float, shape: TicketShape | None = None
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """(per concept x layer x class decided summary, calibration counts per calibration set) of one ticket.
 
     The decision (Holm over the ticket's concepts x layers x classes, learnability, direction) needs all of
     the ticket's concepts, so it is made here (`tcav_stats`); the calibration sets of tcav/calibration.csv are
     judged as one more concept each."""
-    frames = [_read_csv(path) for path in files.tcav]
+    shape = shape if shape is not None else ticket_shape(files.ticket, files.saliency_maps)
+    frames, calibration = read_tcav_tables(files.tcav, files.calibration, shape)
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    calibration = _read_csv(files.calibration)
     return summarize_tcav(rows, alpha), calibration_cells(rows, calibration, alpha)
 
 
@@ -241,19 +244,22 @@ def calibration_metrics(calibration: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- entry point
 
 
-def ticket_row(files: TicketInputs, dense_saliency: Path | None = None) -> dict[str, Any]:
-    """One summary row without TCAV: identity, metrics.json, consistency.csv and saliency.csv columns."""
+def ticket_row(
+    files: TicketInputs, dense_saliency: Path | None = None, shape: TicketShape | None = None
+) -> dict[str, Any]:
+    """One summary row without TCAV: identity, metrics.json, consistency.csv and saliency.csv columns; the
+    tables are read with the rows `shape` (the ticket's saliency.npz) says they have."""
     ticket = files.ticket
+    shape = shape if shape is not None else ticket_shape(ticket, files.saliency_maps)
     row: dict[str, Any] = {"seed": ticket.seed, "branch": ticket.branch, "round": ticket.round}
     row.update(metrics_columns(_read_json(files.metrics)))
-    row.update(consistency_columns(_read_csv(files.consistency), ticket.is_dense))
-    row.update(saliency_columns(_read_csv(files.saliency_table)))
+    consistency = read_consistency_table(files.consistency, shape)
+    saliency = read_saliency_table(files.saliency_table, shape)
+    row.update(consistency_columns(consistency, ticket.is_dense))
+    row.update(saliency_columns(saliency))
     if not ticket.is_dense and dense_saliency is not None:  # pairs with an empty map (`analysis.empty_maps`)
-        row.update(
-            empty_pair_columns(
-                _read_csv(files.consistency), _read_csv(files.saliency_table), _read_csv(dense_saliency)
-            )
-        )
+        # the dense net of the seed explains the same probe images with the same methods
+        row.update(empty_pair_columns(consistency, saliency, read_saliency_table(dense_saliency, shape)))
     return row
 
 
@@ -267,8 +273,9 @@ def ticket_tables(
     rows, tcav_frames, calibration = [], [], []
     for files in ordered:
         ticket = files.ticket
-        row = ticket_row(files, dense_saliency.get(ticket.seed))
-        tcav, cells = read_ticket_tcav(files, alpha)
+        shape = ticket_shape(ticket, files.saliency_maps)
+        row = ticket_row(files, dense_saliency.get(ticket.seed), shape)
+        tcav, cells = read_ticket_tcav(files, alpha, shape)
         identity = {"seed": ticket.seed, "branch": ticket.branch, "round": ticket.round}
         calibration += [identity | cell for cell in cells]
         row.update(tcav_count_columns(tcav))

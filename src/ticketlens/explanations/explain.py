@@ -144,7 +144,7 @@ def explain_ticket(
     configure(where, deterministic_cpu=False)
     seed_everything(EXPLAIN_SEED)
     data = load_prepared(Path(data_path))
-    model = load_model(Path(checkpoint), where)
+    model = load_model(Path(checkpoint), where, Path(data_path))
     labels_all = data.labels.numpy()
     probe = sal.stratified_indices(labels_all, data.split.numpy(), probe_per_class, PROBE_SEED)
     if len(probe) == 0:

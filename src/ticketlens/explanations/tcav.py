@@ -174,7 +174,7 @@ def load_ticket(
     torch.set_num_threads(max(1, int(threads)))
     where = resolve_device(device)
     configure(where, deterministic_cpu=False)
-    model = load_model(Path(checkpoint), where)
+    model = load_model(Path(checkpoint), where, Path(data_path))
     seed = int(load_torch(Path(checkpoint), "checkpoint").get("seed", 0))
     layers = list(tcav.layers or model.tcav_layers)
     randoms = load_image_sets(Path(random_sets))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -180,6 +181,28 @@ def _architecture(
             raise UserError(f"{name} needs 3 input channels, got {in_channels}")
         return ResNet(name, num_classes, normalize, image_size)
     raise UserError(f"unknown model '{name}' (allowed: {', '.join(MODELS)})")
+
+
+@dataclass(frozen=True)
+class LayerNames:
+    """The dotted layer names of an architecture, by what params may name them for."""
+
+    modules: tuple[str, ...]  # every layer: explanations.tcav.layers
+    spatial: tuple[str, ...]  # the convolutional features: explanations.gradcam_layer
+    prunable: tuple[str, ...]  # conv and linear layers: pruning.exclude
+
+
+def layer_names(name: str) -> LayerNames:
+    """The layer names of model `name`. They depend on the architecture only (not on width, classes,
+    channels or image size), so it is built once on the meta device: no memory, no init, milliseconds."""
+    with torch.device("meta"):
+        model = _architecture(name, 2, 3, 64, Normalize([0.0] * 3, [1.0] * 3), 1.0)
+    modules = tuple(n for n, _ in model.named_modules() if n)
+    return LayerNames(
+        modules=modules,
+        spatial=tuple(n for n in modules if n.startswith("features.")),
+        prunable=tuple(prunable_layers(model)),
+    )
 
 
 def prunable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, nn.Module]:

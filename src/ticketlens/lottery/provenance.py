@@ -13,6 +13,7 @@ This module imports neither torch nor Snakemake: the Snakefile's start-up check 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,8 @@ from ticketlens.study import TICKET_FILES, Ticket
 IDENTITY_KEYS = ("dataset", "seed", "branch", "round")
 CHECKPOINT_SHA = "checkpoint_sha256"  # in metrics.json and saliency.npz
 PARENT_SHA = "parent_sha256"  # in checkpoint.pt and metrics.json
+DATA_SHA = "data_sha256"  # in checkpoint.pt: the data.pt it was trained on
+SETTINGS_SHA = "settings_sha256"  # in metrics.json: the params that trained it (`settings_fingerprint`)
 LEGACY = "no checkpoint hash"
 
 
@@ -71,6 +74,32 @@ def check_file_sha(path: Path, recorded: str | None, digest: str | None = None) 
     if recorded is not None and digest != recorded:
         raise UserError(replaced_message(Path(path)))
     return digest
+
+
+def settings_fingerprint(model: str, model_width: float, training: Any, pruning: Any) -> str:
+    """sha256 of the params that train a ticket (the rule's model, width, training and pruning settings;
+    `checkpoint_every` only decides when resume.pt is written). metrics.json records it, so the start-up
+    check sees a params change even where Snakemake has no metadata (results copied, pulled, checked out)."""
+    settings = {
+        "model": model,
+        "model_width": float(model_width),
+        "training": training.to_dict(exclude=("checkpoint_every",)),
+        "pruning": pruning.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def check_trained_on(checkpoint: Mapping[str, Any], checkpoint_path: Path, data_path: Path) -> None:
+    """Refuse data other than the data.pt a checkpoint was trained on (its recorded `data_sha256`): another
+    valid data.pt copied in with `cp -p` keeps an old mtime, so Snakemake would explain or test the ticket
+    on it. Checkpoints written before the hash was recorded are not checked."""
+    recorded = checkpoint.get(DATA_SHA)
+    if recorded is not None and file_sha256(Path(data_path)) != recorded:
+        raise UserError(
+            f"{data_path} is not the data {checkpoint_path} was trained on (sha256 differs: it was replaced "
+            "after training); put the original back, or prepare it and everything made from it again: "
+            f"snakemake --cores all --forcerun {data_path}"
+        )
 
 
 def replaced_message(path: Path) -> str:

@@ -26,12 +26,16 @@ from ticketlens.lottery.models import TicketNet, build_model
 from ticketlens.lottery.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_imagenet
 from ticketlens.lottery.provenance import (
     CHECKPOINT_SHA,
+    DATA_SHA,
     PARENT_SHA,
+    SETTINGS_SHA,
     check_file_sha,
     check_identity,
+    check_trained_on,
     folder_ticket,
     identity,
     recorded_checkpoint_sha,
+    settings_fingerprint,
 )
 from ticketlens.lottery.pruning import (
     Masks,
@@ -119,10 +123,12 @@ def load_checked(
     return checkpoint, digest
 
 
-def load_model(path: Path, device: torch.device | None = None) -> TicketNet:
+def load_model(path: Path, device: torch.device | None = None, data_path: Path | None = None) -> TicketNet:
     """A ticket ready for explanation on `device` (None: host memory): eval mode, pruned weights exactly
-    zero (identity and hash checked)."""
+    zero (identity and hash checked); with `data_path`, refused unless that is the data it was trained on."""
     checkpoint = load_checkpoint(path)
+    if data_path is not None:
+        check_trained_on(checkpoint, Path(path), Path(data_path))
     model = model_from_spec(checkpoint["model"])
     model.load_state_dict(checkpoint["state_dict"])
     return (model if device is None else model.to(device)).eval()
@@ -290,6 +296,7 @@ def train_ticket(
         **_curve_metrics(state, plan.masks),
         **_timing(training, plan.start, seconds),
         PARENT_SHA: plan.parent_sha,
+        SETTINGS_SHA: settings_fingerprint(model, model_width, training, pruning),
     }
     round_checkpoint = {
         "state_dict": _state_copy(plan.model),
@@ -298,7 +305,7 @@ def train_ticket(
         "model": spec,
         **identity(ticket),
         PARENT_SHA: plan.parent_sha,
-        "data_sha256": data_sha,
+        DATA_SHA: data_sha,
     }
     _write_round(round_checkpoint, round_metrics, checkpoint_path, metrics_path)
     log.info(

@@ -42,13 +42,34 @@ from ticketlens.runtime.jobclient import ENV, LENGTH, MISMATCH, STATUS, identity
 _PRELOAD = ("torch", "numpy", "pandas")  # and every command's module (ticketlens.cli.COMMANDS)
 # The BLAS/OpenMP pools read these when the server imports numpy and torch; a job process gets them
 # from Snakemake (its rule's threads), so the server starts with the study's threads to match.
+FOLDER_PREFIX = "ticketlens-"  # the temp folder of each server's socket (`start`)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GOTO_NUM_THREADS")
 
 
 def serve(path: Path, log_path: Path | None = None) -> None:
-    """Import once, then accept commands and fork a child per command until the parent process exits."""
+    """Import once, then accept commands and fork a child per command until the parent process exits.
+
+    However the server ends (its Snakemake exited or was killed, SIGTERM), it removes its socket and the
+    folder `start` made for it, and its running children are stopped (`_stop_with_parent`): a SIGKILLed
+    Snakemake leaves neither a dead socket in the temp folder nor a job finishing as an orphan."""
     # Ctrl-C reaches the whole process group: it is for the jobs; the server ends with its Snakemake
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        _serve(path, log_path)
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".binding").unlink(missing_ok=True)
+        if path.parent.name.startswith(FOLDER_PREFIX):  # the folder `start` made, nothing else
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve(path: Path, log_path: Path | None) -> None:
     parent = os.getppid()
     kernels.pin_environment()  # before torch loads, as in every `ticketlens` command
     for module in (*_PRELOAD, *sorted({c.target.split(":")[0] for c in COMMANDS.values()})):
@@ -73,11 +94,26 @@ def serve(path: Path, log_path: Path | None = None) -> None:
         connection.settimeout(None)
         sys.stdout.flush()
         sys.stderr.flush()
+        server = os.getpid()
         pid = os.fork()
         if pid == 0:
             listener.close()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a job stops on SIGTERM as its own process would
+            _stop_with_parent()
+            if os.getppid() != server:  # the server ended before the child asked to be told
+                os._exit(143)
             os._exit(_run_child(connection, log))
         connection.close()
+
+
+def _stop_with_parent() -> None:
+    """In a forked child: SIGTERM when the server exits (Linux's PR_SET_PDEATHSIG; elsewhere the child
+    still ends when its client goes). The server is single-threaded, so "the parent thread" is the server."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _run_child(connection: socket.socket, log: TextIO | None) -> int:
@@ -167,7 +203,7 @@ def start(threads: int, log_path: Path | None = None) -> JobServer | None:
     None when the user switched it off with TICKETLENS_JOB_SERVER=off."""
     if os.environ.get(ENV) == "off":
         return None
-    folder = Path(tempfile.mkdtemp(prefix="ticketlens-"))  # short: socket paths are limited to 107 bytes
+    folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))  # short: socket paths are limited to 107 bytes
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(threads))}
     env.pop(ENV, None)
     command = [sys.executable, "-m", "ticketlens.runtime.jobserver", str(folder / "server.sock")]

@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ticketlens.errors import UserError
-from ticketlens.fileio import file_sha256, load_npz, write_json
+from ticketlens.fileio import atomic_write_text, file_sha256, load_npz, write_json
 from ticketlens.lottery.provenance import (
     CHECKPOINT_SHA,
     LEGACY,
     PARENT_SHA,
+    SETTINGS_SHA,
     check_identity,
     describe,
     identity,
     read_json,
     replaced_message,
+    settings_fingerprint,
 )
 from ticketlens.study import TICKET_FILES, DatasetFiles, StudyParams, Ticket
 
@@ -167,3 +170,55 @@ def _npz_checkpoint_sha(path: Path) -> str | None:
 def hash_cache_path(workdir: Path) -> Path:
     """Where the Snakefile keeps the start-up check's hash cache (Snakemake's own metadata folder)."""
     return Path(workdir) / ".snakemake" / "ticketlens" / "checkpoint_hashes.json"
+
+
+# ------------------------------------------------------------------ training settings, with or without metadata
+
+TRAIN_SETTINGS = "results/{dataset}/train_settings.json"  # an input of rule train_ticket
+
+
+def stamp_train_settings(params: StudyParams, root: Path = Path(".")) -> list[str]:
+    """Keep each dataset's `train_settings.json` (an input of every train_ticket job) such that Snakemake
+    re-trains exactly the tickets made with other training or pruning params than now, even where it has
+    no metadata (results copied with `cp -a` / `cp -r`, `dvc pull`, `dvc checkout`): each ticket's
+    metrics.json records the fingerprint of the params that trained it (`settings_fingerprint`).
+
+    When the file does not hold the current fingerprint it is rewritten: with the current time where some
+    ticket on disk records another fingerprint (so those tickets, older than it, are trained again, and
+    what is made from them), else with a time older than any result (nothing re-runs: the results are the
+    current params', or predate the record). Returns one line per dataset whose tickets are re-trained."""
+    lines = []
+    for dataset in params.study.datasets:
+        section = params.datasets.get(dataset)
+        if section is None:
+            continue
+        current = settings_fingerprint(section.model, section.model_width, section.training, params.pruning)
+        stamp = Path(root) / TRAIN_SETTINGS.format(dataset=dataset)
+        text = json.dumps({SETTINGS_SHA: current}) + "\n"
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if stamp.read_text(encoding="utf-8") == text:
+                continue
+        stale = [
+            t
+            for t in params.study.tickets(dataset)
+            if _recorded_settings(Path(root) / t.folder) not in (None, current)
+        ]
+        atomic_write_text(stamp, text)
+        if stale:
+            lines.append(
+                f"{DatasetFiles(dataset).folder}: {len(stale)} trained ticket(s) were made with other training or "
+                "pruning params than now (e.g. copied or pulled results): they are trained again, with what "
+                "is made from them"
+            )
+        else:
+            os.utime(stamp, ns=(0, 0))
+    return lines
+
+
+def _recorded_settings(folder: Path) -> str | None:
+    """The settings fingerprint a ticket's metrics.json records (None: none there, or not readable)."""
+    try:
+        value = json.loads((folder / TICKET_FILES.metrics).read_text(encoding="utf-8")).get(SETTINGS_SHA)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
