@@ -11,6 +11,9 @@ def summarize_dataset_inputs(wc):
         "maps": [t.file("saliency_maps") for t in tickets],
         "calibration": [t.file("tcav_calibration") for t in tickets],
         "tcav": [t.file("tcav_concept", concept=s) for t in tickets for s in slugs],
+        # the forgetting analysis: the ticket branch's per-image outcomes and agreement with the dense net
+        "outcomes": [t.file("outcomes") for t in tickets if t.branch == TICKET],
+        "agreement": [t.file("agreement") for t in tickets if t.branch == TICKET],
     }
 
 
@@ -42,7 +45,8 @@ rule summarize_dataset:
         "ticketlens --log {log:q} summarize-dataset --dataset {wildcards.dataset:q}"
         " --metrics {input.metrics:q} --saliency-tables {input.saliency:q}"
         " --consistency-tables {input.consistency:q} --saliency-maps {input.maps:q}"
-        " --calibration-tables {input.calibration:q} --concepts {params.concepts:q}"
+        " --calibration-tables {input.calibration:q} --outcome-tables {input.outcomes:q}"
+        " --agreement-tables {input.agreement:q} --concepts {params.concepts:q}"
         " --tcav-table-pattern {params.tcav_tables:q} --alpha {params.alpha}"
         " --settings {params.findings:q}"
         " --summary {output.summary:q} --aggregate {output.aggregate:q}"
