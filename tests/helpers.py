@@ -368,12 +368,17 @@ def write_ticket(folder: Path, seed: int, branch: str, r: int, concepts: list[st
         test_correct=correct,
     )
 
+    jitter = float(
+        np.random.default_rng([seed, r, 7]).normal(0, 0.003)
+    )  # per ticket: paired differences spread
+
     def tcav_rows(concept: str, score: Any) -> list[dict[str, Any]]:
         """Rows of the TCAV test (tcav_stats.TEST_COLUMNS): significant and up where the score is high."""
         return [
             {
                 "concept": concept, "layer": layer, "target_class": target, "mean": score(layer, target),
-                "cosine": score(layer, target) - 0.5, "null_cosine": 0.0, "null_mean": 0.5, "effect": score(layer, target) - 0.5,
+                "cosine": score(layer, target) - 0.5 + jitter, "null_cosine": 0.0, "null_mean": 0.5,
+                "effect": score(layer, target) - 0.5 + jitter,
                 "effect_low": -0.3, "effect_high": 0.3, "p_value": 0.001 if score(layer, target) > 0.8 else 0.6,
                 "side": 1, "cav_accuracy": 0.85, "null_accuracy": 0.5, "p_learnable": 0.001, "n_null": 999,
                 "n_counterparts": 5, "classifier": "fastcav",
