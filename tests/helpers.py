@@ -395,7 +395,7 @@ def write_ticket(folder: Path, seed: int, branch: str, r: int, concepts: list[st
         pd.DataFrame(rows).to_csv(folder / "tcav" / f"{concept_slug(concept)}.csv", index=False)
 
 
-N_EXPLAINED = 60  # the toy study's explained subset: its first 60 test images
+N_EXPLAINED = 30  # the toy study's explained subset: images 0-29 (data.pt has 30, for the forgetting gallery)
 
 
 def write_image_tables(
@@ -422,6 +422,9 @@ def write_image_tables(
         rows.append(pd.DataFrame({"image": image[:N_EXPLAINED], "label": label[:N_EXPLAINED], "method": method,
                                   "spearman": rho, "iou_top10": rho / 2, "iou_top20": rho / 1.5, "ssim": rho}))  # fmt: skip
     pd.concat(rows).to_csv(folder / TICKET_FILES.agreement, index=False)
+    maps = rng.random((N_EXPLAINED, SIZE, SIZE)).astype(np.float32)
+    np.savez(folder / TICKET_FILES.image_maps, images=image[:N_EXPLAINED], labels=label[:N_EXPLAINED],
+             gradcam=maps, saliency=maps * 1e-3)  # fmt: skip
 
 
 def write_prepared(results: Path) -> None:

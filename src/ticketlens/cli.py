@@ -154,6 +154,8 @@ COMMANDS: dict[str, Command] = {
         Arg("--findings", convert=Path), Arg("--data", convert=Path),
         Arg("--saliency", "saliency_maps", _paths, PATHS), Arg("--report", convert=Path),
         Arg("--figures", convert=Path),
+        Arg("--image-maps", convert=_paths, options={"nargs": "*", "default": [],
+                                                      "help": "the ticket branch's images.npz (forgetting gallery)"}),
     )),
     "build-study-report": Command("ticketlens.report:build_study_report", "the cross-dataset report", (
         Arg("--findings", convert=_paths, options=PATHS), Arg("--metrics", convert=_paths, options=PATHS),

@@ -60,6 +60,11 @@ rule build_dataset_report:
         findings=rules.summarize_dataset.output.findings,
         data=rules.prepare_dataset.output.data,
         saliency=lambda wc: [t.file("saliency_maps") for t in STUDY.tickets(wc.dataset)],
+        image_maps=lambda wc: [
+            t.file("image_maps")
+            for t in STUDY.tickets(wc.dataset)
+            if t.branch == TICKET
+        ],
     output:
         report="results/{dataset}/report.md",
         figures=report(
@@ -74,8 +79,8 @@ rule build_dataset_report:
     shell:
         "ticketlens --log {log:q} build-dataset-report --dataset {wildcards.dataset:q}"
         " --summary {input.summary:q} --tcav-summary {input.tcav:q} --findings {input.findings:q}"
-        " --data {input.data:q} --saliency {input.saliency:q} --report {output.report:q}"
-        " --figures {output.figures:q}"
+        " --data {input.data:q} --saliency {input.saliency:q} --image-maps {input.image_maps:q}"
+        " --report {output.report:q} --figures {output.figures:q}"
 
 
 rule build_study_report:
