@@ -87,6 +87,8 @@ def test_forgotten_kept_and_pies_on_a_constructed_study() -> None:
     per_class = fg.forgetting_rates(table, pies, ["round", "label"])
     assert [row["forgotten_share"] for row in per_class] == [pytest.approx(0.5), pytest.approx(1 / 6)]
     assert [row["pies"] for row in per_class] == [1, 0]
+    # per-image frequency over seeds: image 1 forgotten by all 3 seeds, image 2 by 1, images 0 and 3 by none
+    assert fg.frequency_counts(table) == [{"round": 1, "images": 4, "by_seeds": {"0": 2, "1": 1, "3": 1}}]
 
 
 def test_stratified_auc_counts_pairs_within_strata_only() -> None:

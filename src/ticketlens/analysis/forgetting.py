@@ -207,6 +207,20 @@ def forgetting_rates(table: pd.DataFrame, pies: pd.DataFrame, by: list[str]) -> 
     return rows
 
 
+def frequency_counts(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per pruned round, the per-image forgetting frequency over seeds as counts: how many test images are
+    forgotten by exactly k of the seeds whose dense net classifies them correctly (images every seed's
+    dense net gets wrong have no frequency)."""
+    eligible = table[table["dense_correct"]]
+    rows = []
+    for r, group in eligible.groupby("round", sort=True):
+        per_image = group.groupby("image")["forgotten"].sum().astype(int)
+        counts = per_image.value_counts().sort_index()
+        rows.append({"round": int(r), "images": int(len(per_image)),
+                     "by_seeds": {str(int(k)): int(v) for k, v in counts.items()}})  # fmt: skip
+    return rows
+
+
 def most_forgotten(
     table: pd.DataFrame, explained: set[int], limit: int = MOST_FORGOTTEN
 ) -> list[dict[str, Any]]:
@@ -365,6 +379,7 @@ def forgetting_findings(
         "margin_bins": bins,
         "per_round": per_round,
         "per_class": forgetting_rates(table, pies, ["round", "label"]),
+        "frequency": frequency_counts(table),
         "most_forgotten": most_forgotten(table, set(scores["image"].astype(int))),
         **tests,
     }

@@ -66,6 +66,22 @@ def rate_sentences(forgetting: dict[str, Any]) -> list[str]:
     return out
 
 
+def frequency_sentences(forgetting: dict[str, Any]) -> list[str]:
+    """The per-image forgetting frequency over seeds at the last round: how concentrated forgetting is."""
+    rows = forgetting.get("frequency") or []
+    if not rows:
+        return []
+    last = rows[-1]
+    counts = {int(k): v for k, v in last["by_seeds"].items()}
+    parts = [f"{counts[k]} by {k} seed{'' if k == 1 else 's'}" for k in sorted(counts) if k > 0]
+    if not parts:
+        return [f"At round {last['round']} no test image is forgotten by any seed."]
+    return [
+        f"Per image over seeds at round {last['round']}: of {last['images']} test images that some dense net "
+        f"classifies correctly, {', '.join(parts)} (descriptive: which images are forgotten repeatedly)."
+    ]
+
+
 def first_test_sentences(forgetting: dict[str, Any]) -> list[str]:
     """Test 1: do forgotten images agree less with the dense net than kept ones, round by round?"""
     method = method_name(forgetting.get("method") or "")
