@@ -57,11 +57,13 @@ def rate_sentences(forgetting: dict[str, Any]) -> list[str]:
         where = f"round {row['round']}"
         if finite(row.get("remaining")):
             where += f" ({format_percent(row['remaining'])} of weights remaining)"
+        pies = f"{row['pies']} test image is a" if row["pies"] == 1 else f"{row['pies']} test images are"
         out.append(
             f"At {where} a ticket forgets {format_percent(row['forgotten_share'])} of the test images its dense "
             f"net classifies correctly (95% interval {_share_interval(row['ci_low'], row['ci_high'])} "
-            f"over {row['n_seeds']} seeds); {row['pies']} test image{'' if row['pies'] == 1 else 's'} ({format_percent(row['pie_share'])}) are "
-            "pruning-identified exemplars (the seeds' modal prediction differs from the dense nets')."
+            f"over {row['n_seeds']} seeds); {pies} pruning-identified exemplar{'' if row['pies'] == 1 else 's'} "
+            f"({format_percent(row['pie_share'])} of the test images: the seeds' modal prediction differs from the "
+            "dense nets')."
         )
     return out
 
