@@ -42,8 +42,10 @@ def _share_interval(low: float | None, high: float | None) -> str:
 
 
 def _auc_text(row: dict[str, Any]) -> str:
-    interval = interval_text(row.get("ci_low"), row.get("ci_high"))
-    return f"AUC {row['auc']:.3f} (95% interval {interval} over {row['n_seeds']} seeds)"
+    seeds = f"{row['n_seeds']} seed{'' if row['n_seeds'] == 1 else 's'}"
+    if not (finite(row.get("ci_low")) and finite(row.get("ci_high"))):
+        return f"AUC {row['auc']:.3f} (mean over {seeds} with a forgotten image, no interval)"
+    return f"AUC {row['auc']:.3f} (95% interval {interval_text(row['ci_low'], row['ci_high'])} over {seeds})"
 
 
 def _test_text(row: dict[str, Any]) -> str:
