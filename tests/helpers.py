@@ -33,6 +33,7 @@ from ticketlens.study import (
     BRANCHES,
     DATASET_FILES,
     RESULTS,
+    TICKET,
     TICKET_DIR,
     TICKET_FILES,
     DatasetSettings,
@@ -236,7 +237,14 @@ CLASSES = [0, 1, 2]
 CONCEPTS = ["stripes", "has_wing_color::blue"]
 METHODS = ["gradcam", "saliency"]
 N_PROBE, SIZE, N_RANDOM, N_TEST = 6, 8, 5, 1000
-SETTINGS = FindingsSettings(alpha=0.05, accuracy_margin=0.01, consistency_margin=0.0)
+SETTINGS = FindingsSettings(
+    alpha=0.05,
+    accuracy_margin=0.01,
+    consistency_margin=0.0,
+    concept_margin=0.05,
+    permutations=199,
+    margin_bins=5,
+)
 # Dense nets of different seeds share this map and add their own part: Spearman about 0.7 between seeds.
 DENSE_BASE = np.random.default_rng(99).random((N_PROBE, SIZE, SIZE))
 DENSE_OWN = 0.65
@@ -361,12 +369,17 @@ def write_ticket(folder: Path, seed: int, branch: str, r: int, concepts: list[st
         test_correct=correct,
     )
 
+    jitter = float(
+        np.random.default_rng([seed, r, 7]).normal(0, 0.003)
+    )  # per ticket: paired differences spread
+
     def tcav_rows(concept: str, score: Any) -> list[dict[str, Any]]:
         """Rows of the TCAV test (tcav_stats.TEST_COLUMNS): significant and up where the score is high."""
         return [
             {
                 "concept": concept, "layer": layer, "target_class": target, "mean": score(layer, target),
-                "cosine": score(layer, target) - 0.5, "null_cosine": 0.0, "null_mean": 0.5, "effect": score(layer, target) - 0.5,
+                "cosine": score(layer, target) - 0.5 + jitter, "null_cosine": 0.0, "null_mean": 0.5,
+                "effect": score(layer, target) - 0.5 + jitter,
                 "effect_low": -0.3, "effect_high": 0.3, "p_value": 0.001 if score(layer, target) > 0.8 else 0.6,
                 "side": 1, "cav_accuracy": 0.85, "null_accuracy": 0.5, "p_learnable": 0.001, "n_null": 999,
                 "n_counterparts": 5, "classifier": "fastcav",
@@ -375,11 +388,44 @@ def write_ticket(folder: Path, seed: int, branch: str, r: int, concepts: list[st
             for target in CLASSES
         ]  # fmt: skip
 
+    write_image_tables(folder, correct, branch, r, rng)
     calibration = [row for i in range(N_RANDOM) for row in tcav_rows(f"random_{i}", lambda *_: 0.5)]
     pd.DataFrame(calibration).to_csv(folder / "tcav" / "calibration.csv", index=False)
     for concept in concepts:
         rows = tcav_rows(concept, lambda layer, target, c=concept: tcav_score(c, layer, target, branch, r))
         pd.DataFrame(rows).to_csv(folder / "tcav" / f"{concept_slug(concept)}.csv", index=False)
+
+
+N_EXPLAINED = 30  # the toy study's explained subset: images 0-29 (data.pt has 30, for the forgetting gallery)
+
+
+def write_image_tables(
+    folder: Path, correct: np.ndarray, branch: str, r: int, rng: np.random.Generator
+) -> None:
+    """outcomes.csv (every toy test image; class = image mod 3) and, on the ticket branch, agreement.csv of
+    the explained subset (agreement falls with the round, no per-image link planted)."""
+    image = np.arange(N_TEST, dtype=np.int64)
+    label = image % 3
+    margin = np.where(correct, 1.0, -1.0) * (0.5 + (1 - DIFFICULTY))
+    outcomes = {"image": image, "label": label, "correct": correct,
+                "predicted": np.where(correct, label, (label + 1) % 3), "loss": np.log1p(np.exp(-margin)),
+                "margin": margin}  # fmt: skip
+    pd.DataFrame(outcomes).to_csv(folder / TICKET_FILES.outcomes, index=False)
+    if branch != TICKET:
+        return
+    rows = []
+    for method in METHODS:
+        rho = (
+            np.ones(N_EXPLAINED)
+            if r == 0
+            else np.clip(1.0 - 0.1 * r + rng.normal(0, 0.1, N_EXPLAINED), -1, 1)
+        )
+        rows.append(pd.DataFrame({"image": image[:N_EXPLAINED], "label": label[:N_EXPLAINED], "method": method,
+                                  "spearman": rho, "iou_top10": rho / 2, "iou_top20": rho / 1.5, "ssim": rho}))  # fmt: skip
+    pd.concat(rows).to_csv(folder / TICKET_FILES.agreement, index=False)
+    maps = rng.random((N_EXPLAINED, SIZE, SIZE)).astype(np.float32)
+    np.savez(folder / TICKET_FILES.image_maps, images=image[:N_EXPLAINED], labels=label[:N_EXPLAINED],
+             gradcam=maps, saliency=maps * 1e-3)  # fmt: skip
 
 
 def write_prepared(results: Path) -> None:
@@ -417,6 +463,12 @@ class ToyStudy:
             "consistency_tables": [t / TICKET_FILES.consistency for t in self.tickets],
             "saliency_maps": [t / TICKET_FILES.saliency_maps for t in self.tickets],
             "calibration_tables": [t / TICKET_FILES.tcav_calibration for t in self.tickets],
+            "outcome_tables": [
+                t / TICKET_FILES.outcomes for t in self.tickets if Ticket.from_folder(t).branch == TICKET
+            ],
+            "agreement_tables": [
+                t / TICKET_FILES.agreement for t in self.tickets if Ticket.from_folder(t).branch == TICKET
+            ],
         }
 
     def tcav_table_pattern(self) -> str:
@@ -484,8 +536,9 @@ def explain_into(
     gradcam_layer: str | None = None,
     **references: Path,
 ) -> None:
-    """explain_ticket writing saliency.npz, saliency.csv and consistency.csv into `folder`."""
+    """explain_ticket writing saliency.npz, saliency.csv, consistency.csv and outcomes.csv into `folder`."""
     explain_ticket(
         checkpoint, data, probe_per_class, gradcam_layer, folder / TICKET_FILES.saliency_maps,
-        folder / TICKET_FILES.saliency_table, folder / TICKET_FILES.consistency, **references,
+        folder / TICKET_FILES.saliency_table, folder / TICKET_FILES.consistency,
+        folder / TICKET_FILES.outcomes, **references,
     )  # fmt: skip

@@ -38,6 +38,15 @@ def _settings(name: str) -> Callable[[str], Any]:
     return convert
 
 
+def _count_or_all(text: str) -> int | None:
+    """`--images-per-class 40` or `all` (None: every test image)."""
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"--images-per-class: got {text!r} (allowed: a positive integer or 'all')")
+    return int(text)
+
+
 def _ticket(folder: str) -> Ticket:
     return Ticket.from_folder(folder)
 
@@ -108,7 +117,15 @@ COMMANDS: dict[str, Command] = {
         Arg("--dense", "dense_maps", Path, {"help": "saliency.npz of the dense net of the same seed"}),
         Arg("--previous", "previous_maps", Path, {"help": "saliency.npz of the previous round"}),
         Arg("--saliency-maps", convert=Path), Arg("--saliency-table", convert=Path),
-        Arg("--consistency", convert=Path), THREADS, DEVICE,
+        Arg("--consistency", convert=Path), Arg("--outcomes", convert=Path), THREADS, DEVICE,
+    )),
+    "explain-images": Command("ticketlens.explanations.images:explain_images", "per-image maps of the explained test subset and their agreement with the dense net", (
+        Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
+        Arg("--images-per-class", convert=_count_or_all,
+            options={"required": True, "help": "an integer, or `all` (every test image)"}),
+        Arg("--gradcam-layer", options=OPTIONAL),
+        Arg("--dense", "dense_maps", Path, {"help": "images.npz of the dense net of the same seed"}),
+        Arg("--image-maps", convert=Path), Arg("--agreement", convert=Path), THREADS, DEVICE,
     )),
     "tcav-calibration": Command("ticketlens.explanations.tcav:tcav_calibration", "TCAV calibration: held-out random sets as concepts", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
@@ -126,6 +143,8 @@ COMMANDS: dict[str, Command] = {
         Arg("--consistency-tables", convert=_paths, options=PATHS),
         Arg("--saliency-maps", convert=_paths, options=PATHS),
         Arg("--calibration-tables", convert=_paths, options=PATHS),
+        Arg("--outcome-tables", convert=_paths, options=PATHS),
+        Arg("--agreement-tables", convert=_paths, options=PATHS),
         Arg("--concepts", options={"nargs": "*", "default": []}),
         Arg("--tcav-table-pattern", options={"required": True, "help": "rule tcav_concept's output pattern"}),
         Arg("--alpha", options={"type": float, "required": True, "help": "the TCAV significance level"}),
@@ -138,6 +157,8 @@ COMMANDS: dict[str, Command] = {
         Arg("--findings", convert=Path), Arg("--data", convert=Path),
         Arg("--saliency", "saliency_maps", _paths, PATHS), Arg("--report", convert=Path),
         Arg("--figures", convert=Path),
+        Arg("--image-maps", convert=_paths, options={"nargs": "*", "default": [],
+                                                      "help": "the ticket branch's images.npz (forgetting gallery)"}),
     )),
     "build-study-report": Command("ticketlens.report:build_study_report", "the cross-dataset report", (
         Arg("--findings", convert=_paths, options=PATHS), Arg("--metrics", convert=_paths, options=PATHS),

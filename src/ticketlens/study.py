@@ -57,6 +57,10 @@ SIMILARITY_METRICS = {
     "iou_top20": "top-20% IoU",
     "ssim": "SSIM",
 }
+# Per-image tables of the ticket branch (explain stage -> analysis): outcomes.csv (every test image) and
+# agreement.csv (the explained subset, against the seed's dense net).
+OUTCOME_COLUMNS = ["image", "label", "correct", "predicted", "loss", "margin"]
+AGREEMENT_COLUMNS = ["image", "label", "method", *SIMILARITY_METRICS]
 METRIC_RANGES = {
     "spearman": (-1.0, 1.0),
     "iou_top10": (0.0, 1.0),
@@ -95,6 +99,9 @@ class TicketFiles:
     saliency_maps: str = "saliency.npz"
     saliency_table: str = "saliency.csv"
     consistency: str = "consistency.csv"
+    outcomes: str = "outcomes.csv"
+    image_maps: str = "images.npz"
+    agreement: str = "agreement.csv"
     tcav_calibration: str = "tcav/calibration.csv"
     tcav_concept: str = "tcav/{concept}.csv"
 
@@ -307,6 +314,7 @@ class TcavSettings(Settings):
 @dataclass(frozen=True)
 class ExplanationSettings(Settings):
     probe_per_class: int
+    images_per_class: int | None  # the per-image agreement subset (None: every test image)
     gradcam_layer: str | None
     tcav: TcavSettings
 
@@ -318,6 +326,9 @@ class FindingsSettings(Settings):
     alpha: float
     accuracy_margin: float
     consistency_margin: float
+    concept_margin: float  # concept loss: "kept" when ticket minus dense TCAV effect is shown within it
+    permutations: int  # permutation draws of the drift-first tests (analysis.forgetting)
+    margin_bins: int  # dense-margin strata of the second drift-first test
 
 
 @dataclass(frozen=True)

@@ -182,12 +182,13 @@ def test_findings_on_synthetic_tree(summarized: tuple[Path, dict[str, Any]]) -> 
     assert len(findings["ceiling_pairs"]) == 3 * len(METHODS)
     corr = next(c for c in findings["correlations"] if c["column"] == "cons_dense_gradcam_spearman")
     assert corr["n_seeds"] == 3 and corr["mean_rho"] > 0.5 and corr["kind"] == "exploratory"
-    lost = [c for c in findings["concept_changes"] if c["branch"] == "ticket"]
-    assert {(c["concept"], c["target_class"], c["change"], c["round"]) for c in lost} == {
-        ("stripes", 0, "lost", 3)
-    }
-    # controls never have 'stripes' for class 0: they lose it at round 1, compared with the shared dense net
-    assert {c["round"] for c in findings["concept_changes"] if c["branch"] == "reinit"} == {1}
+    # 'stripes' pushes class 0 in the dense nets and its effect falls to 0 from round 3: lost from there
+    loss = findings["concept_loss"]
+    assert {(c["concept"], c["target_class"]) for c in loss["ranking"]} == {("stripes", 0)}
+    assert {c["lost_from_round"] for c in loss["ranking"]} == {3}
+    unchanged = [row for row in loss["rows"] if row["concept"] != "stripes" or row["target_class"] != 0]
+    assert unchanged and all(row["status"] != "lost" for row in unchanged)
+    assert sum(row["status"] == "kept" for row in unchanged) >= len(unchanged) / 2
     acc_gap = next(
         g
         for g in findings["control_gaps"]
@@ -228,7 +229,7 @@ def test_single_seed_study_summarizes(tmp_path: Path) -> None:
     assert all(g["p"] is None or math.isnan(g["p"]) for g in findings["control_gaps"])
     on_disk = json.loads((results / "findings.json").read_text())
     assert on_disk["control_gaps"][0]["p"] is None  # NaN written as null, file stays valid JSON
-    assert findings["concept_changes"] == [] and findings["ceiling_pairs"] == []
+    assert findings["concept_loss"]["rows"] == [] and findings["ceiling_pairs"] == []
 
 
 def test_missing_ticket_file_is_a_user_error(tmp_path: Path) -> None:
@@ -256,8 +257,8 @@ def test_tcav_calibration_in_findings_metrics_and_report(summarized: tuple[Path,
     )
     dense = findings["concepts_dense_significant"]
     assert {(d["concept"], d["target_class"], d["direction"]) for d in dense} == {("stripes", 0, "up")}
-    lost = [c for c in findings["concept_changes"] if c["branch"] == "ticket"]
-    assert lost and all(c["change"] == "lost" and c["round"] == 3 for c in lost)
+    lost = findings["concept_loss"]["ranking"]
+    assert lost and all(c["lost_from_round"] == 3 and c["difference"] < 0 for c in lost)
 
 
 def test_dense_nets_explaining_different_probe_images_are_refused(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import TOY, TOY_PRUNING, explain_into, into, make_toy_data
-from ticketlens.data.prepared import save_prepared
+from ticketlens.data.prepared import TEST, load_prepared, save_prepared
 from ticketlens.errors import UserError
 from ticketlens.explanations import saliency as sal
 from ticketlens.explanations.compare import (
@@ -23,9 +23,10 @@ from ticketlens.explanations.compare import (
 )
 from ticketlens.explanations.explain import CONSISTENCY_COLUMNS, SALIENCY_COLUMNS
 from ticketlens.explanations.faithfulness import deletion_insertion, pixel_ranks
+from ticketlens.explanations.images import AGREEMENT_COLUMNS, OUTCOME_COLUMNS, explain_images
 from ticketlens.explanations.tcav import tcav_calibration
 from ticketlens.explanations.tcav_stats import TEST_COLUMNS
-from ticketlens.fileio import file_sha256
+from ticketlens.fileio import file_sha256, load_npz
 from ticketlens.study import TICKET_FILES, TcavSettings, Ticket
 
 RNG = np.random.default_rng(0)
@@ -404,4 +405,40 @@ def test_a_swapped_data_file_is_refused_by_the_hash_the_checkpoint_carries(
         explain_into(checkpoint, other, PROBE_PER_CLASS, tmp_path / "out")
     with pytest.raises(UserError, match=expected):
         tcav_calibration(checkpoint, other, *toy_study["randoms"], TCAV, tmp_path / "calibration.csv")
+    with pytest.raises(UserError, match=expected):
+        explain_images(checkpoint, other, 2, None, tmp_path / "out" / TICKET_FILES.image_maps,
+                       tmp_path / "out" / TICKET_FILES.agreement)  # fmt: skip
     assert not (tmp_path / "out" / TICKET_FILES.saliency_maps).exists()
+
+
+def test_outcomes_and_image_agreement_cover_every_test_image_and_the_explained_subset(
+    toy_study: dict,
+) -> None:
+    root = toy_study["root"]
+    explain(toy_study, "r0", root / "r0")
+    outcomes = pd.read_csv(root / "r0" / TICKET_FILES.outcomes)
+    data = load_prepared(toy_study["data"])
+    test = data.indices(TEST).numpy()
+    assert list(outcomes.columns) == OUTCOME_COLUMNS
+    assert outcomes["image"].tolist() == test.tolist()
+    assert (outcomes["correct"] == (outcomes["predicted"] == outcomes["label"])).all()
+    # the margin is negative exactly where the image is misclassified; the loss is a cross-entropy
+    assert ((outcomes["margin"] > 0) == outcomes["correct"]).all() and (outcomes["loss"] >= 0).all()
+    npz = load_npz(root / "r0" / TICKET_FILES.saliency_maps, "maps")
+    assert npz["test_correct"].tolist() == outcomes["correct"].tolist()
+
+    def images(ticket: str, **dense: Path) -> pd.DataFrame:
+        folder = root / ticket
+        checkpoint = folder / TICKET_FILES.checkpoint
+        explain_images(checkpoint, toy_study["data"], 2, None, folder / TICKET_FILES.image_maps,
+                       folder / TICKET_FILES.agreement, **dense)  # fmt: skip
+        return pd.read_csv(folder / TICKET_FILES.agreement)
+
+    dense = images("r0")
+    ticket = images("r1", dense_maps=root / "r0" / TICKET_FILES.image_maps)
+    assert list(ticket.columns) == AGREEMENT_COLUMNS
+    n_classes = len(np.unique(data.labels[data.split == TEST].numpy()))
+    assert ticket.groupby("method")["image"].nunique().eq(2 * n_classes).all()
+    assert set(ticket["image"]) <= set(test)
+    assert np.allclose(dense.loc[dense["method"] == "saliency", "spearman"], 1.0)  # the dense net is itself
+    assert ticket["spearman"].between(-1, 1).all() and ticket["spearman"].lt(1 - 1e-9).any()

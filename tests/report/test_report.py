@@ -30,6 +30,7 @@ FIGURES = [
     "gallery",
     "tcav",
     "scatter_accuracy_consistency",
+    "forgetting_gallery",
 ]
 
 
@@ -40,6 +41,7 @@ def report_args(study: ToyStudy) -> list[str]:
         "--summary", str(study.output("summary")), "--tcav-summary", str(study.output("tcav_summary")),
         "--findings", str(study.output("findings")), "--data", str(study.results / "prepared" / "data.pt"),
         "--saliency", *[str(t / "saliency.npz") for t in study.tickets],
+        "--image-maps", *[str(t / "images.npz") for t in study.tickets if "/ticket/" in str(t)],
         "--report", str(study.output("report")), "--figures", str(study.output("figures")),
     ]  # fmt: skip
 
@@ -185,7 +187,17 @@ def test_report_markdown_states_computed_findings(built: dict[str, Any]) -> None
     )
     assert "Grad-CAM maps with no positive cell (emptied by Grad-CAM's ReLU): 12 of 288" in text
     assert "Exploratory: within each seed" in text and "Holm-adjusted" in text  # 5 rounds: tested
-    assert "concept stripes (layer features.3, class 0) loses significance at round 3" in text
+    assert (
+        "Lost 1: concept stripes for class 0 (layer features.3) from round 3 (21.6% of weights remaining)"
+        in text
+    )
+    assert "tickets lose 2, keep" in text  # stripes for class 0 on both layers; the other rows do not move
+    # forgetting: from round 4 tickets fail on the hardest tenth of the images (the toy's known answer)
+    assert "At round 4 (13% of weights remaining) a ticket forgets 10.5% of the test images" in text
+    assert (
+        "pruning-identified exemplars" in text and "Round 4: kept images agree with the dense net's" in text
+    )
+    assert "after adjusting for the dense net's margin" in text and "### Forgetting per class" in text
     assert "concept stripes pushes class 0 up (layer features.3)" in text  # the direction of the effect
     assert "Holm per ticket over concepts x layers x classes at alpha 0.05" in text
     assert "were rejected in 0% of rows before correction" in text and "0% after Holm" in text
@@ -211,6 +223,10 @@ def test_readme_block_is_rewritten_from_results_and_an_edited_number_fails(
     text = readme.read_text()
     assert "old text" not in text and headline(findings) in text and text.endswith("\n\nMore.\n")
     assert "**toy** (3 seeds, rounds 0-5" in text and "95% interval" in text
+    # why tickets fail: both drift-first tests at their last testable round and the concepts lost first
+    assert "Why tickets fail: forgotten images agree less (round 5): " in text
+    assert "low agreement predicts next-round forgetting (round 4): " in text
+    assert "concepts lost: 2 of 12 rows, first stripes/class 0 (round 3)" in text
     assert run(["readme-findings", "--readme", str(readme), "--results", str(pinned), "--check"]) == 0
     dense = f"dense {100 * findings['accuracy_match']['dense_accuracy']:.2f}%"
     assert dense in text

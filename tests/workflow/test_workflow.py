@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from helpers import TINY, merged, snakemake, write_params
@@ -18,12 +20,23 @@ def test_every_target_exists(study):
         for branch, r in (("ticket", 0), ("ticket", 1), ("reinit", 1), ("randmask", 1)):
             folder = base / "seed_0" / branch / f"round_{r}"
             for name in ("checkpoint.pt", "metrics.json", "saliency.npz", "saliency.csv", "consistency.csv",
-                         "tcav/calibration.csv"):  # fmt: skip
+                         "outcomes.csv", "tcav/calibration.csv"):  # fmt: skip
                 assert (folder / name).stat().st_size > 0, folder / name
+            # the per-image agreement with the dense net: the ticket branch only (the forgetting analysis)
+            for name in ("images.npz", "agreement.csv"):
+                assert (folder / name).exists() == (branch == "ticket"), folder / name
             concept = TINY["datasets"][dataset]["concepts"][0]  # no "::": its file stem is its name
             assert (folder / "tcav" / f"{concept}.csv").stat().st_size > 0, folder
         for name in ("summary.csv", "tcav_summary.csv", "findings.json", "report.md"):
             assert (base / name).stat().st_size > 0
+        findings = json.loads((base / "findings.json").read_text())
+        forgetting = findings["forgetting"]
+        assert forgetting["explained_images"] > 0 and forgetting["per_round"][0]["round"] == 1
+        assert len(forgetting["forgotten_vs_kept"]) == 1 and forgetting["predicts_next"] == []  # one round
+        assert {"rows", "ranking"} <= set(findings["concept_loss"])
+        report = (base / "report.md").read_text()
+        assert "Which images tickets forget" in report and "figures/forgetting_gallery.png" in report
+        assert (base / "figures" / "forgetting_gallery.png").stat().st_size > 0
     assert (study / "results" / "report.md").exists()
     assert (study / "results" / "metrics.json").exists()
     # one log per rule and job: logs/{dataset}/{rule}.log, per ticket logs/{dataset}/seed_s/{branch}/round_r/
@@ -34,6 +47,7 @@ def test_every_target_exists(study):
             folder = study / "logs" / dataset / "seed_0" / branch / f"round_{r}"
             for rule in ("train_ticket", "explain_ticket", "tcav_calibration"):
                 assert (folder / f"{rule}.log").stat().st_size > 0, folder / f"{rule}.log"
+            assert (folder / "explain_images.log").exists() == (branch == "ticket"), folder
     assert (study / "logs" / "build_study_report.log").exists()
 
 

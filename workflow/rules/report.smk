@@ -11,6 +11,9 @@ def summarize_dataset_inputs(wc):
         "maps": [t.file("saliency_maps") for t in tickets],
         "calibration": [t.file("tcav_calibration") for t in tickets],
         "tcav": [t.file("tcav_concept", concept=s) for t in tickets for s in slugs],
+        # the forgetting analysis: the ticket branch's per-image outcomes and agreement with the dense net
+        "outcomes": [t.file("outcomes") for t in tickets if t.branch == TICKET],
+        "agreement": [t.file("agreement") for t in tickets if t.branch == TICKET],
     }
 
 
@@ -42,7 +45,8 @@ rule summarize_dataset:
         "ticketlens --log {log:q} summarize-dataset --dataset {wildcards.dataset:q}"
         " --metrics {input.metrics:q} --saliency-tables {input.saliency:q}"
         " --consistency-tables {input.consistency:q} --saliency-maps {input.maps:q}"
-        " --calibration-tables {input.calibration:q} --concepts {params.concepts:q}"
+        " --calibration-tables {input.calibration:q} --outcome-tables {input.outcomes:q}"
+        " --agreement-tables {input.agreement:q} --concepts {params.concepts:q}"
         " --tcav-table-pattern {params.tcav_tables:q} --alpha {params.alpha}"
         " --settings {params.findings:q}"
         " --summary {output.summary:q} --aggregate {output.aggregate:q}"
@@ -56,6 +60,11 @@ rule build_dataset_report:
         findings=rules.summarize_dataset.output.findings,
         data=rules.prepare_dataset.output.data,
         saliency=lambda wc: [t.file("saliency_maps") for t in STUDY.tickets(wc.dataset)],
+        image_maps=lambda wc: [
+            t.file("image_maps")
+            for t in STUDY.tickets(wc.dataset)
+            if t.branch == TICKET
+        ],
     output:
         report="results/{dataset}/report.md",
         figures=report(
@@ -70,8 +79,8 @@ rule build_dataset_report:
     shell:
         "ticketlens --log {log:q} build-dataset-report --dataset {wildcards.dataset:q}"
         " --summary {input.summary:q} --tcav-summary {input.tcav:q} --findings {input.findings:q}"
-        " --data {input.data:q} --saliency {input.saliency:q} --report {output.report:q}"
-        " --figures {output.figures:q}"
+        " --data {input.data:q} --saliency {input.saliency:q} --image-maps {input.image_maps:q}"
+        " --report {output.report:q} --figures {output.figures:q}"
 
 
 rule build_study_report:

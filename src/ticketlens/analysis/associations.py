@@ -214,43 +214,18 @@ def concept_significance(tcav_summary: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns="up")
 
 
-def concept_changes(tcav_summary: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Concepts whose call (significant up, significant down, not significant) differs from the dense net's,
-    and the first round it does. Returns (changes, dense significant set with directions). Each branch is
-    compared with the shared dense net."""
+def dense_significant_concepts(tcav_summary: pd.DataFrame) -> list[dict[str, Any]]:
+    """The concept x layer x class rows significant in a majority of the dense nets, with their direction
+    (descriptive: which concepts the dense nets use; whether tickets lose them is `concept_loss`)."""
     table = concept_significance(tcav_summary)
     if table.empty:
-        return [], []
+        return []
     dense = dense_rows(table)
-    dense_call = {
-        tuple(k): d for k, d in zip(dense[TCAV_KEY].to_numpy().tolist(), dense["direction"], strict=True)
-    }
-    changes = []
-    pruned = table[table["round"] > DENSE_ROUND].sort_values("round")
-    for (branch, *key), group in pruned.groupby(["branch", *TCAV_KEY], sort=True):
-        before = dense_call.get(tuple(key))
-        if before is None:
-            continue
-        flipped = group[group["direction"] != before]
-        if flipped.empty:
-            continue
-        first = flipped.iloc[0]
-        after = str(first["direction"])
-        changes.append(
-            {
-                **dict(zip(TCAV_KEY, key, strict=True)),
-                "branch": branch,
-                "change": "gained" if not before else ("lost" if not after else "reversed"),
-                "dense_direction": before,
-                "direction": after,
-                "round": int(first["round"]),
-                "remaining": float(first["remaining"]),
-                "dense_score": float(dense.loc[(dense[TCAV_KEY] == key).all(axis=1), "mean"].iloc[0]),
-                "score": float(first["mean"]),
-            }
-        )
-    dense_list = [dict(zip(TCAV_KEY, k, strict=True)) | {"direction": d} for k, d in dense_call.items() if d]
-    return changes, dense_list
+    dense = dense[dense["significant"].astype(bool)]
+    return [
+        dict(zip(TCAV_KEY, key, strict=True)) | {"direction": direction}
+        for key, direction in zip(dense[TCAV_KEY].to_numpy().tolist(), dense["direction"], strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------------------- controls

@@ -7,7 +7,9 @@
 - Drift: is a ticket further from its dense net than another dense seed is (the ceiling)? The same
   machinery on consistency minus the dense seed-to-seed consistency (`inference.difference_from_ceiling`).
 - Before / with / after: only when both onsets are determined, from the interval of rounds each onset lies in.
-- Correlations (exploratory), control gaps and concept changes: `associations` and below.
+- Correlations (exploratory) and control gaps: `associations`; concept loss (ticket minus dense TCAV
+  effect, paired over seeds): `concept_loss`; forgetting and the drift-first tests: `forgetting` (added
+  by `summary.summarize_dataset`, which reads the per-image tables).
 
 With fewer than 3 seeds everything is numbers only: no interval, no test, and the findings say so.
 Everything is unit tested on constructed and simulated tables (tests/analysis/test_summary.py, test_findings.py);
@@ -23,11 +25,12 @@ import pandas as pd
 
 from ticketlens.analysis import inference, power
 from ticketlens.analysis.associations import (
-    concept_changes,
     control_gaps,
+    dense_significant_concepts,
     gap_columns,
     within_seed_correlations,
 )
+from ticketlens.analysis.concept_loss import concept_loss
 from ticketlens.analysis.tables import (
     consistency_column,
     consistency_columns_of,
@@ -318,7 +321,6 @@ def compute_findings(
     seeds = sorted(int(s) for s in summary["seed"].unique())
     ceiling = ceiling if ceiling is not None else pd.DataFrame()
     match = accuracy_match(summary, settings, outcomes)
-    changes, dense_sig = concept_changes(tcav_summary)
     tested = len(seeds) >= inference.MIN_SEEDS_FOR_TESTS
     return {
         "dataset": dataset,
@@ -342,8 +344,8 @@ def compute_findings(
         "ceiling_pairs": ceiling.to_dict(orient="records"),
         "empty_maps": empty_map_counts(summary),
         "correlations": within_seed_correlations(summary, settings.alpha),
-        "concepts_dense_significant": dense_sig,
-        "concept_changes": changes,
+        "concepts_dense_significant": dense_significant_concepts(tcav_summary),
+        "concept_loss": concept_loss(tcav_summary, settings.alpha, settings.concept_margin),
         "control_gaps": control_gaps(summary, gap_columns(summary), settings.alpha, outcomes),
     }
 
@@ -395,7 +397,7 @@ def compact_metrics(summary: pd.DataFrame, findings: dict[str, Any]) -> dict[str
             out[f"gap_{gap['control']}_{name}_final"] = gap["mean_gap"]
     for column in (c for c in summary.columns if c.startswith("empty_")):
         out[f"{column}_maps"] = float(summary[column].sum())
-    out["n_concept_changes"] = len(findings["concept_changes"])
+    out["n_concepts_lost"] = len(findings["concept_loss"]["ranking"])
     if "late_val_gain" in summary:  # on a plateau? dense nets and tickets (docs/benchmarks.md, issue 20)
         out["max_late_val_gain_tickets"] = float(
             summary.loc[summary["branch"] == TICKET, "late_val_gain"].max()

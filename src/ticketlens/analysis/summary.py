@@ -23,11 +23,13 @@ from ticketlens import fileio
 from ticketlens.analysis.calibration import calibration_cells, tcav_calibration
 from ticketlens.analysis.empty_maps import dense_pair_empty, empty_map_findings, empty_pair_columns
 from ticketlens.analysis.findings import compact_metrics, compute_findings
+from ticketlens.analysis.forgetting import forgetting_findings
 from ticketlens.analysis.tables import aggregate_over_seeds, consistency_column
 from ticketlens.analysis.ticket_tables import (
     TicketShape,
     read_consistency_table,
     read_saliency_table,
+    read_table,
     read_tcav_tables,
     ticket_shape,
 )
@@ -38,7 +40,9 @@ from ticketlens.explanations.tcav_stats import (
     summarize_tcav,
 )
 from ticketlens.study import (
+    AGREEMENT_COLUMNS,
     DENSE_ROUND,
+    OUTCOME_COLUMNS,
     SIMILARITY_METRICS,
     TICKET,
     TICKET_DIR,
@@ -330,6 +334,21 @@ def read_map_files(
     return outcomes, ceiling, dense_pair_empty(dense_maps)
 
 
+def read_image_tables(paths: Sequence[Path], what: str, columns: Sequence[str]) -> pd.DataFrame:
+    """The per-image tables (outcomes.csv or agreement.csv) of the ticket branch, each row with its ticket's
+    seed and round; one table per ticket."""
+    frames, seen = [], set()
+    for path in map(Path, paths):
+        ticket = _owner(path)
+        if ticket.branch != TICKET:
+            raise UserError(f"{path}: {what} are read for the ticket branch only, got {ticket.name}")
+        if ticket in seen:
+            raise UserError(f"{path}: two {what} files given for {ticket.name}")
+        seen.add(ticket)
+        frames.append(read_table(path, what, columns).assign(seed=ticket.seed, round=ticket.round))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def summarize_dataset(
     dataset: str,
     ticket_metrics: list[Path],
@@ -337,6 +356,8 @@ def summarize_dataset(
     consistency_tables: list[Path],
     saliency_maps: list[Path],
     calibration_tables: list[Path],
+    outcome_tables: list[Path],
+    agreement_tables: list[Path],
     concepts: Sequence[str],
     tcav_table_pattern: str,
     alpha: float,
@@ -349,7 +370,7 @@ def summarize_dataset(
 ) -> dict[str, Any]:
     """Read every ticket's files (each ticket's metrics.json, saliency.csv, consistency.csv, saliency.npz,
     tcav/calibration.csv, each matched to its ticket by its folder, and the concepts' tables by
-    `tcav_table_pattern`); write
+    `tcav_table_pattern`; the ticket branch's outcomes.csv and agreement.csv for the forgetting analysis); write
     summary.csv, summary_agg.csv, tcav_summary.csv, findings.json and metrics.json to the given paths;
     return the findings. `alpha` is the TCAV level, `settings` the findings' tests (params `findings`)."""
     inputs = group_by_ticket(
@@ -367,6 +388,16 @@ def summarize_dataset(
     result = compute_findings(table, tcav_all, dataset, settings, ceiling, outcomes, tcav_alpha=alpha)
     result["tcav_calibration"] = tcav_calibration(calibration, alpha)
     result["empty_pairs"] = empty_map_findings(table, empty_ceiling, settings)
+    tickets = table[table["branch"] == TICKET]
+    remaining = tickets.groupby("round")["remaining_fraction"].mean()
+    result["forgetting"] = forgetting_findings(
+        read_image_tables(outcome_tables, "per-image outcomes", OUTCOME_COLUMNS),
+        read_image_tables(agreement_tables, "per-image agreements", AGREEMENT_COLUMNS),
+        settings.alpha,
+        settings.permutations,
+        settings.margin_bins,
+        {int(r): float(v) for r, v in remaining.items()},
+    )
     write_csv(table, Path(summary))
     write_csv(aggregate_over_seeds(table), Path(aggregate))
     write_csv(tcav_all, Path(tcav_summary))

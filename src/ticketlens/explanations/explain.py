@@ -1,8 +1,8 @@
 """Pixel-level explanations of one ticket: standard Grad-CAM and gradient saliency on a fixed probe set,
 their localisation and faithfulness, and their consistency with the dense net, the previous round and a
 randomised-weights floor. `explain_ticket` writes saliency.npz (with the signed Grad-CAM map and the test
-split's per-image correctness, which the findings need for test-set noise), saliency.csv and
-consistency.csv (docs/architecture.md); the concept level is `tcav.tcav_calibration` / `tcav.tcav_concept`.
+split's per-image correctness, which the findings need for test-set noise), saliency.csv,
+consistency.csv and outcomes.csv (every test image's outcome; docs/architecture.md); the concept level is `tcav.tcav_calibration` / `tcav.tcav_concept`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ticketlens.data.prepared import TEST, load_prepared
-from ticketlens.device import configure, host, model_device, resolve_device, to_device
+from ticketlens.data.prepared import load_prepared
+from ticketlens.device import configure, resolve_device
 from ticketlens.errors import UserError
 from ticketlens.explanations import saliency as sal
 from ticketlens.explanations.compare import compare_maps, load_standard_maps
 from ticketlens.explanations.faithfulness import deletion_insertion
+from ticketlens.explanations.images import test_outcomes
 from ticketlens.explanations.seeds import seed_everything
 from ticketlens.fileio import file_sha256, write_csv, write_npz
 from ticketlens.lottery.provenance import CHECKPOINT_SHA
@@ -102,23 +103,6 @@ def consistency_table(
     return pd.concat(frames, ignore_index=True)[CONSISTENCY_COLUMNS]
 
 
-@torch.no_grad()
-def test_correctness(
-    model: torch.nn.Module, data: Any, batch_size: int = 512
-) -> tuple[np.ndarray, np.ndarray]:
-    """(indices of the test split, whether the model classifies each correctly): the per-image outcomes
-    from which the findings estimate how much of an accuracy difference is test-set noise."""
-    device = model_device(model)
-    indices = data.indices(TEST)
-    correct = []
-    for start in range(0, len(indices), batch_size):
-        index = indices[start : start + batch_size]
-        logits = model(to_device(data.images[index], device).float().div_(255.0))
-        correct.append(host(logits.argmax(dim=1)).eq(data.labels[index]).numpy())
-    flags = np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
-    return indices.numpy().astype(np.int64), flags.astype(bool)
-
-
 def explain_ticket(
     checkpoint: Path,
     data_path: Path,
@@ -127,13 +111,15 @@ def explain_ticket(
     saliency_maps: Path,
     saliency_table: Path,
     consistency: Path,
+    outcomes: Path,
     dense_maps: Path | None = None,
     previous_maps: Path | None = None,
     threads: int = 1,
     device: str = "auto",
 ) -> None:
     """Pixel-level explanations of one ticket and their comparisons with the references given, written to
-    `saliency_maps` (saliency.npz), `saliency_table` (saliency.csv) and `consistency` (consistency.csv).
+    `saliency_maps` (saliency.npz), `saliency_table` (saliency.csv) and `consistency` (consistency.csv), and
+    how it classifies every test image to `outcomes` (outcomes.csv, `images.test_outcomes`).
 
     `gradcam_layer` None means the model's last conv block; `dense_maps` / `previous_maps` are the
     saliency.npz of the dense net of the same seed and of the previous round (absent for round 0).
@@ -156,7 +142,9 @@ def explain_ticket(
     layer = gradcam_layer or getattr(model, "gradcam_layer", None)
     all_maps = sal.explain_probe(model, x, target, layer)
     maps = sal.standard_maps(all_maps)
-    test_indices, test_correct = test_correctness(model, data)
+    per_image = test_outcomes(model, data)
+    test_indices = per_image["image"].to_numpy(dtype=np.int64)
+    test_correct = per_image["correct"].to_numpy(dtype=bool)
     arrays = {**all_maps, "probe": probe, "labels": labels_all[probe].astype(np.int64)}
     arrays |= {"preds": preds.astype(np.int64), "logits": logits.numpy().astype(np.float32)}
     arrays |= {"test_indices": test_indices, "test_correct": test_correct}
@@ -176,4 +164,5 @@ def explain_ticket(
     write_npz(arrays, Path(saliency_maps))
     write_csv(table, Path(saliency_table))
     write_csv(similarity, Path(consistency))
+    write_csv(per_image, Path(outcomes), float_format="%.6g")
     log.info("explained %s: %d probe images, methods %s", checkpoint, len(probe), list(maps))

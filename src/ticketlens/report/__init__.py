@@ -65,6 +65,25 @@ def load_gallery_inputs(
     return prepared.images[probe].numpy(), maps, list(prepared.class_names)
 
 
+def load_forgetting_inputs(
+    data: Path, image_maps: list[Path], most_forgotten: list[dict[str, Any]]
+) -> tuple[dict[int, np.ndarray], dict[tuple[int, int], dict[str, np.ndarray]], list[str]]:
+    """The forgetting gallery's images (from data.pt) and the ticket branch's images.npz of the seeds shown."""
+    from ticketlens.data.prepared import load_prepared  # lazy: torch, for the dataset report only
+
+    seeds = {item["seed"] for item in most_forgotten}
+    maps = {}
+    for path in map(Path, image_maps):
+        ticket = Ticket.from_folder(path.parent)
+        if ticket.seed in seeds:
+            if not path.is_file():
+                raise UserError(f"{path} not found (run the explain_images step first)")
+            maps[(ticket.seed, ticket.round)] = load_npz(path, "image maps")
+    prepared = load_prepared(data)
+    images = {item["image"]: prepared.images[item["image"]].numpy() for item in most_forgotten}
+    return images, maps, list(prepared.class_names)
+
+
 def _write_figures(
     folder: Path,
     summary: pd.DataFrame,
@@ -72,6 +91,7 @@ def _write_figures(
     findings: dict[str, Any],
     data: Path,
     saliency_maps: list[Path],
+    image_maps: list[Path],
 ) -> list[str]:
     """Write every figure into `folder`; return their names (file stems) in report order."""
     from ticketlens.report import figures, grids  # lazy: matplotlib, which the study report never needs
@@ -88,6 +108,11 @@ def _write_figures(
     seed = int(findings["seeds"][0])
     images, maps, class_names = load_gallery_inputs(data, saliency_maps, seed)
     keep(grids.plot_gallery(images, maps, class_names, seed), "gallery")
+    forgetting = findings.get("forgetting") or {}
+    if forgetting and image_maps:
+        shown = forgetting["most_forgotten"][: grids.FORGOTTEN_SHOWN]
+        pictures, image_sets, class_names = load_forgetting_inputs(data, image_maps, shown)
+        keep(grids.plot_forgetting_gallery(shown, pictures, image_sets, class_names), "forgetting_gallery")
     if not tcav.empty:
         for group in grids.heatmap_groups(tcav):
             whole = len(group) == len(tcav["target_class"].unique())
@@ -108,16 +133,21 @@ def build_dataset_report(
     saliency_maps: list[Path],
     report: Path,
     figures: Path,
+    image_maps: list[Path] | None = None,
 ) -> Path:
     """Figures into `figures` (a folder) and `report` (report.md); returns the report path.
 
     `data` is the prepared data.pt (the gallery's probe images); `saliency_maps` are the tickets'
-    saliency.npz, of which the gallery shows the first seed's.
+    saliency.npz, of which the gallery shows the first seed's; `image_maps` the ticket branch's images.npz,
+    from which the forgetting gallery shows the most-forgotten explained images.
     """
     table = _read_csv(Path(summary))
     tcav = _read_csv(Path(tcav_summary))
     result = _read_json(Path(findings), "")
-    names = _write_figures(Path(figures), table, tcav, result, Path(data), [Path(p) for p in saliency_maps])
+    names = _write_figures(
+        Path(figures), table, tcav, result, Path(data), [Path(p) for p in saliency_maps],
+        [Path(p) for p in image_maps or []],
+    )  # fmt: skip
     # report.md links its figures as figures/{name}.png: the folder given is expected beside it.
     atomic_write_text(Path(report), dataset_markdown(dataset, table, result, names))
     log.info("%s: report %s with %d figures", dataset, report, len(names))

@@ -227,3 +227,64 @@ def plot_gallery(
     # Wrap so a narrow gallery (few rounds) keeps its title inside the figure.
     fig.suptitle(textwrap.fill(title, max(45, 11 * (len(columns) + 1))))
     return fig
+
+
+# ------------------------------------------------------------------------------ forgetting gallery
+
+FORGOTTEN_SHOWN = 6
+
+
+def plot_forgetting_gallery(
+    most_forgotten: list[dict[str, Any]],
+    images: dict[int, np.ndarray],
+    maps: dict[tuple[int, int], dict[str, np.ndarray]],
+    class_names: list[str] | None,
+) -> Figure:
+    """The most-forgotten explained test images (rows): the image, the dense net's map and the ticket's maps
+    at the rounds around the round its seed first forgets it (r - 1, r, r + 1 where they exist).
+
+    `most_forgotten`: findings.json `forgetting.most_forgotten`; `images[index]`: the C x H x W uint8 image;
+    `maps[(seed, round)]`: that ticket's images.npz. Grad-CAM where the model has it, else saliency."""
+    shown = most_forgotten[:FORGOTTEN_SHOWN]
+    offsets = (-1, 0, 1)
+    fig, axes = plt.subplots(
+        max(1, len(shown)), 2 + len(offsets), figsize=(1.5 * (2 + len(offsets)), 1.5 * max(1, len(shown)) + 0.9),
+        squeeze=False,
+    )  # fmt: skip
+    overlay = None
+    for row, item in enumerate(shown):
+        picture, cmap = _image_for_display(images[item["image"]])
+        axes[row, 0].imshow(picture, cmap=cmap)
+        label = _class_label(item["label"], class_names)
+        axes[row, 0].set_ylabel(textwrap.fill(f"#{item['image']} {label}", 14), fontsize=7)
+        axes[row, 0].set_title(f"forgotten {100 * item['frequency']:.0f}%", fontsize=7)
+        rounds = [0] + [item["first_round"] + k for k in offsets]
+        for col, r in enumerate(rounds, start=1):
+            ax = axes[row, col]
+            npz = maps.get((item["seed"], r))
+            if npz is None or (r == 0 and col > 1) or (col > 1 and r <= 0):
+                ax.axis("off")
+                continue
+            method = "gradcam" if "gradcam" in npz else "saliency"
+            pos = int(np.flatnonzero(np.asarray(npz["images"]) == item["image"])[0])
+            ax.imshow(picture, cmap=cmap)
+            height, width = picture.shape[:2]
+            overlay = ax.imshow(
+                _display_map(np.asarray(npz[method][pos], dtype=float), method), cmap="jet", alpha=0.5,
+                vmin=0, vmax=1, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+            )  # fmt: skip
+            kind = "CAM" if method == "gradcam" else "grad"
+            ax.set_title(("dense" if r == 0 else f"s{item['seed']} r{r}") + f" {kind}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if not shown:
+        axes[0, 0].text(0.5, 0.5, "no explained image is forgotten", ha="center", va="center", fontsize=8)
+    if overlay is not None:
+        bar = fig.colorbar(overlay, ax=list(axes.flat), shrink=0.6, pad=0.01)
+        bar.set_label("attribution (per-map max = 1)")
+    fig.suptitle(
+        textwrap.fill("Most-forgotten test images: the dense net's map and the ticket's around the round its "
+                      "seed first forgets the image", 60), fontsize=9,
+    )  # fmt: skip
+    return fig

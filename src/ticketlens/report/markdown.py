@@ -11,6 +11,7 @@ import pandas as pd
 from ticketlens.analysis.tables import aggregate_over_seeds, split_consistency_column
 from ticketlens.report.power_text import power_rows
 from ticketlens.report.sentences import STUDY_SECTIONS, finding_sentences
+from ticketlens.report.why import why_tables
 from ticketlens.report.wording import method_name
 from ticketlens.study import HEADLINE_METRIC
 
@@ -43,12 +44,6 @@ FINDINGS_TABLES = (
         "correlations",
         ["method", "metric", "kind", "n_seeds", "n_rounds", "mean_rho", "ci_low", "ci_high", "p", "p_holm", "same_as",
          "significant"],
-    ),
-    (
-        "Concept significance changes relative to the dense net",
-        "concept_changes",
-        ["branch", "concept", "layer", "target_class", "change", "dense_direction", "direction", "round", "remaining",
-         "dense_score", "score"],
     ),
 )  # fmt: skip
 ACCURACY_COLUMNS = [
@@ -224,6 +219,8 @@ def _tables_markdown(summary: pd.DataFrame, findings: dict[str, Any]) -> list[st
     ]
     for heading, key, columns in FINDINGS_TABLES:
         lines += [f"### {heading}", "", markdown_table(_records(findings[key], columns))]
+    for heading, table in why_tables(findings):
+        lines += [f"### {heading}", "", markdown_table(table)]
     lines += ["### Controls minus tickets at equal round (paired over seeds, Holm per metric)", ""]
     lines.append(markdown_table(_gap_table(findings)))
     return lines

@@ -16,6 +16,7 @@ from ticketlens.errors import UserError
 from ticketlens.fileio import atomic_write_text
 from ticketlens.report.calibration_text import calibration_counts
 from ticketlens.report.sentences import accuracy_sentences, drift_sentences
+from ticketlens.report.why import readme_claims
 
 START = "<!-- findings:start -->"
 END = "<!-- findings:end -->"
@@ -41,8 +42,9 @@ def pinned_inputs(results: Path) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def readme_sentences(findings: dict[str, Any]) -> list[str]:
-    """One dataset's README lines: its accuracy and drift sentences (each "not determined" with its MDE)
-    and the TCAV calibration counts, as in its report."""
+    """One dataset's README lines: its accuracy and drift sentences (each "not determined" with its MDE),
+    the TCAV calibration counts, as in its report, and why tickets fail (`why.readme_claims`: the two
+    drift-first tests and the concepts lost first)."""
     head = (
         f"**{findings['dataset']}** ({findings['n_seeds']} seeds, rounds 0-{findings['rounds']}, tests at alpha "
         f"{findings['alpha']:g}):"
@@ -54,7 +56,9 @@ def readme_sentences(findings: dict[str, Any]) -> list[str]:
         if calibration.get("rows")
         else []
     )
-    sentences = [s[:1].upper() + s[1:] for s in [*accuracy, *drift_sentences(findings), *tcav]]
+    why = readme_claims(findings)
+    why = [f"Why tickets fail: {'; '.join(why)} (report.md: per image and per concept)."] if why else []
+    sentences = [s[:1].upper() + s[1:] for s in [*accuracy, *drift_sentences(findings), *tcav, *why]]
     return [" ".join([head, *sentences])]
 
 

@@ -17,6 +17,7 @@ from ticketlens.report.power_text import (
     rounds_text,
     undecided_drift_rounds,
 )
+from ticketlens.report.why import concept_loss_sentences, forgetting_sentences
 from ticketlens.report.wording import (
     branch_noun,
     finite,
@@ -31,7 +32,6 @@ from ticketlens.report.wording import (
 from ticketlens.study import (
     DENSE_ROUND,
     HEADLINE_METRIC,
-    TICKET,
 )
 
 # The sections of the study report that repeat a dataset's sentences (the others stay in its own report).
@@ -279,22 +279,7 @@ def concept_sentences(findings: dict[str, Any], limit: int = 8) -> list[str]:
             f"In the dense network, concept {d['concept']} pushes class {d['target_class']} "
             f"{d.get('direction') or 'up or down'} (layer {d['layer']})."
         )
-    changes = findings["concept_changes"]
-    if not changes:
-        out.append("No concept loses, gains or reverses significance in any branch.")
-        return out
-    verbs = {"lost": "loses", "gained": "gains", "reversed": "reverses"}
-    for ch in sorted(changes, key=lambda c: (c["branch"] != TICKET, c["round"]))[:limit]:
-        pushed = f", now pushing the class {ch['direction']}" if ch.get("direction") else ""
-        out.append(
-            f"{branch_noun(ch['branch'])}: concept {ch['concept']} (layer {ch['layer']}, class "
-            f"{ch['target_class']}) {verbs.get(ch['change'], ch['change'])} significance at round {ch['round']}"
-            f"{pushed} ({format_percent(ch['remaining'])} remaining; score {ch['dense_score']:.2f} dense, "
-            f"{ch['score']:.2f} then)."
-        )
-    if len(changes) > limit:
-        out.append(f"{len(changes) - limit} further changes are listed in the table below.")
-    return out
+    return out + concept_loss_sentences(findings)
 
 
 def _gap_sentence(gap: dict[str, Any]) -> str:
@@ -348,6 +333,9 @@ def finding_sentences(findings: dict[str, Any]) -> dict[str, list[str]]:
         + empty_pair_sentences(findings),
         "Exploratory: accuracy and consistency together": correlation_sentences(findings),
         "Concepts": concept_sentences(findings),
+        "Which images tickets forget, and whether their explanations moved first": forgetting_sentences(
+            findings
+        ),
         "TCAV calibration": calibration_sentences(findings),
         "Controls at equal sparsity": control_sentences(findings),
         "Power: what the study could have detected": power_sentences(findings),
