@@ -16,18 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import SETTINGS
 from ticketlens.analysis import inference
 from ticketlens.analysis.findings import accuracy_match, drift_onsets
 from ticketlens.study import FindingsSettings
 
-SETTINGS = FindingsSettings(
-    alpha=0.05,
-    accuracy_margin=0.01,
-    consistency_margin=0.0,
-    concept_margin=0.05,
-    permutations=199,
-    margin_bins=5,
-)
 COLUMN = "cons_dense_gradcam_spearman"
 STUDIES = 200
 

@@ -9,20 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import SETTINGS
 from ticketlens.analysis.associations import min_rounds_for_correlation, within_seed_correlations
 from ticketlens.analysis.calibration import exact_upper, tcav_calibration, two_way_bootstrap_upper
 from ticketlens.analysis.empty_maps import dense_pair_empty, empty_map_findings, empty_pair_columns
 from ticketlens.report.correlation_text import attainable_rhos
-from ticketlens.study import FindingsSettings
-
-SETTINGS = FindingsSettings(
-    alpha=0.05,
-    accuracy_margin=0.01,
-    consistency_margin=0.0,
-    concept_margin=0.05,
-    permutations=199,
-    margin_bins=5,
-)
 
 
 def _cells(rates: dict[str, float], seeds: int = 4, tickets: int = 10, rows: int = 20) -> list[dict]:
