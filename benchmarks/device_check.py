@@ -189,7 +189,7 @@ def cub_round(
     metrics = _timed(times, "train_ticket", train_ticket, ticket, data, "resnet18", 1.0, training, pruning,
                      checkpoint, folder / "metrics.json", device=device_name)  # fmt: skip
     _timed(times, "explain_ticket", explain_ticket, checkpoint, data, 1, None, folder / "saliency.npz",
-           folder / "saliency.csv", folder / "consistency.csv", device=device_name)  # fmt: skip
+           folder / "saliency.csv", folder / "consistency.csv", folder / "outcomes.csv", device=device_name)  # fmt: skip
     tcav = tcav_settings(sizes)
     _timed(times, "tcav_calibration", tcav_calibration, checkpoint, data, randoms, calibration, tcav,
            folder / "calibration.csv", device=device_name)  # fmt: skip
@@ -209,7 +209,7 @@ def tcav_settings(sizes: Sizes) -> TcavSettings:
         "layers": None, "n_random_sets": sizes.n_random_sets, "set_size": sizes.set_size,
         "inputs_per_class": sizes.inputs_per_class, "alpha": 0.05, "classifier": "fastcav",
         "n_counterparts": min(5, sizes.n_random_sets - 1), "n_null_draws": sizes.n_null_draws,
-        "n_calibration_sets": 2,
+        "n_calibration_sets": 2, "target_classes": "all",
     })  # fmt: skip
 
 

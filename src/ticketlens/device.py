@@ -27,6 +27,7 @@ DEVICES = "auto, cpu, cuda, cuda:N"  # the values of study.device
 PRECISIONS = ("fp32", "bf16")  # the values of training.precision
 CUBLAS_WORKSPACE = ":4096:8"
 HOST = torch.device("cpu")  # where data are prepared and files are written and read
+SHAPES_ONLY = torch.device("meta")  # tensors without storage: a model's structure in milliseconds
 
 
 def resolve_device(name: str) -> torch.device:

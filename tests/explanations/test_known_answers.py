@@ -104,7 +104,9 @@ def run_tcav(study: dict, model: str, concepts: list[Path], settings: TcavSettin
         out = folder / "tcav" / f"{concept.stem}_{settings.n_null_draws}.csv"
         if not out.exists():
             checkpoint = folder / TICKET_FILES.checkpoint
-            tcav_concept(checkpoint, study["data_path"], study["randoms"], concept, settings, out)
+            # TCAV's inputs come from the data the model was trained on (tcav_concept refuses any other);
+            # their test images have random backgrounds in both sets (prepare)
+            tcav_concept(checkpoint, study["data_of"][model], study["randoms"], concept, settings, out)
         rows.append(pd.read_csv(out))
     return summarize_tcav(pd.concat(rows), ALPHA)
 
@@ -122,15 +124,15 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     torch.save(torch.load(randoms[1], weights_only=True)["sets"][0], held_out)
     options = dataset_settings("synthbirds").concept_options  # the schema's defaults
     make_concept_set(clean, "synthbirds", BLUE, SET_SIZE, options, randoms, root / "sets" / "blue.pt")
-    study = {"blue": root / "sets" / "blue.pt", "random": held_out, "randoms": randoms[0], "data_path": clean,
+    study = {"blue": root / "sets" / "blue.pt", "random": held_out, "randoms": randoms[0],
              "scenes": [scene_set(k, root / "sets" / f"scene_{k}.pt") for k in range(N_CLASSES)]}  # fmt: skip
     models = {}
+    study["data_of"] = {"clean": clean, "shortcut": shortcut, "untrained": clean}
     models["clean"], study["clean_accuracy"] = train(clean, root / "clean", 300)
     models["shortcut"], study["shortcut_accuracy"] = train(shortcut, root / "shortcut", 200)
     models["untrained"] = untrained_copy(models["clean"], root / "untrained" / "checkpoint.pt")
     for name, checkpoint in models.items():
-        data = shortcut if name == "shortcut" else clean
-        explain_into(checkpoint, data, PROBE_PER_CLASS, checkpoint.parent)
+        explain_into(checkpoint, study["data_of"][name], PROBE_PER_CLASS, checkpoint.parent)
         study[name] = checkpoint.parent
     study["data"] = load_prepared(clean)
     return study

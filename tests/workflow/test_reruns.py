@@ -180,6 +180,7 @@ def test_copied_results_without_metadata_retrain_what_a_params_change_affects(
     )
     assert planned_jobs(copied) == {
         **dict.fromkeys(TICKET_RULES, 3),
+        "explain_images": 2,  # the ticket branch's pruned rounds (its dense round's maps are the reference)
         "tcav_concept": 3,
         **dict.fromkeys(REPORT_RULES, 1),
     }

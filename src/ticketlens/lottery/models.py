@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ticketlens.device import SHAPES_ONLY
 from ticketlens.errors import UserError
 from ticketlens.lottery.feature_maps import default_gradcam_layer
 
@@ -195,7 +196,7 @@ class LayerNames:
 def layer_names(name: str) -> LayerNames:
     """The layer names of model `name`. They depend on the architecture only (not on width, classes,
     channels or image size), so it is built once on the meta device: no memory, no init, milliseconds."""
-    with torch.device("meta"):
+    with SHAPES_ONLY:
         model = _architecture(name, 2, 3, 64, Normalize([0.0] * 3, [1.0] * 3), 1.0)
     modules = tuple(n for n, _ in model.named_modules() if n)
     return LayerNames(
