@@ -73,8 +73,7 @@ def test_the_gpu_profile_is_the_slurm_profile_with_one_gpu_per_job():
         k: v for k, v in cpu.items() if k != "set-resources"
     }
     grouped = {
-        rule: gpu["set-resources"][rule]
-        for rule in ("explain_ticket", "tcav_base", "tcav_calibration", "tcav_concept")
+        rule: gpu["set-resources"][rule] for rule in ("explain_ticket", "tcav_calibration", "tcav_concept")
     }
     assert {(r["slurm_partition"], r["gres"]) for r in grouped.values()} == {("gpu", "gpu:1")}
     assert gpu["set-resources"]["train_ticket"]["gres"] == "gpu:1"

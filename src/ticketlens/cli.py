@@ -68,7 +68,6 @@ def _paths(values: list[str]) -> list[Path]:
 PATHS = {"nargs": "+", "required": True}
 OPTIONAL: dict[str, Any] = {}
 THREADS = Arg("--threads", options={"type": int, "default": 1})
-BASE = Arg("--base", convert=Path, options={"help": "the ticket's tcav/base.pt (tcav-base)"})
 DEVICE = Arg("--device", options={"default": "auto", "help": "study.device: auto | cpu | cuda | cuda:N"})
 
 
@@ -128,19 +127,15 @@ COMMANDS: dict[str, Command] = {
         Arg("--dense", "dense_maps", Path, {"help": "images.npz of the dense net of the same seed"}),
         Arg("--image-maps", convert=Path), Arg("--agreement", convert=Path), THREADS, DEVICE,
     )),
-    "tcav-base": Command("ticketlens.explanations.tcav:tcav_base", "the concept-independent TCAV evidence of one ticket, shared by its TCAV jobs", (
-        Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path), Arg("--random", "random_sets", Path),
-        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS, DEVICE,
-    )),
     "tcav-calibration": Command("ticketlens.explanations.tcav:tcav_calibration", "TCAV calibration: held-out random sets as concepts", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
         Arg("--random", "random_sets", Path), Arg("--calibration", "calibration_sets", Path),
-        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), BASE, THREADS, DEVICE,
+        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS, DEVICE,
     )),
     "tcav-concept": Command("ticketlens.explanations.tcav:tcav_concept", "calibrated TCAV test of one concept", (
         Arg("--checkpoint", convert=Path), Arg("--data", "data_path", Path),
         Arg("--random", "random_sets", Path), Arg("--concept", "concept_path", Path),
-        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), BASE, THREADS, DEVICE,
+        Arg("--tcav", convert=_settings("TcavSettings")), Arg("--out", convert=Path), THREADS, DEVICE,
     )),
     "summarize-dataset": Command("ticketlens.analysis.summary:summarize_dataset", "tables and findings of one dataset", (
         Arg("--dataset"), Arg("--metrics", "ticket_metrics", _paths, PATHS),

@@ -102,7 +102,6 @@ class TicketFiles:
     outcomes: str = "outcomes.csv"
     image_maps: str = "images.npz"
     agreement: str = "agreement.csv"
-    tcav_base: str = "tcav/base.pt"  # temporary: removed once the ticket's TCAV tables are written
     tcav_calibration: str = "tcav/calibration.csv"
     tcav_concept: str = "tcav/{concept}.csv"
 

@@ -245,54 +245,6 @@ def test_tcav_calibration_runs_calibration_sets_through_the_concept_path(
     pd.testing.assert_frame_equal(null[null["concept"] == "random_4"].reset_index(drop=True), as_concept)
 
 
-def test_a_shared_base_gives_the_same_bytes_and_refuses_another_ticket(
-    ticket_files: dict, tmp_path: Path
-) -> None:
-    """tcav_base computes a ticket's concept-independent evidence once; the calibration and every concept
-    read it and write the tables they would have computed alone, byte for byte."""
-    files = ticket_files
-    base = tmp_path / "base.pt"
-    tcav.tcav_base(files["checkpoint"], files["data"], files["random"], settings(), base)
-    run_concept(files, tmp_path / "alone.csv")
-    tcav.tcav_concept(files["checkpoint"], files["data"], files["random"], files["concept"], settings(),
-                      tmp_path / "shared.csv", base=base)  # fmt: skip
-    assert (tmp_path / "alone.csv").read_bytes() == (tmp_path / "shared.csv").read_bytes()
-    tcav.tcav_calibration(files["checkpoint"], files["data"], files["random"], files["calibration"], settings(),
-                          tmp_path / "cal_alone.csv")  # fmt: skip
-    tcav.tcav_calibration(files["checkpoint"], files["data"], files["random"], files["calibration"], settings(),
-                          tmp_path / "cal_shared.csv", base=base)  # fmt: skip
-    assert (tmp_path / "cal_alone.csv").read_bytes() == (tmp_path / "cal_shared.csv").read_bytes()
-    # the base is what the test reads: a base of other evidence changes the table...
-    state = torch.load(base, weights_only=True)
-    for layer in state["base"]["layers"].values():
-        layer["gram"] = layer["gram"] * 1.5
-    torch.save(state, tmp_path / "scaled.pt")
-    tcav.tcav_concept(files["checkpoint"], files["data"], files["random"], files["concept"], settings(),
-                      tmp_path / "scaled.csv", base=tmp_path / "scaled.pt")  # fmt: skip
-    assert (tmp_path / "scaled.csv").read_bytes() != (tmp_path / "alone.csv").read_bytes()
-    # ...so a base made from another checkpoint, other random sets or other settings is refused in one line
-    with pytest.raises(
-        UserError, match=r"base.pt was made from another checkpoint_sha256 than .*: delete it"
-    ):
-        tcav.tcav_concept(files["seed1"], files["data"], files["random"], files["concept"], settings(),
-                          tmp_path / "x.csv", base=base)  # fmt: skip
-    with pytest.raises(UserError, match=r"another random_sha256"):
-        tcav.tcav_calibration(files["checkpoint"], files["data"], files["calibration"], files["calibration"],
-                              settings(n_random_sets=2, n_counterparts=1), tmp_path / "x.csv", base=base)  # fmt: skip
-    layer = list(state["base"]["layers"])[:1]
-    with pytest.raises(UserError, match=r"another settings"):
-        tcav.tcav_concept(
-            files["checkpoint"],
-            files["data"],
-            files["random"],
-            files["concept"],
-            settings(layers=tuple(layer)),
-            tmp_path / "x.csv",
-            base=base,
-        )
-    assert not (tmp_path / "x.csv").exists()
-
-
 def test_a_tcav_job_imports_neither_sklearn_nor_captum(ticket_files: dict, tmp_path: Path) -> None:
     files = ticket_files
     code = (

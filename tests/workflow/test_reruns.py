@@ -25,7 +25,7 @@ STUDY["study"] |= {"datasets": ["mnist"], "controls": ["reinit"]}
 STUDY["datasets"] = {"mnist": STUDY["datasets"]["mnist"]}
 TRAINING = STUDY["datasets"]["mnist"]["training"]
 DATA_RULES = {"prepare_dataset", "make_random_sets", "make_concept_set"}
-TICKET_RULES = {"train_ticket", "explain_ticket", "tcav_base", "tcav_calibration"}
+TICKET_RULES = {"train_ticket", "explain_ticket", "tcav_calibration"}
 REPORT_RULES = {"summarize_dataset", "build_dataset_report", "build_study_report", "all"}
 
 
@@ -72,13 +72,7 @@ def test_an_unchanged_study_has_nothing_to_do(study: Path) -> None:
 def test_adding_a_concept_computes_only_its_pieces(study: Path) -> None:
     with params_changed(study, lambda p: p["datasets"]["mnist"]["concepts"].append("stroke_loop")):
         jobs = planned_jobs(study)
-    # tcav/base.pt is temporary: a ticket's TCAV job that runs again needs it made again
-    assert jobs == {
-        "make_concept_set": 1,
-        "tcav_base": 3,
-        "tcav_concept": 3,
-        **dict.fromkeys(REPORT_RULES, 1),
-    }
+    assert jobs == {"make_concept_set": 1, "tcav_concept": 3, **dict.fromkeys(REPORT_RULES, 1)}
 
 
 @pytest.mark.slow
@@ -95,12 +89,7 @@ def test_changing_the_learning_rate_keeps_the_data_and_concept_sets(study: Path)
 def test_changing_tcav_inputs_reruns_tcav_only(study: Path) -> None:
     with params_changed(study, lambda p: p["explanations"]["tcav"].update(inputs_per_class=3)):
         jobs = planned_jobs(study)
-    assert jobs == {
-        "tcav_base": 3,
-        "tcav_calibration": 3,
-        "tcav_concept": 3,
-        **dict.fromkeys(REPORT_RULES, 1),
-    }
+    assert jobs == {"tcav_calibration": 3, "tcav_concept": 3, **dict.fromkeys(REPORT_RULES, 1)}
 
 
 @pytest.mark.slow
@@ -151,12 +140,9 @@ def test_an_edited_raw_label_file_re_prepares_the_dataset(study: Path) -> None:
         # the dense net: every round and control of the seed is made from it
         (
             "results/mnist/seed_0/ticket/round_0",
-            {"train_ticket": 3, "explain_ticket": 3, "tcav_base": 3, "tcav_calibration": 3},
+            {"train_ticket": 3, "explain_ticket": 3, "tcav_calibration": 3},
         ),
-        (
-            "results/mnist/concepts/stroke_horizontal.pt",
-            {"make_concept_set": 1, "tcav_base": 3, "tcav_concept": 3},
-        ),
+        ("results/mnist/concepts/stroke_horizontal.pt", {"make_concept_set": 1, "tcav_concept": 3}),
         ("results/mnist/prepared/data.pt", {"prepare_dataset": 1, "train_ticket": 3, "make_random_sets": 1}),
     ],
     ids=["dense_round", "concept_set", "data"],

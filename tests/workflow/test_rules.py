@@ -25,7 +25,6 @@ EXPECTED = {
     "train_ticket": {TICKET + TICKET_FILES.checkpoint, TICKET + TICKET_FILES.metrics},
     "explain_ticket": {TICKET + f for f in (TICKET_FILES.saliency_maps, TICKET_FILES.saliency_table, TICKET_FILES.consistency, TICKET_FILES.outcomes)},
     "explain_images": {TICKET + f for f in (TICKET_FILES.image_maps, TICKET_FILES.agreement)},
-    "tcav_base": {TICKET + TICKET_FILES.tcav_base},
     "tcav_calibration": {TICKET + TICKET_FILES.tcav_calibration},
     "tcav_concept": {TICKET + TICKET_FILES.tcav_concept},
     "summarize_dataset": {DATASET.file("summary"), DATASET.file("summary_agg"), DATASET.file("tcav_summary"), DATASET.file("findings"), DATASET.file("metrics")},

@@ -37,8 +37,7 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "srun")
 THREADED_RULE = "make_random_sets"  # run with --set-threads {THREADED_RULE}=2: must get 2 CPUs
 LOCAL_RULES = {"prepare_dataset", "all"}  # never submitted
-# one submission per ticket
-GROUPED_RULES = {"explain_ticket", "tcav_base", "tcav_calibration", "tcav_concept"}
+GROUPED_RULES = {"explain_ticket", "tcav_calibration", "tcav_concept"}  # one submission per ticket
 TICKETS = [(dataset, branch, r) for dataset in ("mnist", "synthbirds")
            for branch, r in (("ticket", 0), ("ticket", 1), ("reinit", 1), ("randmask", 1))]  # fmt: skip
 

@@ -78,40 +78,16 @@ rule explain_images:
         " --threads {threads} --device {params.device}"
 
 
-# A ticket's concept-independent TCAV evidence (random sets' activations and Grams, class gradients), most
-# of every TCAV job's work, made once for its calibration and all its concepts; temporary: removed once
-# they are written, made again only when one of them must be re-run.
-rule tcav_base:
-    input:
-        checkpoint=rules.train_ticket.output.checkpoint,
-        data=rules.prepare_dataset.output.data,
-        random=rules.make_random_sets.output.random,
-    output:
-        temp("results/{dataset}/seed_{seed}/{branch}/round_{round}/tcav/base.pt"),
-    log:
-        "logs/{dataset}/seed_{seed}/{branch}/round_{round}/tcav_base.log",
-    threads: STUDY.threads
-    params:
-        tcav=TCAV.to_json(),
-        device=STUDY.device,
-    shell:
-        "ticketlens --log {log:q} tcav-base --checkpoint {input.checkpoint:q} --data {input.data:q}"
-        " --random {input.random:q} --tcav {params.tcav:q} --out {output:q} --threads {threads}"
-        " --device {params.device}"
-
-
 rule tcav_calibration:
     input:
         checkpoint=rules.train_ticket.output.checkpoint,
         data=rules.prepare_dataset.output.data,
         random=rules.make_random_sets.output.random,
-        base=rules.tcav_base.output,
         calibration=rules.make_random_sets.output.calibration,
     output:
         "results/{dataset}/seed_{seed}/{branch}/round_{round}/tcav/calibration.csv",
     log:
         "logs/{dataset}/seed_{seed}/{branch}/round_{round}/tcav_calibration.log",
-    priority: 1  # soon after its tcav_base, so the temporary Grams do not pile up
     threads: STUDY.threads
     params:
         tcav=TCAV.to_json(),
@@ -119,7 +95,7 @@ rule tcav_calibration:
     shell:
         "ticketlens --log {log:q} tcav-calibration --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --random {input.random:q} --calibration {input.calibration:q} --tcav {params.tcav:q}"
-        " --base {input.base:q} --out {output:q} --threads {threads} --device {params.device}"
+        " --out {output:q} --threads {threads} --device {params.device}"
 
 
 rule tcav_concept:
@@ -127,13 +103,11 @@ rule tcav_concept:
         checkpoint=rules.train_ticket.output.checkpoint,
         data=rules.prepare_dataset.output.data,
         random=rules.make_random_sets.output.random,
-        base=rules.tcav_base.output,
         concept=rules.make_concept_set.output,
     output:
         "results/{dataset}/seed_{seed}/{branch}/round_{round}/tcav/{concept}.csv",
     log:
         "logs/{dataset}/seed_{seed}/{branch}/round_{round}/tcav_{concept}.log",
-    priority: 1  # soon after its tcav_base, so the temporary Grams do not pile up
     threads: STUDY.threads
     params:
         tcav=TCAV.to_json(),
@@ -141,4 +115,4 @@ rule tcav_concept:
     shell:
         "ticketlens --log {log:q} tcav-concept --checkpoint {input.checkpoint:q} --data {input.data:q}"
         " --random {input.random:q} --concept {input.concept:q} --tcav {params.tcav:q}"
-        " --base {input.base:q} --out {output:q} --threads {threads} --device {params.device}"
+        " --out {output:q} --threads {threads} --device {params.device}"

@@ -1,12 +1,10 @@
-"""Concept-level explanations (TCAV, Kim et al. 2018) of one ticket: the three workflow steps.
+"""Concept-level explanations (TCAV, Kim et al. 2018) of one ticket: the two workflow steps.
 
-* `tcav_base`: the ticket's concept-independent evidence (below), computed once per ticket for its
-  calibration and every concept -> tcav/base.pt, a temporary file the other two read.
 * `tcav_concept`: one concept's calibrated test (`tcav_significance.concept_test`) -> tcav/{slug}.csv.
 * `tcav_calibration`: the calibration of that test on this ticket: held-out random image sets, never part of the
   ticket's random pool, run through exactly the same function as a concept -> tcav/calibration.csv.
 
-Both read the ticket's concept-independent evidence from tcav/base.pt, or build it when not given from the checkpoint: the activations of the random
+Both build the ticket's concept-independent evidence from the checkpoint: the activations of the random
 sets (counterparts and pool: `tcav_significance.split_random_sets`) and the gradients of each class's logit with respect to each layer for
 that class's test inputs, with plain forward hooks; their inner products are all the batched CAV fitters
 need (`cav`). Nothing here imports scikit-learn or captum unless `classifier: sgd` is chosen.
@@ -37,7 +35,7 @@ from ticketlens.explanations.tcav_significance import (
     split_random_sets,
 )
 from ticketlens.explanations.tcav_stats import TEST_COLUMNS
-from ticketlens.fileio import atomic_save, file_sha256, load_torch, write_csv
+from ticketlens.fileio import load_torch, write_csv
 from ticketlens.lottery.models import get_module
 from ticketlens.lottery.rounds import load_model
 from ticketlens.study import TcavSettings
@@ -164,53 +162,6 @@ def ticket_base(
     )
 
 
-def _model_on(checkpoint: Path, data_path: Path, threads: int, device: str) -> nn.Module:
-    torch.set_num_threads(max(1, int(threads)))
-    where = resolve_device(device)
-    configure(where, deterministic_cpu=False)
-    return load_model(Path(checkpoint), where, Path(data_path))
-
-
-# The settings the base depends on: which layers, which inputs, which rows are counterparts, kept features.
-BASE_SETTINGS = ("layers", "n_random_sets", "set_size", "inputs_per_class", "target_classes", "classifier",
-                 "n_counterparts")  # fmt: skip
-
-
-def _made_from(checkpoint: Path, data_path: Path, random_sets: Path, tcav: TcavSettings) -> dict[str, Any]:
-    settings = {key: getattr(tcav, key) for key in BASE_SETTINGS}
-    return {"checkpoint_sha256": file_sha256(Path(checkpoint)), "data_sha256": file_sha256(Path(data_path)),
-            "random_sha256": file_sha256(Path(random_sets)),
-            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}  # fmt: skip
-
-
-def tcav_base(
-    checkpoint: Path, data_path: Path, random_sets: Path, tcav: TcavSettings, out: Path,
-    threads: int = 1, device: str = "auto",
-) -> None:  # fmt: skip
-    """The concept-independent TCAV evidence of one ticket (`ticket_base`: the random sets' activations and
-    Grams, the target classes' gradients) -> tcav/base.pt, with what it was made from. Most of a TCAV job's
-    work (the Grams on small nets, the gradients of 200 classes on CUB), the same for every concept."""
-    _, ticket = load_ticket(checkpoint, data_path, random_sets, tcav, threads, device)
-    state = {**_made_from(checkpoint, data_path, random_sets, tcav), "base": ticket.to_state()}
-    atomic_save(state, Path(out))
-    log.info("TCAV base: %d random rows, %d inputs, %d layers -> %s", ticket.set_size * len(ticket.counterpart_names)
-             + ticket.pool_size, len(ticket.input_classes), len(ticket.layers), out)  # fmt: skip
-
-
-def read_base(
-    base: Path, checkpoint: Path, data_path: Path, random_sets: Path, tcav: TcavSettings, device: torch.device
-) -> TicketBase:
-    """The evidence `tcav_base` wrote, refused unless made from this checkpoint, data, random sets and
-    settings (a file of another ticket gives another ticket's answers)."""
-    state = load_torch(Path(base), "TCAV base")
-    wanted = _made_from(checkpoint, data_path, random_sets, tcav)
-    differs = [key for key, value in wanted.items() if state.get(key) != value]
-    if differs:
-        raise UserError(f"{base} was made from another {', '.join(differs)} than this job asks for: delete it "
-                        "and run again (Snakemake makes it anew)")  # fmt: skip
-    return TicketBase.from_state(state["base"], device)
-
-
 def load_ticket(
     checkpoint: Path,
     data_path: Path,
@@ -218,13 +169,12 @@ def load_ticket(
     tcav: TcavSettings,
     threads: int,
     device: str = "auto",
-    base: Path | None = None,
 ) -> tuple[nn.Module, TicketBase]:
-    """The ticket on `device` (`study.device`) and its evidence there: read from `base` (tcav/base.pt)
-    when given, else computed."""
-    model = _model_on(checkpoint, data_path, threads, device)
-    if base is not None:
-        return model, read_base(base, checkpoint, data_path, random_sets, tcav, model_device(model))
+    """The ticket on `device` (`study.device`) and its evidence, computed and kept there."""
+    torch.set_num_threads(max(1, int(threads)))
+    where = resolve_device(device)
+    configure(where, deterministic_cpu=False)
+    model = load_model(Path(checkpoint), where, Path(data_path))
     seed = int(load_torch(Path(checkpoint), "checkpoint").get("seed", 0))
     layers = list(tcav.layers or model.tcav_layers)
     randoms = load_image_sets(Path(random_sets))
@@ -242,12 +192,11 @@ def image_set_test(
 
 def tcav_concept(
     checkpoint: Path, data_path: Path, random_sets: Path, concept_path: Path, tcav: TcavSettings,
-    out: Path, threads: int = 1, device: str = "auto", base: Path | None = None,
+    out: Path, threads: int = 1, device: str = "auto",
 ) -> pd.DataFrame:  # fmt: skip
-    """The calibrated TCAV test of one concept on one ticket, written to `out` (tcav/{slug}.csv); `base`:
-    the ticket's tcav/base.pt (`tcav_base`), else its evidence is computed here."""
-    model, ticket = load_ticket(checkpoint, data_path, random_sets, tcav, threads, device, base)
-    table = image_set_test(model, ticket, *load_image_set(Path(concept_path)), tcav)
+    """The calibrated TCAV test of one concept on one ticket, written to `out` (tcav/{slug}.csv)."""
+    model, base = load_ticket(checkpoint, data_path, random_sets, tcav, threads, device)
+    table = image_set_test(model, base, *load_image_set(Path(concept_path)), tcav)
     write_csv(table, Path(out))
     log.info("TCAV %s: %d rows (%s, K=%d, N=%d) -> %s", table["concept"].iloc[0], len(table), tcav.classifier,
              tcav.n_counterparts, tcav.n_null_draws, out)  # fmt: skip
@@ -256,15 +205,13 @@ def tcav_concept(
 
 def tcav_calibration(
     checkpoint: Path, data_path: Path, random_sets: Path, calibration_sets: Path, tcav: TcavSettings,
-    out: Path, threads: int = 1, device: str = "auto", base: Path | None = None,
+    out: Path, threads: int = 1, device: str = "auto",
 ) -> pd.DataFrame:  # fmt: skip
-    """The calibration of the test on one ticket: held-out random sets as concepts -> tcav/calibration.csv
-    (`base` as in `tcav_concept`)."""
-    model, ticket = load_ticket(checkpoint, data_path, random_sets, tcav, threads, device, base)
+    """The calibration of the test on one ticket: held-out random sets as concepts -> tcav/calibration.csv."""
+    model, base = load_ticket(checkpoint, data_path, random_sets, tcav, threads, device)
     columns = TEST_COLUMNS
     tables = [
-        image_set_test(model, ticket, *image_set, tcav)
-        for image_set in load_image_sets(Path(calibration_sets))
+        image_set_test(model, base, *image_set, tcav) for image_set in load_image_sets(Path(calibration_sets))
     ]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
     write_csv(table, Path(out))

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -114,42 +114,6 @@ class TicketBase:
     pool_size: int  # P
     input_classes: torch.Tensor
     classes: list[int]
-
-    def to_state(self) -> dict[str, Any]:
-        """Everything, as host tensors and plain values (a `torch.load(weights_only=True)` file)."""
-        layers = {
-            name: {
-                "activations": base.activations.cpu(),
-                "gradients": base.gradients.cpu(),
-                "gram": base.rows.gram.cpu(),
-                "cross": base.rows.cross.cpu(),
-                "keep_features": base.rows.activations is not None,
-            }  # fmt: skip
-            for name, base in self.layers.items()
-        }
-        return {"ticket_seed": self.ticket_seed, "layers": layers, "counterpart_names": list(self.counterpart_names),
-                "set_size": self.set_size, "pool_size": self.pool_size, "input_classes": self.input_classes.cpu(),
-                "classes": list(self.classes)}  # fmt: skip
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> TicketBase:
-        """The base `to_state` wrote, its tensors on `device`: the same values, so the same tables."""
-        layers = {}
-        for name, part in state["layers"].items():
-            x, g = part["activations"].to(device), part["gradients"].to(device)
-            kept = (x, g) if part["keep_features"] else (None, None)
-            layers[name] = LayerBase(
-                x, g, LayerRows(part["gram"].to(device), part["cross"].to(device), *kept)
-            )
-        return cls(
-            ticket_seed=int(state["ticket_seed"]),
-            layers=layers,
-            counterpart_names=list(state["counterpart_names"]),
-            set_size=int(state["set_size"]),
-            pool_size=int(state["pool_size"]),
-            input_classes=state["input_classes"],
-            classes=[int(k) for k in state["classes"]],
-        )
 
 
 def split_random_sets(random_sets: Sequence[T], k: int) -> tuple[Sequence[T], Sequence[T]]:
